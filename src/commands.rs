@@ -1,0 +1,69 @@
+//! One thin module per subcommand: each calls the library and renders the result.
+
+pub mod plan;
+pub mod schema;
+pub mod validate;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+use crate::config::{Overrides, Settings};
+use crate::diag::{self, Diagnostic, Format};
+
+/// What a command's exit status means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything is fine.
+    Ok = 0,
+    /// The job or the check failed.
+    Failed = 1,
+    /// Usage or configuration error.
+    Config = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// The environment as the config layer reads it.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+pub fn overrides(cli: &Cli) -> Overrides {
+    Overrides {
+        config: cli.config.clone(),
+        policies_dir: cli.policies.clone(),
+        backup_root: cli.backup_root.clone(),
+    }
+}
+
+/// Resolve settings or print why not.
+pub fn settings(cli: &Cli) -> Result<Settings, Exit> {
+    Settings::resolve(&overrides(cli), &process_env).map_err(|diags| {
+        report_config_errors(&diags);
+        Exit::Config
+    })
+}
+
+pub fn report_config_errors(diags: &[Diagnostic]) {
+    eprint!("{}", diag::render(diags, Format::Human));
+    eprintln!("error: the configuration is invalid");
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+pub fn dispatch(cli: &Cli) -> Exit {
+    match &cli.command {
+        Command::Validate(args) => validate::run(cli, args),
+        Command::Schema(args) => schema::run(args),
+        Command::Plan(args) => plan::run(cli, args),
+    }
+}

@@ -1,0 +1,121 @@
+//! `dcb plan`: next fire times and what a run now would export.
+
+use std::fmt::Write as _;
+
+use super::{Exit, settings};
+use crate::cli::{Cli, PlanArgs};
+use crate::diag::{self, Format};
+use crate::plan::{self, PlanView, Watermarks};
+use crate::policy::load::load_dir;
+
+pub fn run(cli: &Cli, args: &PlanArgs) -> Exit {
+    let settings = match settings(cli) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let set = load_dir(&settings.policies_dir, &settings.policy_defaults());
+    if set.has_errors() {
+        eprint!("{}", diag::render(&set.diagnostics, Format::Human));
+        eprintln!("error: the policies are invalid; run `dcb validate` for details");
+        return Exit::Config;
+    }
+    let mut policies = set.policies;
+    if !args.only.is_empty() {
+        for name in &args.only {
+            if !policies.iter().any(|p| &p.name == name) {
+                eprintln!(
+                    "error: no policy named `{name}` in {}",
+                    settings.policies_dir.display()
+                );
+                return Exit::Config;
+            }
+        }
+        policies.retain(|p| args.only.contains(&p.name));
+    }
+    let plans = match plan::compile(&policies, &settings) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            return Exit::Config;
+        }
+    };
+    let views = plan::view(&plans, &Watermarks::new(), chrono::Utc::now(), args.runs);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&views).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render(&views));
+    }
+    Exit::Ok
+}
+
+fn render(views: &[PlanView]) -> String {
+    let mut out = String::new();
+    for v in views {
+        let _ = writeln!(
+            out,
+            "{}{}  ({})",
+            v.policy,
+            if v.enabled { "" } else { "  [disabled]" },
+            v.file
+        );
+        let _ = writeln!(out, "  schedule     {}  in {}", v.schedule, v.timezone);
+        let _ = writeln!(out, "  next runs    {}", v.next_runs.join(", "));
+        let _ = writeln!(out, "  database     {}", v.database);
+        let _ = writeln!(
+            out,
+            "  retention    {} (keep at least {} per collection)",
+            v.retention, v.keep_last
+        );
+        let _ = writeln!(
+            out,
+            "  export       {} at a time, gzip level {}",
+            v.concurrency, v.compression_level
+        );
+        let width = v
+            .collections
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(10)
+            .max(10);
+        let fw = v
+            .collections
+            .iter()
+            .map(|c| c.time_field.len())
+            .max()
+            .unwrap_or(10)
+            .max(10);
+        let _ = writeln!(
+            out,
+            "    {:width$}  {:fw$}  {:11}  window of a run now",
+            "collection", "time field", "mode"
+        );
+        for c in &v.collections {
+            let window = match (&c.from, &c.to) {
+                (_, None) => c.from_source.clone(),
+                (from, Some(to)) => format!(
+                    "[{}, {})  from {}",
+                    from.as_deref().unwrap_or("the beginning"),
+                    to,
+                    c.from_source
+                ),
+            };
+            let mode = serde_json::to_value(c.mode)
+                .ok()
+                .and_then(|m| m.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    {:width$}  {:fw$}  {:11}  {}",
+                c.name, c.time_field, mode, window
+            );
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,490 @@
+//! dcb.yaml: the optional service configuration, with `${VAR}` interpolation, and the
+//! resolved [`Settings`] every command runs with (flags > environment > file > defaults).
+
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::diag::{Code, Diagnostic, Pos, Severity};
+use crate::document::Document;
+use crate::duration::{self, HumanDuration};
+use crate::policy::Policy;
+use crate::policy::validate::{Defaults, parse_timezone};
+use crate::{names, schema};
+
+pub const DEFAULT_URI: &str = "mongodb://127.0.0.1:27017";
+pub const DEFAULT_CONCURRENCY: usize = 3;
+/// The file looked for in the working directory when no config is named.
+pub const DEFAULT_CONFIG_FILE: &str = "dcb.yaml";
+
+/// dcb's configuration file. Every key is optional; string values may use `${VAR}` or
+/// `${VAR:-default}` to read the environment (`$$` writes a literal `$`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "dcb configuration")]
+pub struct ConfigFile {
+    /// How to reach MongoDB.
+    #[serde(default)]
+    pub mongodb: MongoConfig,
+
+    /// Database the policies back up unless they name their own. Default: the
+    /// connection URI's database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+
+    /// Folder the archives, state and logs are written to (relative paths are read from
+    /// this file's folder). Default: `./backups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_root: Option<String>,
+
+    /// Folder of the policy files (relative paths are read from this file's folder).
+    /// Default: `./policies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies_dir: Option<String>,
+
+    /// IANA time zone for policies that do not set one. Default: the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+
+    /// Collections exported at the same time, for policies that do not set
+    /// `concurrency`. Default: 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub concurrency: Option<u32>,
+
+    /// Health checks of the running service.
+    #[serde(default)]
+    pub health: HealthConfig,
+
+    /// Where and how alerts are sent.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+
+    /// The service's HTTP admin endpoint.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// The MongoDB connection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MongoConfig {
+    /// Connection string, e.g. `mongodb://backup:${DCB_DB_PASSWORD}@db.local:27017/dcMes`.
+    /// `DCB_MONGODB_URI` overrides it. Default: `mongodb://127.0.0.1:27017`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+/// Health checks of the running service.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthConfig {
+    /// How often the checks run.
+    #[serde(default = "default_health_interval")]
+    #[schemars(regex(pattern = duration::PATTERN))]
+    pub interval: String,
+
+    /// Consecutive failures of one collection that raise an alert.
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1))]
+    pub failure_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: default_health_interval(),
+            failure_threshold: default_failure_threshold(),
+        }
+    }
+}
+
+/// Alerting.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// The same alert is not repeated more often than this.
+    #[serde(default = "default_cooldown")]
+    #[schemars(regex(pattern = duration::PATTERN))]
+    pub cooldown: String,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            cooldown: default_cooldown(),
+        }
+    }
+}
+
+/// The HTTP admin endpoint (health, status, metrics). Off unless `listen` is set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on, e.g. `127.0.0.1:9187`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+fn default_health_interval() -> String {
+    "5m".into()
+}
+fn default_failure_threshold() -> u32 {
+    3
+}
+fn default_cooldown() -> String {
+    "1h".into()
+}
+
+/// Replace `${VAR}` and `${VAR:-default}` in every string of `value`.
+/// Errors come back as (JSON pointer, message).
+pub fn interpolate(
+    value: &mut Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    pointer: &str,
+    errors: &mut Vec<(String, String)>,
+) {
+    match value {
+        Value::String(s) => match expand(s, env) {
+            Ok(new) => *s = new,
+            Err(e) => errors.push((pointer.to_string(), e)),
+        },
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate(item, env, &format!("{pointer}/{i}"), errors);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                let p = format!("{pointer}/{}", crate::yaml::escape_token(k));
+                interpolate(v, env, &p, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unterminated `${{` in `{s}`"))?;
+            let inner = &body[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!("`${{{inner}}}` is not a variable reference"));
+            }
+            match (env(name).filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => return Err(format!("environment variable `{name}` is not set")),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl ConfigFile {
+    /// Read, interpolate and validate a config file.
+    pub fn load(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ConfigFile, Vec<Diagnostic>> {
+        let mut doc = Document::read(path).map_err(|d| vec![d])?;
+        let mut diags = doc.duplicate_key_diags();
+        let mut errors = Vec::new();
+        interpolate(&mut doc.value, env, "", &mut errors);
+        for (pointer, msg) in errors {
+            diags.push(
+                doc.at(Severity::Error, Code::UnsetVariable, &pointer, msg)
+                    .with_hint("export the variable, or write `${NAME:-default}`"),
+            );
+        }
+        diags.extend(doc.schema_diags(schema::config(), schema::config_validator()));
+        let v = &doc.value;
+        if let Some(tz) = v.pointer("/timezone").and_then(Value::as_str)
+            && let Err((msg, hint)) = parse_timezone(tz)
+        {
+            diags.push(
+                doc.at(Severity::Error, Code::InvalidTimezone, "/timezone", msg)
+                    .with_hint(hint),
+            );
+        }
+        if let Some(db) = v.pointer("/database").and_then(Value::as_str)
+            && let Err(e) = names::check_database(db)
+        {
+            diags.push(doc.at(Severity::Error, Code::InvalidDatabaseName, "/database", e));
+        }
+        for p in ["/health/interval", "/alerts/cooldown"] {
+            if let Some(s) = v.pointer(p).and_then(Value::as_str)
+                && let Err(e) = s.parse::<HumanDuration>()
+            {
+                diags.push(doc.at(Severity::Error, Code::InvalidDuration, p, e.to_string()));
+            }
+        }
+        if diags.iter().any(Diagnostic::is_error) {
+            let mut seen = std::collections::HashSet::new();
+            diags.retain(|d| seen.insert((d.code, d.pos.line, d.pos.column)));
+            return Err(diags);
+        }
+        serde_json::from_value(doc.value.clone())
+            .map_err(|e| vec![doc.at(Severity::Error, Code::InvalidValue, "", e.to_string())])
+    }
+}
+
+/// What the command line says before the config file is read (clap has already merged
+/// each flag with its environment variable).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub policies_dir: Option<PathBuf>,
+    pub backup_root: Option<PathBuf>,
+}
+
+/// Everything a command needs to know about where things are.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config_file: Option<PathBuf>,
+    pub config: ConfigFile,
+    /// Contains credentials: print only through `redact::uri`.
+    pub mongodb_uri: String,
+    pub database: Option<String>,
+    pub backup_root: PathBuf,
+    pub policies_dir: PathBuf,
+    pub timezone: Tz,
+    pub concurrency: usize,
+}
+
+impl Settings {
+    pub fn resolve(
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, Vec<Diagnostic>> {
+        let config_file = match &overrides.config {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(vec![
+                        Diagnostic::error(Code::IoError, path, Pos::START, "config file not found")
+                            .with_hint("check --config / DCB_CONFIG, or run without a config file"),
+                    ]);
+                }
+                Some(path.clone())
+            }
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
+        };
+        let config = match &config_file {
+            Some(path) => ConfigFile::load(path, env)?,
+            None => ConfigFile::default(),
+        };
+        // Relative paths in the file are relative to the file, not the caller's folder.
+        let base = config_file
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let from_file = |p: &Option<String>| p.as_ref().map(|p| normalize(&base.join(p)));
+        let backup_root = overrides
+            .backup_root
+            .clone()
+            .or_else(|| from_file(&config.backup_root))
+            .unwrap_or_else(|| PathBuf::from("backups"));
+        let policies_dir = overrides
+            .policies_dir
+            .clone()
+            .or_else(|| from_file(&config.policies_dir))
+            .unwrap_or_else(|| PathBuf::from("policies"));
+        let mongodb_uri = env("DCB_MONGODB_URI")
+            .filter(|v| !v.is_empty())
+            .or_else(|| config.mongodb.uri.clone())
+            .unwrap_or_else(|| DEFAULT_URI.to_string());
+        let timezone = match &config.timezone {
+            Some(tz) => parse_timezone(tz).unwrap_or(Tz::UTC),
+            None => system_timezone(),
+        };
+        Ok(Settings {
+            config_file,
+            database: config.database.clone(),
+            concurrency: config
+                .concurrency
+                .map_or(DEFAULT_CONCURRENCY, |c| c as usize),
+            config,
+            mongodb_uri,
+            backup_root,
+            policies_dir,
+            timezone,
+        })
+    }
+
+    pub fn policy_defaults(&self) -> Defaults {
+        Defaults {
+            timezone: self.timezone,
+            concurrency: self.concurrency,
+        }
+    }
+
+    /// The database a policy backs up: the policy's, else the config's, else the URI's.
+    pub fn database_for(&self, policy: &Policy) -> Result<String, String> {
+        policy
+            .database
+            .clone()
+            .or_else(|| self.database.clone())
+            .or_else(|| uri_database(&self.mongodb_uri))
+            .ok_or_else(|| {
+                format!(
+                    "policy `{}` names no database: set `database` in the policy or in dcb.yaml, or put it in the connection URI (mongodb://host/DB)",
+                    policy.name
+                )
+            })
+    }
+}
+
+/// Remove `.` and `name/..` pairs without touching the file system, so paths read
+/// from the config show as the user thinks of them.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// The system's IANA time zone, or UTC when it cannot be told.
+pub fn system_timezone() -> Tz {
+    iana_time_zone::get_timezone()
+        .ok()
+        .and_then(|name| name.parse().ok())
+        .unwrap_or(Tz::UTC)
+}
+
+/// The default database named in a connection string's path, if any.
+pub fn uri_database(uri: &str) -> Option<String> {
+    let rest = uri.split_once("://")?.1;
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+    let hosts_and_path = match rest.rfind('@') {
+        Some(i) => &rest[i + 1..],
+        None => rest,
+    };
+    let (_, path) = hosts_and_path.split_once('/')?;
+    let db = percent_decode(path);
+    (!db.is_empty()).then_some(db)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match decoded {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "PASS" => Some("s3cr$t".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    // Variables expand, defaults apply when unset or empty, `$$` is a literal dollar.
+    #[rstest]
+    #[case("mongodb://u:${PASS}@h/db", "mongodb://u:s3cr$t@h/db")]
+    #[case("${MISSING:-fallback}", "fallback")]
+    #[case("${EMPTY:-fallback}", "fallback")]
+    #[case("cost $$5", "cost $5")]
+    #[case("plain $ sign", "plain $ sign")]
+    #[case("${PASS}${PASS}", "s3cr$ts3cr$t")]
+    fn expands(#[case] input: &str, #[case] expected: &str) {
+        assert_eq!(expand(input, &env).unwrap(), expected);
+    }
+
+    // An unset variable without default, or a malformed reference, is an error.
+    #[rstest]
+    #[case("${MISSING}", "not set")]
+    #[case("${PASS", "unterminated")]
+    #[case("${1X}", "not a variable")]
+    fn refuses(#[case] input: &str, #[case] reason: &str) {
+        assert!(expand(input, &env).unwrap_err().contains(reason));
+    }
+
+    // Config-relative paths are joined and tidied lexically.
+    #[rstest]
+    #[case("examples/../policies", "policies")]
+    #[case("./a/./b", "a/b")]
+    #[case("../x", "../x")]
+    #[case("a/..", ".")]
+    fn normalizes(#[case] input: &str, #[case] expected: &str) {
+        assert_eq!(normalize(Path::new(input)), PathBuf::from(expected));
+    }
+
+    // The URI's path names the default database; options and credentials are ignored.
+    #[rstest]
+    #[case("mongodb://127.0.0.1:27017", None)]
+    #[case("mongodb://127.0.0.1:27017/", None)]
+    #[case("mongodb://h/dcMes", Some("dcMes"))]
+    #[case("mongodb://u:p@h1,h2/dcMes?authSource=admin", Some("dcMes"))]
+    #[case(
+        "mongodb+srv://u:p%2Fx@cluster.example/mes%2Dprod?tls=true",
+        Some("mes-prod")
+    )]
+    #[case("mongodb://h/?directConnection=true", None)]
+    fn uri_databases(#[case] uri: &str, #[case] db: Option<&str>) {
+        assert_eq!(uri_database(uri).as_deref(), db);
+    }
+}

@@ -1,0 +1,20 @@
+//! dcb: policy-driven incremental MongoDB backups.
+//!
+//! Data flows one way: policy files → [`policy`] (load, validate) → [`plan`] (jobs) →
+//! export → storage, retention, state, alerts.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod diag;
+pub mod document;
+pub mod duration;
+pub mod names;
+pub mod online;
+pub mod plan;
+pub mod policy;
+pub mod redact;
+pub mod schedule;
+pub mod schema;
+pub mod window;
+pub mod yaml;

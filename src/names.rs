@@ -1,0 +1,136 @@
+//! Rules for names that become paths (collections, databases) or query keys (time
+//! fields). They are checked before any name touches the file system.
+
+/// Characters Windows forbids in file names, plus the path separators.
+const FORBIDDEN: &[char] = &['/', '\\', ':', '*', '?', '"', '<', '>', '|'];
+
+/// Names Windows reserves for devices, whatever the extension.
+const RESERVED: &[&str] = &[
+    "con", "prn", "aux", "nul", "com1", "com2", "com3", "com4", "com5", "com6", "com7", "com8",
+    "com9", "lpt1", "lpt2", "lpt3", "lpt4", "lpt5", "lpt6", "lpt7", "lpt8", "lpt9",
+];
+
+fn common(kind: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{kind} name is empty"));
+    }
+    if name.contains('\0') {
+        return Err(format!("{kind} name contains a NUL character"));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(format!("{kind} name contains the control character {c:?}"));
+    }
+    if let Some(c) = name.chars().find(|c| FORBIDDEN.contains(c)) {
+        return Err(format!(
+            "{kind} name `{name}` contains `{c}`, which cannot appear in a file name"
+        ));
+    }
+    if name.contains("..") {
+        return Err(format!("{kind} name `{name}` contains `..`"));
+    }
+    if name.ends_with('.') || name.ends_with(' ') || name.starts_with(' ') {
+        return Err(format!(
+            "{kind} name `{name}` starts or ends with a space or ends with a dot"
+        ));
+    }
+    let stem = name.split('.').next().unwrap_or(name).to_ascii_lowercase();
+    if RESERVED.contains(&stem.as_str()) {
+        return Err(format!(
+            "{kind} name `{name}` is a reserved device name on Windows"
+        ));
+    }
+    Ok(())
+}
+
+/// A collection name that MongoDB accepts and that is safe as `<collection>.bson`.
+pub fn check_collection(name: &str) -> Result<(), String> {
+    common("collection", name)?;
+    if name.contains('$') {
+        return Err(format!("collection name `{name}` contains `$`"));
+    }
+    if name.starts_with("system.") {
+        return Err(format!(
+            "`{name}` is a system collection; dcb backs up user collections only"
+        ));
+    }
+    if name.len() > 200 {
+        return Err(format!(
+            "collection name is {} bytes; at most 200",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A database name as MongoDB allows it (which also makes it a safe folder name).
+pub fn check_database(name: &str) -> Result<(), String> {
+    common("database", name)?;
+    if let Some(c) = name.chars().find(|c| matches!(c, '.' | '$' | ' ')) {
+        return Err(format!("database name `{name}` contains `{c}`"));
+    }
+    if name.len() > 63 {
+        return Err(format!("database name is {} bytes; at most 63", name.len()));
+    }
+    Ok(())
+}
+
+/// A field path usable in a query filter (`createdAt`, `meta.updatedAt`).
+pub fn check_field(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("time field name is empty".into());
+    }
+    if name.contains('\0') {
+        return Err("time field name contains a NUL character".into());
+    }
+    if name.starts_with('$') {
+        return Err(format!("time field `{name}` starts with `$`"));
+    }
+    if name.split('.').any(str::is_empty) {
+        return Err(format!("time field `{name}` has an empty path segment"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    // The seed's collection names are all accepted.
+    #[rstest]
+    #[case("api_logs")]
+    #[case("scan_code_bind_record")]
+    #[case("k3_sal_saleorderexts")]
+    #[case("orders.2026")]
+    fn accepts(#[case] name: &str) {
+        assert_eq!(check_collection(name), Ok(()));
+    }
+
+    // Anything that could escape a folder or break a file name is refused.
+    #[rstest]
+    #[case("")]
+    #[case("a/b")]
+    #[case("a\\b")]
+    #[case("..")]
+    #[case("a..b")]
+    #[case("nul\0x")]
+    #[case("a:b")]
+    #[case("con")]
+    #[case("CON.logs")]
+    #[case("trailing.")]
+    #[case("system.users")]
+    #[case("pay$ments")]
+    fn refuses(#[case] name: &str) {
+        assert!(check_collection(name).is_err(), "{name:?} accepted");
+    }
+
+    // Database names follow MongoDB's stricter rules.
+    #[rstest]
+    #[case("dcMes", true)]
+    #[case("dc.mes", false)]
+    #[case("dc mes", false)]
+    #[case("../etc", false)]
+    fn databases(#[case] name: &str, #[case] ok: bool) {
+        assert_eq!(check_database(name).is_ok(), ok, "{name}");
+    }
+}

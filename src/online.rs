@@ -1,0 +1,187 @@
+//! `validate --online`: checks against the live database that files alone cannot
+//! answer: do the collections exist, and can the time-field filter use an index?
+
+use std::time::Duration;
+
+use mongodb::Client;
+use mongodb::bson::{Document as BsonDoc, doc};
+use mongodb::options::ClientOptions;
+
+use crate::config::Settings;
+use crate::diag::{Code, Diagnostic, Pos, Severity};
+use crate::document::Document;
+use crate::policy::{Mode, Policy};
+use crate::redact;
+
+/// Connect with short timeouts: validation should answer quickly.
+pub async fn connect(settings: &Settings) -> Result<Client, String> {
+    let mut opts = ClientOptions::parse(&settings.mongodb_uri)
+        .await
+        .map_err(|e| redact::text(&e.to_string(), &settings.mongodb_uri))?;
+    opts.server_selection_timeout = Some(Duration::from_secs(5));
+    opts.connect_timeout = Some(Duration::from_secs(5));
+    opts.app_name = Some("dcb".into());
+    let client = Client::with_options(opts).map_err(|e| e.to_string())?;
+    client
+        .database("admin")
+        .run_command(doc! {"ping": 1})
+        .await
+        .map_err(|e| redact::text(&e.to_string(), &settings.mongodb_uri))?;
+    Ok(client)
+}
+
+/// Diagnostics for each policy's collections against the live server.
+pub async fn check(settings: &Settings, policies: &[Policy]) -> Vec<Diagnostic> {
+    let client = match connect(settings).await {
+        Ok(c) => c,
+        Err(e) => {
+            let at = settings
+                .config_file
+                .clone()
+                .unwrap_or_else(|| settings.policies_dir.clone());
+            return vec![
+                Diagnostic::error(
+                    Code::DatabaseUnreachable,
+                    &at,
+                    Pos::START,
+                    format!("cannot reach {}: {e}", redact::uri(&settings.mongodb_uri)),
+                )
+                .with_hint("check mongodb.uri / DCB_MONGODB_URI and that the server is up"),
+            ];
+        }
+    };
+    let mut out = Vec::new();
+    for policy in policies {
+        let Ok(doc) = Document::read(&policy.file) else {
+            continue;
+        };
+        let database = match settings.database_for(policy) {
+            Ok(d) => d,
+            Err(e) => {
+                out.push(doc.at(Severity::Error, Code::MissingDatabase, "/name", e));
+                continue;
+            }
+        };
+        let db = client.database(&database);
+        let existing = match db.list_collection_names().await {
+            Ok(names) => names,
+            Err(e) => {
+                out.push(doc.at(
+                    Severity::Error,
+                    Code::DatabaseUnreachable,
+                    "/name",
+                    format!("cannot list collections of `{database}`: {e}"),
+                ));
+                continue;
+            }
+        };
+        if existing.is_empty() {
+            out.push(
+                doc.at(
+                    Severity::Warning,
+                    Code::MissingDatabase,
+                    "/database",
+                    format!("database `{database}` has no collections (or does not exist)"),
+                )
+                .with_hint("check the database name and the user's privileges"),
+            );
+            continue;
+        }
+        for (i, c) in policy.collections.iter().enumerate() {
+            let pointer = entry_pointer(&doc, i);
+            if !existing.iter().any(|n| n == &c.name) {
+                let hint = match crate::document::did_you_mean(&c.name, &existing) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => {
+                        "it may not have been created yet; runs will fail until it exists".into()
+                    }
+                };
+                out.push(
+                    doc.at(
+                        Severity::Warning,
+                        Code::MissingCollection,
+                        &pointer,
+                        format!("collection `{}` does not exist in `{database}`", c.name),
+                    )
+                    .with_hint(hint),
+                );
+                continue;
+            }
+            if c.mode == Mode::Incremental && !uses_index(&db, &c.name, &c.time_field).await {
+                out.push(
+                    doc.at(
+                        Severity::Warning,
+                        Code::UnindexedTimeField,
+                        &pointer,
+                        format!(
+                            "a window on `{}.{}` scans the whole collection (no index on the time field)",
+                            c.name, c.time_field
+                        ),
+                    )
+                    .with_hint(format!(
+                        "create one: db.{}.createIndex({{ {}: 1 }})",
+                        c.name, c.time_field
+                    )),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The pointer of collection entry `i`: its `name` when written as an object.
+fn entry_pointer(doc: &Document, i: usize) -> String {
+    let item = format!("/collections/{i}");
+    if doc.value.pointer(&format!("{item}/name")).is_some() {
+        format!("{item}/name")
+    } else {
+        item
+    }
+}
+
+/// Ask the planner: does a range filter on the time field avoid a collection scan?
+async fn uses_index(db: &mongodb::Database, coll: &str, field: &str) -> bool {
+    let probe = mongodb::bson::DateTime::from_millis(0);
+    let cmd = doc! {
+        "explain": { "find": coll, "filter": { field: { "$gte": probe } } },
+        "verbosity": "queryPlanner",
+    };
+    match db.run_command(cmd).await {
+        Ok(reply) => {
+            let plan = reply
+                .get_document("queryPlanner")
+                .and_then(|q| q.get_document("winningPlan"))
+                .cloned()
+                .unwrap_or_default();
+            !contains_stage(&plan, "COLLSCAN")
+        }
+        // Without explain, fall back to the index list.
+        Err(_) => has_leading_index(db, coll, field).await,
+    }
+}
+
+fn contains_stage(plan: &BsonDoc, stage: &str) -> bool {
+    if plan.get_str("stage").is_ok_and(|s| s == stage) {
+        return true;
+    }
+    plan.iter().any(|(_, v)| match v {
+        mongodb::bson::Bson::Document(d) => contains_stage(d, stage),
+        mongodb::bson::Bson::Array(a) => a
+            .iter()
+            .any(|x| x.as_document().is_some_and(|d| contains_stage(d, stage))),
+        _ => false,
+    })
+}
+
+async fn has_leading_index(db: &mongodb::Database, coll: &str, field: &str) -> bool {
+    use futures_util::TryStreamExt;
+    let Ok(cursor) = db.collection::<BsonDoc>(coll).list_indexes().await else {
+        return false;
+    };
+    let Ok(indexes) = cursor.try_collect::<Vec<_>>().await else {
+        return false;
+    };
+    indexes
+        .iter()
+        .any(|ix| ix.keys.keys().next().map(String::as_str) == Some(field))
+}

@@ -1,0 +1,170 @@
+//! Compile validated policies into a job plan: one job per (policy, collection), with
+//! its database, mode and settings resolved. The scheduler and `dcb run` execute it.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::policy::{CollectionSpec, Mode, Policy};
+use crate::window::{self, Extent};
+
+/// One collection of one policy, ready to export.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub policy: String,
+    pub database: String,
+    pub collection: CollectionSpec,
+}
+
+impl JobSpec {
+    /// Stable identity, used in state, logs and hot-reload diffs.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.policy, self.collection.name)
+    }
+}
+
+/// Watermarks by (policy, collection).
+pub type Watermarks = HashMap<(String, String), DateTime<Utc>>;
+
+/// Everything a policy's run would do.
+#[derive(Debug, Clone)]
+pub struct PolicyPlan {
+    pub policy: Policy,
+    pub jobs: Vec<JobSpec>,
+}
+
+/// Resolve each policy's database and split it into jobs. Errors name the policy.
+pub fn compile(policies: &[Policy], settings: &Settings) -> Result<Vec<PolicyPlan>, Vec<String>> {
+    let mut plans = Vec::new();
+    let mut errors = Vec::new();
+    for policy in policies {
+        match settings.database_for(policy) {
+            Ok(database) => plans.push(PolicyPlan {
+                jobs: policy
+                    .collections
+                    .iter()
+                    .map(|c| JobSpec {
+                        policy: policy.name.clone(),
+                        database: database.clone(),
+                        collection: c.clone(),
+                    })
+                    .collect(),
+                policy: policy.clone(),
+            }),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(plans)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The plan as `dcb plan --json` prints it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanView {
+    pub policy: String,
+    pub file: String,
+    pub enabled: bool,
+    pub schedule: String,
+    pub timezone: String,
+    pub next_runs: Vec<String>,
+    pub database: String,
+    pub retention: String,
+    pub keep_last: u32,
+    pub concurrency: usize,
+    pub compression_level: u32,
+    pub collections: Vec<CollectionView>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionView {
+    pub name: String,
+    pub time_field: String,
+    pub mode: Mode,
+    /// RFC 3339 in the policy's zone; absent when unbounded or in snapshot mode.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Where `from` comes from: `watermark`, `initial: today`, ...
+    pub from_source: String,
+}
+
+/// Describe what each policy would do if it ran at `now`.
+pub fn view(
+    plans: &[PolicyPlan],
+    watermarks: &Watermarks,
+    now: DateTime<Utc>,
+    runs: usize,
+) -> Vec<PlanView> {
+    plans
+        .iter()
+        .map(|pp| {
+            let p = &pp.policy;
+            let tz = p.timezone;
+            let local_now = now.with_timezone(&tz);
+            let next_runs = p
+                .schedule
+                .upcoming(&local_now, runs)
+                .iter()
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, false))
+                .collect();
+            let collections = pp
+                .jobs
+                .iter()
+                .map(|job| {
+                    let c = &job.collection;
+                    let wm = watermarks.get(&(p.name.clone(), c.name.clone())).copied();
+                    let extent = window::compute(c.mode, &p.window, tz, wm, now);
+                    let (from, to, from_source) = match extent {
+                        Extent::Snapshot => (None, None, "whole collection".to_string()),
+                        Extent::Window(w) => (
+                            w.from.map(|f| {
+                                f.with_timezone(&tz)
+                                    .to_rfc3339_opts(SecondsFormat::Secs, false)
+                            }),
+                            Some(
+                                w.to.with_timezone(&tz)
+                                    .to_rfc3339_opts(SecondsFormat::Secs, false),
+                            ),
+                            match wm {
+                                Some(_) => "watermark".to_string(),
+                                None => format!("initial: {}", p.window.initial),
+                            },
+                        ),
+                    };
+                    CollectionView {
+                        name: c.name.clone(),
+                        time_field: c.time_field.clone(),
+                        mode: c.mode,
+                        from,
+                        to,
+                        from_source,
+                    }
+                })
+                .collect();
+            PlanView {
+                policy: p.name.clone(),
+                file: p.file.display().to_string(),
+                enabled: p.enabled,
+                schedule: p.schedule.pattern().to_string(),
+                timezone: tz.name().to_string(),
+                next_runs,
+                database: pp
+                    .jobs
+                    .first()
+                    .map(|j| j.database.clone())
+                    .unwrap_or_default(),
+                retention: p.retention.to_string(),
+                keep_last: p.keep_last,
+                concurrency: p.concurrency,
+                compression_level: p.compression_level,
+                collections,
+            }
+        })
+        .collect()
+}

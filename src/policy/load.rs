@@ -1,0 +1,165 @@
+//! Reading a folder (or a list) of policy files into validated policies, with the
+//! checks that span files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::Policy;
+use super::validate::{Defaults, validate};
+use crate::diag::{self, Code, Diagnostic, Pos, Severity};
+use crate::document::Document;
+
+/// The outcome of loading policies: the valid ones, and every problem found.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    pub policies: Vec<Policy>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl PolicySet {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+fn is_policy_file(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("yaml") | Some("yml")
+    )
+}
+
+/// Expand folders into their `*.yaml` / `*.yml` files (sorted); keep files as given.
+fn expand(paths: &[PathBuf], diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.is_file() && is_policy_file(p))
+                        .collect();
+                    found.sort();
+                    if found.is_empty() {
+                        diags.push(
+                            Diagnostic::error(
+                                Code::NoPolicies,
+                                path,
+                                Pos::START,
+                                "no policy files (*.yaml) in this folder",
+                            )
+                            .with_hint(
+                                "add a policy, e.g. copy one from the project's policies/ folder",
+                            ),
+                        );
+                    }
+                    files.extend(found);
+                }
+                Err(e) => diags.push(Diagnostic::error(
+                    Code::IoError,
+                    path,
+                    Pos::START,
+                    format!("cannot read folder: {e}"),
+                )),
+            }
+        } else {
+            files.push(path.clone());
+        }
+    }
+    files
+}
+
+/// Load and validate policy files and folders.
+pub fn load_paths(paths: &[PathBuf], defaults: &Defaults) -> PolicySet {
+    let mut set = PolicySet::default();
+    let files = expand(paths, &mut set.diagnostics);
+    let mut loaded: Vec<(Policy, Document)> = Vec::new();
+    for file in files {
+        match Document::read(&file) {
+            Ok(doc) => {
+                let (policy, diags) = validate(&doc, defaults);
+                set.diagnostics.extend(diags);
+                if let Some(p) = policy {
+                    loaded.push((p, doc));
+                }
+            }
+            Err(d) => set.diagnostics.push(d),
+        }
+    }
+    cross_file_checks(&loaded, &mut set.diagnostics);
+    diag::sort(&mut set.diagnostics);
+    let mut names = std::collections::HashSet::new();
+    set.policies = loaded
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| names.insert(p.name.clone()))
+        .collect();
+    set
+}
+
+/// Load the policies folder.
+pub fn load_dir(dir: &Path, defaults: &Defaults) -> PolicySet {
+    if !dir.exists() {
+        return PolicySet {
+            policies: Vec::new(),
+            diagnostics: vec![
+                Diagnostic::error(
+                    Code::IoError,
+                    dir,
+                    Pos::START,
+                    "policies folder does not exist",
+                )
+                .with_hint(
+                    "create it, or point --policies / DCB_POLICIES_DIR / policiesDir at yours",
+                ),
+            ],
+        };
+    }
+    load_paths(&[dir.to_path_buf()], defaults)
+}
+
+fn cross_file_checks(loaded: &[(Policy, Document)], diags: &mut Vec<Diagnostic>) {
+    let mut by_name: HashMap<&str, &Document> = HashMap::new();
+    let mut by_collection: HashMap<(Option<&str>, &str), &str> = HashMap::new();
+    for (policy, doc) in loaded {
+        if let Some(first) = by_name.insert(&policy.name, doc) {
+            diags.push(
+                doc.at(
+                    Severity::Error,
+                    Code::DuplicatePolicy,
+                    "/name",
+                    format!(
+                        "policy `{}` is also defined in {}",
+                        policy.name,
+                        first.path.display()
+                    ),
+                )
+                .with_hint("policy names must be unique"),
+            );
+            continue;
+        }
+        for (i, c) in policy.collections.iter().enumerate() {
+            let key = (policy.database.as_deref(), c.name.as_str());
+            if let Some(other) = by_collection.insert(key, &policy.name)
+                && other != policy.name
+            {
+                diags.push(
+                    doc.at(
+                        Severity::Warning,
+                        Code::CollectionInSeveralPolicies,
+                        &format!("/collections/{i}"),
+                        format!(
+                            "collection `{}` is also backed up by policy `{other}`",
+                            c.name
+                        ),
+                    )
+                    .with_hint(
+                        "back each collection up in one policy, or accept duplicate archives",
+                    ),
+                );
+            }
+        }
+    }
+}

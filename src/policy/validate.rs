@@ -1,0 +1,284 @@
+//! Raw policy file → [`Policy`] plus diagnostics: the checks a schema cannot express.
+
+use std::path::Path;
+
+use chrono_tz::Tz;
+use serde_json::Value;
+
+use super::{CollectionEntry, CollectionSpec, Initial, Policy, PolicyFile, WindowSpec};
+use crate::diag::{Code, Diagnostic, Severity};
+use crate::document::{Document, did_you_mean};
+use crate::duration::HumanDuration;
+use crate::names;
+use crate::schedule::Schedule;
+use crate::schema;
+
+/// Values a policy inherits when it does not set them.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub timezone: Tz,
+    pub concurrency: usize,
+}
+
+/// Validate one policy document. Returns the policy only when it has no errors.
+pub fn validate(doc: &Document, defaults: &Defaults) -> (Option<Policy>, Vec<Diagnostic>) {
+    let mut diags = doc.duplicate_key_diags();
+    diags.extend(doc.schema_diags(schema::policy(), schema::policy_validator()));
+    diags.extend(semantic_checks(doc));
+    dedupe(&mut diags);
+
+    if diags.iter().any(Diagnostic::is_error) {
+        return (None, diags);
+    }
+    let raw: PolicyFile = match serde_json::from_value(doc.value.clone()) {
+        Ok(raw) => raw,
+        Err(e) => {
+            diags.push(doc.at(Severity::Error, Code::InvalidValue, "", e.to_string()));
+            return (None, diags);
+        }
+    };
+    match build(doc.path.as_path(), raw, defaults) {
+        Ok(policy) => {
+            diags.extend(warnings(doc, &policy));
+            (Some(policy), diags)
+        }
+        Err(msg) => {
+            diags.push(doc.at(Severity::Error, Code::InvalidValue, "", msg));
+            (None, diags)
+        }
+    }
+}
+
+/// Checks on individual values, run even when the schema found problems elsewhere, so
+/// that every problem of a file is reported at once.
+fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
+    let v = &doc.value;
+    let mut out = Vec::new();
+    let err = |code, pointer: &str, msg: String| doc.at(Severity::Error, code, pointer, msg);
+
+    // An invalid name is reported by the schema; comparing it to the file adds nothing.
+    if let Some(name) = v.pointer("/name").and_then(Value::as_str).filter(|n| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
+    }) {
+        let stem = file_stem(&doc.path);
+        if stem.as_deref() != Some(name) {
+            out.push(
+                err(
+                    Code::NameMismatch,
+                    "/name",
+                    format!(
+                        "policy name `{name}` does not match its file name `{}`",
+                        doc.path.file_name().unwrap_or_default().to_string_lossy()
+                    ),
+                )
+                .with_hint(format!(
+                    "rename the file to `{name}.yaml` or set `name: {}`",
+                    stem.unwrap_or_default()
+                )),
+            );
+        }
+    }
+    if let Some(pattern) = v.pointer("/schedule").and_then(Value::as_str)
+        && let Err(e) = Schedule::parse(pattern)
+    {
+        out.push(
+            err(
+                Code::InvalidCron,
+                "/schedule",
+                format!("invalid cron expression `{pattern}`: {e}"),
+            )
+            .with_hint("e.g. `0 */6 * * *` (every 6 hours) or `*/30 * * * * *` (every 30 seconds)"),
+        );
+    }
+    if let Some(tz) = v.pointer("/timezone").and_then(Value::as_str)
+        && let Err(d) = parse_timezone(tz)
+    {
+        out.push(err(Code::InvalidTimezone, "/timezone", d.0).with_hint(d.1));
+    }
+    if let Some(db) = v.pointer("/database").and_then(Value::as_str)
+        && let Err(e) = names::check_database(db)
+    {
+        out.push(err(Code::InvalidDatabaseName, "/database", e));
+    }
+    if let Some(f) = v.pointer("/timeField").and_then(Value::as_str)
+        && let Err(e) = names::check_field(f)
+    {
+        out.push(err(Code::InvalidValue, "/timeField", e));
+    }
+    for pointer in [
+        "/retention",
+        "/window/settle",
+        "/window/overlap",
+        "/window/initial",
+    ] {
+        if let Some(s) = v.pointer(pointer).and_then(Value::as_str) {
+            let parsed = if pointer == "/window/initial" {
+                s.parse::<Initial>().map(|_| ())
+            } else {
+                s.parse::<HumanDuration>().map(|_| ())
+            };
+            if let Err(e) = parsed {
+                out.push(err(Code::InvalidDuration, pointer, e.to_string()));
+            }
+        }
+    }
+    if let Some(ret) = v.pointer("/retention").and_then(Value::as_str)
+        && ret.parse::<HumanDuration>().is_ok_and(|d| d.0.is_zero())
+    {
+        out.push(
+            err(
+                Code::InvalidDuration,
+                "/retention",
+                "retention must be longer than zero".into(),
+            )
+            .with_hint("keep archives at least as long as two schedule intervals"),
+        );
+    }
+
+    if let Some(items) = v.pointer("/collections").and_then(Value::as_array) {
+        let mut seen = std::collections::HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let (name, pointer) = match item {
+                Value::String(s) => (s.as_str(), format!("/collections/{i}")),
+                Value::Object(m) => match m.get("name").and_then(Value::as_str) {
+                    Some(s) => (s, format!("/collections/{i}/name")),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            if let Err(e) = names::check_collection(name) {
+                out.push(err(Code::InvalidCollectionName, &pointer, e));
+                continue;
+            }
+            if let Some(first) = seen.insert(name.to_string(), i) {
+                out.push(
+                    err(
+                        Code::DuplicateCollection,
+                        &pointer,
+                        format!(
+                            "collection `{name}` is listed twice (also item {})",
+                            first + 1
+                        ),
+                    )
+                    .with_hint("list each collection once"),
+                );
+            }
+            if let Some(f) = item.get("timeField").and_then(Value::as_str)
+                && let Err(e) = names::check_field(f)
+            {
+                out.push(err(
+                    Code::InvalidValue,
+                    &format!("/collections/{i}/timeField"),
+                    e,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Warnings about a policy that is valid but probably not what its author wants.
+fn warnings(doc: &Document, policy: &Policy) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let now = chrono::Utc::now().with_timezone(&policy.timezone);
+    if let Some(interval) = policy.schedule.longest_interval(&now)
+        && policy.retention.0 < interval * 2
+    {
+        out.push(
+            doc.at(
+                Severity::Warning,
+                Code::ShortRetention,
+                "/retention",
+                format!(
+                    "retention {} is shorter than two schedule intervals ({} each)",
+                    policy.retention,
+                    HumanDuration(interval)
+                ),
+            )
+            .with_hint(format!(
+                "keep archives at least {} so one failed run never leaves a gap",
+                HumanDuration(interval * 2)
+            )),
+        );
+    }
+    out
+}
+
+/// Convert a schema-valid raw file into the engine's policy.
+fn build(path: &Path, raw: PolicyFile, defaults: &Defaults) -> Result<Policy, String> {
+    let timezone = match &raw.timezone {
+        Some(tz) => parse_timezone(tz).map_err(|d| d.0)?,
+        None => defaults.timezone,
+    };
+    let dur = |s: &str| s.parse::<HumanDuration>().map_err(|e| e.to_string());
+    let collections = raw
+        .collections
+        .iter()
+        .map(|c| match c {
+            CollectionEntry::Name(n) => CollectionSpec {
+                name: n.clone(),
+                time_field: raw.time_field.clone(),
+                mode: raw.mode,
+            },
+            CollectionEntry::Detailed(d) => CollectionSpec {
+                name: d.name.clone(),
+                time_field: d
+                    .time_field
+                    .clone()
+                    .unwrap_or_else(|| raw.time_field.clone()),
+                mode: d.mode.unwrap_or(raw.mode),
+            },
+        })
+        .collect();
+    Ok(Policy {
+        name: raw.name,
+        description: raw.description,
+        file: path.to_path_buf(),
+        schedule: Schedule::parse(&raw.schedule)?,
+        timezone,
+        database: raw.database,
+        collections,
+        window: WindowSpec {
+            initial: raw
+                .window
+                .initial
+                .parse()
+                .map_err(|e: crate::duration::DurationError| e.to_string())?,
+            settle: dur(&raw.window.settle)?,
+            overlap: dur(&raw.window.overlap)?,
+        },
+        retention: dur(&raw.retention)?,
+        keep_last: raw.keep_last,
+        compression_level: raw.compression.level,
+        concurrency: raw.concurrency.map_or(defaults.concurrency, |c| c as usize),
+        enabled: raw.enabled,
+    })
+}
+
+/// Parse an IANA zone name; on failure, the message and a hint.
+pub fn parse_timezone(name: &str) -> Result<Tz, (String, String)> {
+    name.parse::<Tz>().map_err(|_| {
+        let candidates: Vec<String> = chrono_tz::TZ_VARIANTS
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect();
+        let hint = match did_you_mean(name, &candidates) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => "use an IANA time zone name such as `Asia/Shanghai` or `UTC`".into(),
+        };
+        (format!("unknown time zone `{name}`"), hint)
+    })
+}
+
+fn file_stem(path: &Path) -> Option<String> {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned())
+}
+
+/// One diagnostic per code and place: the schema and the semantic checks may both see
+/// the same bad value.
+fn dedupe(diags: &mut Vec<Diagnostic>) {
+    let mut seen = std::collections::HashSet::new();
+    diags.retain(|d| seen.insert((d.code, d.pos.line, d.pos.column)));
+}

@@ -1,0 +1,171 @@
+//! Shared test helpers: a real MongoDB wire-protocol server per test binary, and the
+//! dcb binary run in a scratch folder.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+pub const HOW_TO_GET_A_SERVER: &str = "no MongoDB test server: run `scripts/setup-test-env.sh` \
+(installs the SecantusDB test server into .venv), or set DCB_TEST_MONGODB_URI to a running \
+server (e.g. mongodb://127.0.0.1:27017/?directConnection=true)";
+
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test virtual environment's Python, if the setup script has run.
+pub fn venv_python() -> Option<PathBuf> {
+    let venv = project_root().join(".venv");
+    [venv.join("bin/python"), venv.join("Scripts/python.exe")]
+        .into_iter()
+        .find(|p| p.exists())
+}
+
+pub struct TestServer {
+    pub uri: String,
+    /// Keeps the launcher's stdin open; it stops the server when this process exits.
+    _child: Option<Child>,
+}
+
+/// Start a server: the launcher prints `READY <uri>` once it answers `hello`.
+pub fn start_server(extra: &[&str]) -> TestServer {
+    let python = venv_python().unwrap_or_else(|| panic!("{HOW_TO_GET_A_SERVER}"));
+    let mut cmd = Command::new(python);
+    cmd.arg(project_root().join("scripts/testserver.py"));
+    if !extra.is_empty() {
+        cmd.arg("--").args(extra);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the test server ({e}); {HOW_TO_GET_A_SERVER}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(uri) = line.strip_prefix("READY ") {
+                let _ = tx.send(uri.to_string());
+                return;
+            }
+        }
+    });
+    let uri = rx
+        .recv_timeout(Duration::from_secs(90))
+        .unwrap_or_else(|_| panic!("the test server did not become ready in 90 s"));
+    TestServer {
+        uri,
+        _child: Some(child),
+    }
+}
+
+/// The server this test binary shares: `DCB_TEST_MONGODB_URI`, else one started here.
+pub fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| match std::env::var("DCB_TEST_MONGODB_URI") {
+        Ok(uri) if !uri.is_empty() => TestServer { uri, _child: None },
+        _ => start_server(&[]),
+    })
+}
+
+/// A database name no other test uses.
+pub fn unique_db(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The server's URI with a default database in its path.
+pub fn uri_with_db(db: &str) -> String {
+    let uri = &server().uri;
+    match uri.split_once("/?") {
+        Some((hosts, opts)) => format!("{hosts}/{db}?{opts}"),
+        None => format!("{}/{db}", uri.trim_end_matches('/')),
+    }
+}
+
+pub async fn client() -> mongodb::Client {
+    mongodb::Client::with_uri_str(&server().uri)
+        .await
+        .expect("connect to the test server")
+}
+
+/// A scratch folder with a `policies/` folder in it.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        Scratch { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// `dcb ARGS` run in this folder with a clean DCB_* environment.
+    pub fn dcb(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcb"));
+        cmd.current_dir(self.dir.path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("DCB_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("NO_COLOR", "1");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.dcb().args(args).output().expect("run dcb"))
+    }
+}
+
+/// A finished dcb process.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// A valid policy to start mutating from.
+pub const VALID_POLICY: &str = "\
+name: demo
+schedule: \"0 */1 * * *\"
+timezone: Asia/Shanghai
+collections:
+  - api_logs
+  - name: roles
+    timeField: updatedAt
+retention: 72h
+";

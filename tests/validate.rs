@@ -1,0 +1,339 @@
+//! `dcb validate`: every class of bad input is a located diagnostic with a stable
+//! code and exit 1; good input passes with exit 0.
+
+mod support;
+
+use support::{Scratch, VALID_POLICY};
+
+/// Validate one policy file written as `policies/<name>.yaml`; return the transcript.
+fn validate_one(name: &str, text: &str) -> (i32, String) {
+    let s = Scratch::new();
+    s.write(&format!("policies/{name}.yaml"), text);
+    let run = s.run(&["validate"]);
+    (run.code, run.stdout)
+}
+
+fn transcript(code: i32, out: &str) -> String {
+    format!("exit {code}\n{out}")
+}
+
+// The shipped policies are valid and have no warnings.
+#[test]
+fn shipped_policies_are_valid() {
+    let s = Scratch::new();
+    let root = support::project_root();
+    let run = s.run(&[
+        "validate",
+        "--deny-warnings",
+        root.join("policies").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("4 policies valid, 0 warnings"),
+        "{}",
+        run.stdout
+    );
+}
+
+// The example config is valid and points at the shipped policies.
+#[test]
+fn example_config_is_valid() {
+    let s = Scratch::new();
+    let cfg = support::project_root().join("examples/dcb.yaml");
+    let run = s.run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "validate",
+        "--deny-warnings",
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("4 policies valid"), "{}", run.stdout);
+}
+
+// Each shipped policy points editors at the schema on its first line.
+#[test]
+fn shipped_policies_reference_the_schema() {
+    for entry in std::fs::read_dir(support::project_root().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text.lines().next(),
+            Some("# yaml-language-server: $schema=../schema/policy.schema.json"),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+// A valid policy passes; the summary counts it.
+#[test]
+fn valid_policy_passes() {
+    let (code, out) = validate_one("demo", VALID_POLICY);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, "1 policy valid, 0 warnings\n");
+}
+
+// Malformed YAML is a yaml-syntax error at the line and column of the fault.
+#[test]
+fn malformed_yaml() {
+    let (code, out) = validate_one(
+        "demo",
+        "name: demo\nschedule: \"0 * * * *\ncollections: [a\n",
+    );
+    insta::assert_snapshot!(transcript(code, &out));
+}
+
+// Values of the wrong type name the expected type and what was found.
+#[test]
+fn wrong_types() {
+    let text = VALID_POLICY
+        .replace(
+            "retention: 72h",
+            "retention: 72h\nconcurrency: three\nkeepLast: -1\nenabled: \"yes\"",
+        )
+        .replace(
+            "timezone: Asia/Shanghai\n",
+            "timezone: Asia/Shanghai\ncompression: 6\n",
+        );
+    let (code, out) = validate_one("demo", &text);
+    insta::assert_snapshot!(transcript(code, &out));
+}
+
+// Unknown keys are errors at the key, with a "did you mean" hint, at any depth.
+#[test]
+fn unknown_keys() {
+    let text = VALID_POLICY
+        .replace("retention: 72h", "retension: 72h\nwindow:\n  setle: 1m")
+        .replace("timeField: updatedAt", "timefield: updatedAt");
+    let (code, out) = validate_one("demo", &text);
+    insta::assert_snapshot!(transcript(code, &out));
+}
+
+// A cron expression with the wrong number of fields, an out-of-range value, or no
+// possible date is an invalid-cron error.
+#[test]
+fn bad_cron() {
+    for (i, cron) in ["0 */1 * *", "61 * * * *", "0 0 30 2 *"].iter().enumerate() {
+        let text = VALID_POLICY.replace("0 */1 * * *", cron);
+        let (code, out) = validate_one("demo", &text);
+        insta::assert_snapshot!(format!("bad_cron_{i}"), transcript(code, &out));
+    }
+}
+
+// An unknown time zone suggests the closest real one.
+#[test]
+fn unknown_timezone() {
+    let text = VALID_POLICY.replace("Asia/Shanghai", "Asia/Shanghia");
+    let (code, out) = validate_one("demo", &text);
+    insta::assert_snapshot!(transcript(code, &out));
+}
+
+// Durations that do not parse, and a zero retention, are invalid-duration errors.
+#[test]
+fn bad_durations() {
+    let text = VALID_POLICY.replace(
+        "retention: 72h",
+        "retention: 3 days\nwindow:\n  initial: yesterday\n  settle: 1y\n  overlap: 99999999999999999999d",
+    );
+    let (code, out) = validate_one("demo", &text);
+    insta::assert_snapshot!("bad_durations", transcript(code, &out));
+    let (code, out) = validate_one("demo", &VALID_POLICY.replace("72h", "0s"));
+    insta::assert_snapshot!("zero_retention", transcript(code, &out));
+}
+
+// Policy names that would escape the backup folder, or differ from the file name,
+// are refused.
+#[test]
+fn bad_policy_names() {
+    for (i, name) in ["../etc", "a/b", "Hot", "nul\\0x"].iter().enumerate() {
+        let text = VALID_POLICY.replace("name: demo", &format!("name: \"{name}\""));
+        let (code, out) = validate_one("demo", &text);
+        insta::assert_snapshot!(format!("bad_policy_name_{i}"), transcript(code, &out));
+    }
+}
+
+// Collection names with path separators, `..` or NUL are refused before any use.
+#[test]
+fn bad_collection_names() {
+    let text = VALID_POLICY.replace(
+        "  - api_logs\n",
+        "  - api_logs\n  - \"../../etc/passwd\"\n  - \"a\\\\b\"\n  - \"x\\0y\"\n  - name: \"c:d\"\n  - api_logs\n",
+    );
+    let (code, out) = validate_one("demo", &text);
+    insta::assert_snapshot!(transcript(code, &out));
+}
+
+// Missing required fields and repeated keys are reported, all in one pass.
+#[test]
+fn missing_fields_and_duplicate_keys() {
+    let text = "name: demo\nname: demo\ncollections: []\n";
+    let (code, out) = validate_one("demo", text);
+    insta::assert_snapshot!(transcript(code, &out));
+}
+
+// An empty file or a YAML list is not a policy.
+#[test]
+fn not_a_mapping() {
+    let (code, out) = validate_one("demo", "");
+    insta::assert_snapshot!("empty_file", transcript(code, &out));
+    let (code, out) = validate_one("demo", "- a\n- b\n");
+    insta::assert_snapshot!("list_file", transcript(code, &out));
+}
+
+// Two files with one name are an error; one collection in two policies and a
+// retention shorter than two intervals are warnings, which --deny-warnings fails on.
+#[test]
+fn cross_file_checks_and_warnings() {
+    let s = Scratch::new();
+    s.write("policies/demo.yaml", VALID_POLICY);
+    s.write(
+        "policies/other.yaml",
+        &VALID_POLICY
+            .replace("name: demo", "name: other")
+            .replace("0 */1 * * *", "0 2 * * *")
+            .replace("72h", "36h"),
+    );
+    let run = s.run(&["validate"]);
+    assert_eq!(run.code, 0, "warnings alone pass: {}", run.stdout);
+    insta::assert_snapshot!("warnings", run.stdout);
+    let run = s.run(&["validate", "--deny-warnings"]);
+    assert_eq!(run.code, 1);
+
+    s.write(
+        "policies/copy.yml",
+        &VALID_POLICY.replace("name: demo", "name: copy"),
+    );
+    s.write("elsewhere/demo.yaml", VALID_POLICY);
+    let run = s.run(&["validate", "policies", "elsewhere/demo.yaml"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains(
+            "error[duplicate-policy]: policy `demo` is also defined in policies/demo.yaml"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("--> elsewhere/demo.yaml:1:7"),
+        "{}",
+        run.stdout
+    );
+}
+
+// JSON output is machine-readable and carries file, line, column, code and hint.
+#[test]
+fn json_format() {
+    let s = Scratch::new();
+    s.write(
+        "policies/demo.yaml",
+        &VALID_POLICY.replace("Asia/Shanghai", "Mars/Olympus"),
+    );
+    let run = s.run(&["validate", "--format", "json"]);
+    assert_eq!(run.code, 1);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["errors"], 1);
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "invalid-timezone");
+    assert_eq!(
+        d["file"],
+        std::path::Path::new("policies")
+            .join("demo.yaml")
+            .to_str()
+            .unwrap()
+    );
+    assert_eq!(d["line"], 3);
+    assert_eq!(d["column"], 11);
+    assert_eq!(d["severity"], "error");
+    assert!(d["hint"].as_str().unwrap().contains("IANA"));
+}
+
+// GitHub format emits workflow annotations CI turns into inline comments.
+#[test]
+fn github_format() {
+    let s = Scratch::new();
+    s.write(
+        "policies/demo.yaml",
+        &VALID_POLICY.replace("retention: 72h", "retention: 72h\nretension: 1d"),
+    );
+    let run = s.run(&["validate", "--format", "github"]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stdout,
+        "::error file=policies/demo.yaml,line=9,col=1,title=dcb unknown-field::unknown field `retension`%0Ahint: did you mean `retention`?\n"
+    );
+}
+
+// Usage errors exit 2; a path that does not exist is a diagnostic and exit 1.
+#[test]
+fn exit_codes() {
+    let s = Scratch::new();
+    assert_eq!(s.run(&["validate", "--format", "xml"]).code, 2);
+    assert_eq!(s.run(&["frobnicate"]).code, 2);
+    let run = s.run(&["validate", "nope.yaml"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains("error[io-error]: cannot read file"),
+        "{}",
+        run.stdout
+    );
+    let run = s.run(&["validate", "policies"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("error[no-policies]"), "{}", run.stdout);
+}
+
+// A bad dcb.yaml is reported with its own locations; an unset variable names itself.
+#[test]
+fn config_errors_are_located() {
+    let s = Scratch::new();
+    s.write("policies/demo.yaml", VALID_POLICY);
+    s.write(
+        "dcb.yaml",
+        "mongodb:\n  uri: mongodb://backup:${DCB_TEST_UNSET_PASSWORD}@db/dcMes\nbackupRot: /srv\ntimezone: Asia/Shangai\n",
+    );
+    let run = s.run(&["validate"]);
+    assert_eq!(run.code, 1);
+    insta::assert_snapshot!(run.stdout);
+    // Other commands refuse to run on a broken config: exit 2.
+    let run = s.run(&["plan"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("dcb.yaml:2:8"), "{}", run.stderr);
+}
+
+// Interpolation fills values from the environment, so no password sits in a file.
+#[test]
+fn config_interpolation_and_precedence() {
+    let s = Scratch::new();
+    s.write("policies/demo.yaml", VALID_POLICY);
+    s.write(
+        "cfg/dcb.yaml",
+        "database: ${DCB_TEST_DB:-fallbackdb}\npoliciesDir: ../policies\n",
+    );
+    let run = s.run(&["--config", "cfg/dcb.yaml", "plan", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v[0]["database"], "fallbackdb");
+
+    let run = support::Run::from(
+        s.dcb()
+            .args(["plan", "--json"])
+            .env("DCB_CONFIG", "cfg/dcb.yaml")
+            .env("DCB_TEST_DB", "fromenv")
+            .output()
+            .unwrap(),
+    );
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v[0]["database"], "fromenv");
+
+    // A flag wins over the environment: this folder has no policies.
+    std::fs::create_dir(s.path().join("empty")).unwrap();
+    let run = support::Run::from(
+        s.dcb()
+            .args(["--policies", "empty", "plan"])
+            .env("DCB_CONFIG", "cfg/dcb.yaml")
+            .env("DCB_POLICIES_DIR", "policies")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("no-policies"), "{}", run.stderr);
+}
