@@ -15,7 +15,13 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Folder of policy files (default: the config's policiesDir, else ./policies).
-    #[arg(long, global = true, env = "DCB_POLICIES_DIR", value_name = "DIR")]
+    #[arg(
+        id = "policies_dir",
+        long = "policies",
+        global = true,
+        env = "DCB_POLICIES_DIR",
+        value_name = "DIR"
+    )]
     pub policies: Option<PathBuf>,
 
     /// Folder archives, state and logs are written to (default: the config's
@@ -39,6 +45,8 @@ pub enum Command {
     Schema(SchemaArgs),
     /// Show each policy's next runs and what a run now would export.
     Plan(PlanArgs),
+    /// Run policies once, now: export each collection's new window.
+    Run(RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +80,22 @@ pub struct SchemaArgs {
 pub enum SchemaKind {
     Policy,
     Config,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["policy", "all"]))]
+pub struct RunArgs {
+    /// Run this policy (repeatable).
+    #[arg(id = "policy", long = "policy", value_name = "NAME")]
+    pub policies: Vec<String>,
+
+    /// Run every enabled policy.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Print nothing but failures.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

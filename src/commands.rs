@@ -1,6 +1,7 @@
 //! One thin module per subcommand: each calls the library and renders the result.
 
 pub mod plan;
+pub mod run;
 pub mod schema;
 pub mod validate;
 
@@ -61,9 +62,14 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 pub fn dispatch(cli: &Cli) -> Exit {
+    // Commands that write set up their own logging (to a file under the backup root).
+    if !matches!(cli.command, Command::Run(_)) {
+        crate::logging::init_stderr(cli.verbose, false);
+    }
     match &cli.command {
         Command::Validate(args) => validate::run(cli, args),
         Command::Schema(args) => schema::run(args),
         Command::Plan(args) => plan::run(cli, args),
+        Command::Run(args) => run::run(cli, args),
     }
 }

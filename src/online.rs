@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use mongodb::Client;
 use mongodb::bson::{Document as BsonDoc, doc};
-use mongodb::options::ClientOptions;
 
 use crate::config::Settings;
 use crate::diag::{Code, Diagnostic, Pos, Severity};
@@ -13,15 +12,9 @@ use crate::document::Document;
 use crate::policy::{Mode, Policy};
 use crate::redact;
 
-/// Connect with short timeouts: validation should answer quickly.
+/// Connect with short timeouts (validation should answer quickly) and prove it with a ping.
 pub async fn connect(settings: &Settings) -> Result<Client, String> {
-    let mut opts = ClientOptions::parse(&settings.mongodb_uri)
-        .await
-        .map_err(|e| redact::text(&e.to_string(), &settings.mongodb_uri))?;
-    opts.server_selection_timeout = Some(Duration::from_secs(5));
-    opts.connect_timeout = Some(Duration::from_secs(5));
-    opts.app_name = Some("dcb".into());
-    let client = Client::with_options(opts).map_err(|e| e.to_string())?;
+    let client = crate::mongo::connect(settings, Duration::from_secs(5)).await?;
     client
         .database("admin")
         .run_command(doc! {"ping": 1})

@@ -19,9 +19,10 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
-    /// Stable identity, used in state, logs and hot-reload diffs.
+    /// Stable identity, used in state, logs and hot-reload diffs. The database is
+    /// part of it: a watermark of one database says nothing about another.
     pub fn id(&self) -> String {
-        format!("{}/{}", self.policy, self.collection.name)
+        crate::state::job_id(&self.policy, &self.database, &self.collection.name)
     }
 }
 

@@ -169,3 +169,89 @@ collections:
     timeField: updatedAt
 retention: 72h
 ";
+
+/// Read archives with an implementation independent of dcb (pymongo's bson).
+pub fn read_archives(paths: &[PathBuf]) -> Vec<serde_json::Value> {
+    let python = venv_python().unwrap_or_else(|| panic!("{HOW_TO_GET_A_SERVER}"));
+    let out = Command::new(python)
+        .arg(project_root().join("tests/support/read_archives.py"))
+        .args(paths)
+        .output()
+        .expect("run the archive reader");
+    assert!(
+        out.status.success(),
+        "reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("reader prints JSON")
+}
+
+/// Final archives (not temp files) of one collection under `<root>/<policy>/`, oldest
+/// first.
+pub fn archives(root: &Path, policy: &str, collection: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join(policy))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    found.retain(|p| {
+        let n = p.file_name().unwrap().to_string_lossy().into_owned();
+        n.ends_with(&format!(".{collection}.tar.gz")) && !n.starts_with('.')
+    });
+    found.sort();
+    found
+}
+
+/// The `_id`s in one archive's `.bson` member, as extended JSON strings.
+pub fn ids_in(archive: &serde_json::Value) -> Vec<String> {
+    archive["ids"]
+        .as_object()
+        .expect("ids")
+        .values()
+        .flat_map(|v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// Extended JSON of an ObjectId as pymongo's json_util writes it.
+pub fn oid_json(id: &mongodb::bson::oid::ObjectId) -> String {
+    format!("{{\"$oid\": \"{}\"}}", id.to_hex())
+}
+
+/// The folder holding mongodump, mongorestore and bsondump: `DCB_MONGO_TOOLS`, else
+/// `PATH`, else the tarball in `../shared/peers/` unpacked under `target/`.
+pub fn mongo_tools() -> PathBuf {
+    if let Ok(dir) = std::env::var("DCB_MONGO_TOOLS") {
+        return PathBuf::from(dir);
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("mongorestore").is_file() && dir.join("bsondump").is_file() {
+                return dir;
+            }
+        }
+    }
+    let tarball = project_root().join("../shared/peers/mongo-tools-linux-x86_64.tar.gz");
+    let dest = project_root().join("target/mongo-tools");
+    if dest.join("mongorestore").is_file() {
+        return dest;
+    }
+    assert!(
+        tarball.is_file(),
+        "the real MongoDB tools are needed to prove interoperability: set DCB_MONGO_TOOLS to a \
+         folder with mongorestore and bsondump, put them on PATH, or provide {}",
+        tarball.display()
+    );
+    std::fs::create_dir_all(&dest).unwrap();
+    let status = Command::new("tar")
+        .arg("xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&dest)
+        .status()
+        .expect("run tar");
+    assert!(status.success(), "cannot unpack {}", tarball.display());
+    dest
+}

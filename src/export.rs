@@ -1,0 +1,406 @@
+//! One export job: a collection's window streamed as raw BSON into a tar.gz archive,
+//! committed atomically, with its manifest beside it.
+//!
+//! window ▶ query ▶ raw cursor ▶ (channel) ▶ compressing writer thread ▶ temp file ▶
+//! fsync ▶ rename ▶ manifest
+
+pub mod archive;
+pub mod manifest;
+pub mod metadata;
+pub mod source;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Utc;
+use mongodb::Client;
+use mongodb::bson::RawDocumentBuf;
+use mongodb::error::ErrorKind;
+
+use crate::plan::JobSpec;
+use crate::storage;
+use crate::window::Extent;
+use archive::ArchiveWriter;
+use manifest::Manifest;
+use source::{Query, Timed};
+
+/// Documents are handed to the compressing thread in chunks of about this size.
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight between the cursor and the compressor: bounds memory.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Why an export failed, in one line a human can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
+    #[error("authentication failed: {0}")]
+    AuthFailed(String),
+    #[error("not authorized: {0} (the backup user needs the `read` role on the database)")]
+    NotAuthorized(String),
+    #[error("database `{0}` does not exist or has no collections")]
+    DatabaseMissing(String),
+    #[error("collection `{collection}` does not exist in database `{database}`")]
+    CollectionMissing {
+        database: String,
+        collection: String,
+    },
+    #[error("disk full writing {}", .0.display())]
+    DiskFull(PathBuf),
+    #[error("cannot write to {path}: {1}", path = .0.display())]
+    NotWritable(PathBuf, io::Error),
+    #[error("I/O error on {path}: {1}", path = .0.display())]
+    Io(PathBuf, io::Error),
+    #[error("network error (transient): {0}")]
+    Transient(String),
+    #[error("MongoDB error: {0}")]
+    Mongo(String),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl ExportError {
+    pub fn from_mongo(e: mongodb::error::Error) -> ExportError {
+        let msg = e.to_string();
+        match e.kind.as_ref() {
+            ErrorKind::Authentication { message, .. } => ExportError::AuthFailed(message.clone()),
+            ErrorKind::ServerSelection { message, .. } => {
+                ExportError::Unreachable(first_line(message))
+            }
+            ErrorKind::DnsResolve { message, .. } => ExportError::Unreachable(message.clone()),
+            ErrorKind::Command(c) if c.code == 13 || c.code_name == "Unauthorized" => {
+                ExportError::NotAuthorized(c.message.clone())
+            }
+            ErrorKind::Command(c) if c.code == 18 => ExportError::AuthFailed(c.message.clone()),
+            ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => {
+                ExportError::Transient(msg)
+            }
+            _ if e.contains_label("RetryableReadError")
+                || e.contains_label("TransientTransactionError") =>
+            {
+                ExportError::Transient(msg)
+            }
+            _ => ExportError::Mongo(msg),
+        }
+    }
+
+    pub fn from_io(path: &Path, e: io::Error) -> ExportError {
+        if e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+            ExportError::DiskFull(path.to_path_buf())
+        } else if matches!(
+            e.kind(),
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+        ) {
+            ExportError::NotWritable(path.to_path_buf(), e)
+        } else {
+            ExportError::Io(path.to_path_buf(), e)
+        }
+    }
+
+    /// Worth another attempt after a pause.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ExportError::Transient(_))
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}
+
+/// Everything one export needs besides the client.
+#[derive(Debug, Clone)]
+pub struct ExportJob {
+    pub spec: JobSpec,
+    pub extent: Extent,
+    pub compression_level: u32,
+    pub backup_root: PathBuf,
+    /// Count the documents no window can select (a server-side count for ranged
+    /// windows; free for scans).
+    pub count_untimed: bool,
+    pub server_version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportOutcome {
+    /// `None` for an empty window: nothing was written.
+    pub manifest: Option<Manifest>,
+    pub archive: Option<PathBuf>,
+    pub documents: u64,
+    pub bytes: u64,
+    pub untimed: Option<u64>,
+}
+
+/// Progress reports from an export.
+pub trait Progress: Send + Sync {
+    fn advance(&self, documents: u64, bytes: u64);
+}
+
+impl Progress for () {
+    fn advance(&self, _: u64, _: u64) {}
+}
+
+/// Run one export. On any error nothing is left under a final name.
+pub async fn export(
+    client: &Client,
+    job: &ExportJob,
+    progress: &dyn Progress,
+) -> Result<ExportOutcome, ExportError> {
+    let started_at = Utc::now();
+    let spec = &job.spec;
+    let coll_name = &spec.collection.name;
+    let db = client.database(&spec.database);
+    let info = metadata::collection_info(&db, coll_name).await?;
+    let to = match job.extent {
+        Extent::Window(w) if w.is_empty() => {
+            return Ok(ExportOutcome {
+                manifest: None,
+                archive: None,
+                documents: 0,
+                bytes: 0,
+                untimed: None,
+            });
+        }
+        Extent::Window(w) => w.to,
+        Extent::Snapshot => started_at,
+    };
+    let meta_bytes = metadata::render(coll_name, &info, metadata::indexes(&db, coll_name).await?);
+
+    let query = source::query(&job.extent, &spec.collection.time_field);
+    let untimed_server = match (&query, job.count_untimed) {
+        (Query::Range(_), true) => count_untimed(&db, spec).await,
+        _ => None,
+    };
+
+    let dir = storage::policy_dir(&job.backup_root, &spec.policy);
+    storage::create_dir(&dir).map_err(|e| ExportError::from_io(&dir, e))?;
+    let stem = storage::archive_stem(to, &spec.database, coll_name);
+    let final_path = dir.join(format!("{stem}{}", storage::ARCHIVE_EXT));
+    let temp = storage::temp_path(&final_path);
+    let bson_member = format!("{}/{}.bson", spec.database, coll_name);
+    let writer = ArchiveWriter::create(
+        &temp,
+        &bson_member,
+        job.compression_level,
+        to.timestamp().max(0) as u64,
+    )
+    .map_err(|e| ExportError::from_io(&temp, e))?;
+
+    let result = stream(client, job, &query, writer, progress).await;
+    let (writer, documents, untimed_scan) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+    };
+    let untimed = untimed_scan.or(untimed_server);
+    // An incremental window with no documents needs no archive: the run still succeeds
+    // and moves the watermark. A snapshot is kept even when empty: it records that the
+    // collection was empty.
+    if documents == 0 && matches!(job.extent, Extent::Window(_)) {
+        drop(writer);
+        let _ = std::fs::remove_file(&temp);
+        return Ok(ExportOutcome {
+            manifest: None,
+            archive: None,
+            documents: 0,
+            bytes: 0,
+            untimed,
+        });
+    }
+    let bytes = writer.bson_bytes();
+    let (from, mode) = match job.extent {
+        Extent::Window(w) => (w.from, spec.collection.mode),
+        Extent::Snapshot => (None, spec.collection.mode),
+    };
+    let mut manifest = Manifest {
+        format: manifest::FORMAT,
+        dcb_version: env!("CARGO_PKG_VERSION").to_string(),
+        policy: spec.policy.clone(),
+        database: spec.database.clone(),
+        collection: coll_name.clone(),
+        time_field: spec.collection.time_field.clone(),
+        mode,
+        from,
+        to,
+        documents,
+        bytes,
+        untimed,
+        members: Vec::new(),
+        server_version: job.server_version.clone(),
+        started_at,
+        finished_at: started_at,
+        archive: final_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let meta_path = format!("{}/{}.metadata.json", spec.database, coll_name);
+    let manifest_member = Manifest::member_path(&spec.policy, &spec.database, coll_name);
+    let finished = {
+        let mut m = manifest.clone();
+        let temp = temp.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut inner = None;
+            let members = writer.finish(|bson| {
+                m.members = vec![
+                    bson.clone(),
+                    archive::MemberInfo {
+                        path: meta_path.clone(),
+                        size: meta_bytes.len() as u64,
+                        sha256: archive::hex(&<sha2::Sha256 as sha2::Digest>::digest(&meta_bytes)),
+                    },
+                ];
+                m.finished_at = Utc::now();
+                let json = m.to_json();
+                inner = Some(m.clone());
+                vec![(meta_path, meta_bytes), (manifest_member, json)]
+            });
+            members
+                .map(|_| inner.expect("trailer ran"))
+                .map_err(|e| ExportError::from_io(&temp, e))
+        })
+        .await
+        .map_err(|_| ExportError::Interrupted)?
+    };
+    manifest = match finished {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+    };
+    // The archive takes its final name only when complete and on disk; its manifest
+    // follows. A crash in between leaves an archive the next run re-covers.
+    if let Err(e) = storage::commit(&temp, &final_path) {
+        let _ = std::fs::remove_file(&temp);
+        return Err(ExportError::from_io(&final_path, e));
+    }
+    let manifest_path = dir.join(format!("{stem}{}", storage::MANIFEST_EXT));
+    storage::write_atomic(&manifest_path, &manifest.to_json())
+        .map_err(|e| ExportError::from_io(&manifest_path, e))?;
+    Ok(ExportOutcome {
+        archive: Some(final_path),
+        documents,
+        bytes,
+        untimed,
+        manifest: Some(manifest),
+    })
+}
+
+/// Read the cursor into the writer (on its own thread, so compression overlaps the
+/// reads). Returns the writer, the documents written and, for scans of a window, the
+/// documents no window can select.
+async fn stream(
+    client: &Client,
+    job: &ExportJob,
+    query: &Query,
+    writer: ArchiveWriter,
+    progress: &dyn Progress,
+) -> Result<(ArchiveWriter, u64, Option<u64>), ExportError> {
+    let spec = &job.spec;
+    let coll = client
+        .database(&spec.database)
+        .collection::<RawDocumentBuf>(&spec.collection.name);
+    let temp_path = writer.path().to_path_buf();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+    let writer_thread = tokio::task::spawn_blocking(move || -> io::Result<ArchiveWriter> {
+        let mut writer = writer;
+        while let Some(chunk) = rx.blocking_recv() {
+            writer.write_bson(&chunk)?;
+        }
+        Ok(writer)
+    });
+
+    let read = read_cursor(&coll, query, &spec.collection.time_field, &tx, progress).await;
+    drop(tx);
+    let written = writer_thread.await.map_err(|_| ExportError::Interrupted)?;
+    match (read, written) {
+        (Ok((docs, untimed)), Ok(writer)) => Ok((writer, docs, untimed)),
+        // A failed write closes the channel, which the reader sees as a send error:
+        // the write error is the cause.
+        (_, Err(e)) => Err(ExportError::from_io(&temp_path, e)),
+        (Err(e), Ok(_)) => Err(e),
+    }
+}
+
+async fn read_cursor(
+    coll: &mongodb::Collection<RawDocumentBuf>,
+    query: &Query,
+    time_field: &str,
+    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    progress: &dyn Progress,
+) -> Result<(u64, Option<u64>), ExportError> {
+    let (filter, before) = match query {
+        Query::Range(f) => (f.clone(), None),
+        Query::Scan { before } => (mongodb::bson::Document::new(), *before),
+    };
+    let mut cursor = coll.find(filter).await.map_err(ExportError::from_mongo)?;
+    let path: Vec<&str> = time_field.split('.').collect();
+    let cutoff = before.map(|b| b.timestamp_millis());
+    let mut untimed = 0u64;
+    let mut docs = 0u64;
+    let mut buf = Vec::with_capacity(CHUNK + 64 * 1024);
+    let mut batch_docs = 0u64;
+    while cursor.advance().await.map_err(ExportError::from_mongo)? {
+        let doc = cursor.current();
+        if let Some(cutoff) = cutoff {
+            match source::time_of(doc, &path) {
+                Timed::At(t) if t < cutoff => {}
+                Timed::At(_) => continue,
+                Timed::Untimed => {
+                    untimed += 1;
+                    continue;
+                }
+            }
+        }
+        buf.extend_from_slice(doc.as_bytes());
+        docs += 1;
+        batch_docs += 1;
+        if buf.len() >= CHUNK {
+            let len = buf.len() as u64;
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK + 64 * 1024));
+            send(tx, full).await?;
+            progress.advance(batch_docs, len);
+            batch_docs = 0;
+        }
+    }
+    if !buf.is_empty() {
+        let len = buf.len() as u64;
+        send(tx, buf).await?;
+        progress.advance(batch_docs, len);
+    }
+    Ok((docs, cutoff.map(|_| untimed)))
+}
+
+/// Hand a chunk to the writer thread; waits while it is busy (bounded memory).
+async fn send(tx: &tokio::sync::mpsc::Sender<Vec<u8>>, chunk: Vec<u8>) -> Result<(), ExportError> {
+    // A closed channel means the writer stopped: its error is reported by the caller.
+    tx.send(chunk).await.map_err(|_| ExportError::Interrupted)
+}
+
+async fn count_untimed(db: &mongodb::Database, spec: &JobSpec) -> Option<u64> {
+    let coll = db.collection::<mongodb::bson::Document>(&spec.collection.name);
+    match coll
+        .count_documents(source::untimed_filter(&spec.collection.time_field))
+        .max_time(Duration::from_secs(60))
+        .await
+    {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(job = %spec.id(), error = %e, "could not count documents without a valid time field");
+            None
+        }
+    }
+}
+
+/// The server's version, for manifests.
+pub async fn server_version(client: &Client) -> Result<String, ExportError> {
+    let info = client
+        .database("admin")
+        .run_command(mongodb::bson::doc! {"buildInfo": 1})
+        .await
+        .map_err(ExportError::from_mongo)?;
+    Ok(info.get_str("version").unwrap_or("unknown").to_string())
+}

@@ -1,0 +1,246 @@
+//! The archive file: a gzip-compressed tar laid out like a mongodump folder, written
+//! in one pass while documents stream in.
+//!
+//! A tar header must state its member's size, which is known only at the end. So the
+//! file is three concatenated gzip members (RFC 1952 allows this; `tar xzf` reads it
+//! as one stream):
+//! 1. the `.bson` member's tar header, as a *stored* (uncompressed) gzip member whose
+//!    length is fixed, so its space is reserved first and filled in at the end;
+//! 2. the BSON documents and their tar padding, compressed as they arrive;
+//! 3. the metadata and manifest members and the end-of-archive blocks.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
+
+const BLOCK: usize = 512;
+
+/// One member of the archive, as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberInfo {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Tar header block(s) for a regular file. Paths over 100 bytes get a GNU long-name
+/// record first, which GNU tar, bsdtar and the `tar` crate all read.
+pub fn tar_header(path: &str, size: u64, mtime: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BLOCK * 3);
+    let name = path.as_bytes();
+    if name.len() > 100 {
+        let mut long = tar::Header::new_gnu();
+        long.set_entry_type(tar::EntryType::GNULongName);
+        long.set_size(name.len() as u64 + 1);
+        long.set_mode(0o644);
+        long.as_gnu_mut().expect("gnu header").name[..13].copy_from_slice(b"././@LongLink");
+        long.set_cksum();
+        out.extend_from_slice(long.as_bytes());
+        out.extend_from_slice(name);
+        out.push(0);
+        out.resize(out.len().next_multiple_of(BLOCK), 0);
+    }
+    let mut h = tar::Header::new_gnu();
+    let short = &name[..name.len().min(100)];
+    h.as_gnu_mut().expect("gnu header").name[..short.len()].copy_from_slice(short);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(size);
+    h.set_mode(0o600);
+    h.set_mtime(mtime);
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+    out
+}
+
+fn padding(size: u64) -> usize {
+    (BLOCK - (size % BLOCK as u64) as usize) % BLOCK
+}
+
+/// `data` as a gzip member of stored deflate blocks: its length depends only on
+/// `data.len()`, which is what lets the header's space be reserved up front.
+fn stored_gzip_member(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut chunks = data.chunks(65_535).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(chunk) = chunks.next() {
+        let last = u8::from(chunks.peek().is_none());
+        let len = chunk.len() as u16;
+        out.push(last);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
+}
+
+/// Streams one collection's documents into a temporary archive file.
+pub struct ArchiveWriter {
+    path: PathBuf,
+    bson_path: String,
+    mtime: u64,
+    header_len: usize,
+    body: Option<GzEncoder<BufWriter<File>>>,
+    level: Compression,
+    hasher: Sha256,
+    bson_bytes: u64,
+}
+
+impl ArchiveWriter {
+    /// Create `path` (which must not exist) for the member `bson_path`.
+    pub fn create(path: &Path, bson_path: &str, level: u32, mtime: u64) -> io::Result<Self> {
+        let file = crate::storage::create_new(path)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let placeholder = stored_gzip_member(&tar_header(bson_path, 0, mtime));
+        out.write_all(&placeholder)?;
+        let level = Compression::new(level.min(9));
+        Ok(ArchiveWriter {
+            path: path.to_path_buf(),
+            bson_path: bson_path.to_string(),
+            mtime,
+            header_len: placeholder.len(),
+            body: Some(GzEncoder::new(out, level)),
+            level,
+            hasher: Sha256::new(),
+            bson_bytes: 0,
+        })
+    }
+
+    /// Append raw BSON bytes (whole documents) to the `.bson` member.
+    pub fn write_bson(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.hasher.update(bytes);
+        self.bson_bytes += bytes.len() as u64;
+        self.body.as_mut().expect("open archive").write_all(bytes)
+    }
+
+    pub fn bson_bytes(&self) -> u64 {
+        self.bson_bytes
+    }
+
+    /// Close the `.bson` member, append the other members, fix the header, fsync.
+    /// `trailer` gets the `.bson` member's info and returns the members to append.
+    pub fn finish(
+        mut self,
+        trailer: impl FnOnce(&MemberInfo) -> Vec<(String, Vec<u8>)>,
+    ) -> io::Result<Vec<MemberInfo>> {
+        let mut body = self.body.take().expect("open archive");
+        body.write_all(&vec![0; padding(self.bson_bytes)])?;
+        let out = body.finish()?;
+        let bson = MemberInfo {
+            path: self.bson_path.clone(),
+            size: self.bson_bytes,
+            sha256: hex(&self.hasher.clone().finalize()),
+        };
+        let mut members = vec![bson.clone()];
+        let mut tail = GzEncoder::new(out, self.level);
+        for (path, data) in trailer(&bson) {
+            tail.write_all(&tar_header(&path, data.len() as u64, self.mtime))?;
+            tail.write_all(&data)?;
+            tail.write_all(&vec![0; padding(data.len() as u64)])?;
+            members.push(MemberInfo {
+                size: data.len() as u64,
+                sha256: hex(&Sha256::digest(&data)),
+                path,
+            });
+        }
+        tail.write_all(&[0; BLOCK * 2])?;
+        let mut out = tail.finish()?;
+        let header = stored_gzip_member(&tar_header(&self.bson_path, self.bson_bytes, self.mtime));
+        debug_assert_eq!(header.len(), self.header_len);
+        out.seek(SeekFrom::Start(0))?;
+        out.write_all(&header)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(members)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn read_members(path: &Path) -> Vec<(String, Vec<u8>)> {
+        let file = File::open(path).unwrap();
+        let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(file));
+        ar.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                (e.path().unwrap().to_string_lossy().into_owned(), data)
+            })
+            .collect()
+    }
+
+    // What goes in comes out: members, sizes, contents and hashes, for long names and
+    // bodies of every padding remainder.
+    #[test]
+    fn round_trips_through_tar_and_gzip() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = format!("db/{}.bson", "x".repeat(150));
+        for (n, bson_path) in [
+            (0usize, "db/c.bson"),
+            (1, "db/c.bson"),
+            (511, "db/c.bson"),
+            (70_000, long.as_str()),
+        ] {
+            let path = dir.path().join(format!("a{n}.tar.gz"));
+            let bson_path = bson_path.to_string();
+            let mut w = ArchiveWriter::create(&path, &bson_path, 6, 1_700_000_000).unwrap();
+            let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            for chunk in body.chunks(1000) {
+                w.write_bson(chunk).unwrap();
+            }
+            let members = w
+                .finish(|bson| vec![("meta.json".into(), format!("{}", bson.size).into_bytes())])
+                .unwrap();
+            let got = read_members(&path);
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[0], (bson_path.clone(), body.clone()));
+            assert_eq!(
+                got[1],
+                ("meta.json".to_string(), n.to_string().into_bytes())
+            );
+            assert_eq!(members[0].sha256, hex(&Sha256::digest(&body)));
+            assert_eq!(members[0].size, n as u64);
+        }
+    }
+
+    // The stored member is a valid gzip stream on its own.
+    #[test]
+    fn stored_member_decodes() {
+        for len in [0, 1, 65_535, 65_536, 200_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&stored_gzip_member(&data)[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, data);
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Run compiled policies once, now: lock each policy, compute each collection's
+//! window from its watermark, export collections concurrently (bounded per policy),
+//! retry transient failures, and record every outcome in the state.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use mongodb::Client;
+use tokio::sync::Semaphore;
+
+use crate::config::Settings;
+use crate::export::{self, ExportError, ExportJob, ExportOutcome, Progress};
+use crate::plan::{JobSpec, PolicyPlan};
+use crate::state::{CollectionState, State};
+use crate::window::{self, Extent};
+use crate::{redact, storage};
+
+/// Attempts per collection when the network fails in the middle.
+const ATTEMPTS: u32 = 4;
+/// How often a ranged window also counts documents no window can select.
+const UNTIMED_CHECK_EVERY: TimeDelta = TimeDelta::hours(24);
+
+#[derive(Debug)]
+pub struct JobResult {
+    pub spec: JobSpec,
+    pub extent: Option<Extent>,
+    pub outcome: Result<ExportOutcome, String>,
+    pub elapsed: Duration,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub results: Vec<JobResult>,
+}
+
+impl RunReport {
+    pub fn failed(&self) -> usize {
+        self.results.iter().filter(|r| r.outcome.is_err()).count()
+    }
+}
+
+/// Makes a progress reporter for each job as it starts.
+pub type ProgressFactory = dyn Fn(&JobSpec) -> Arc<dyn Progress> + Send + Sync;
+
+/// Now, at BSON's millisecond precision, so watermarks compare exactly with dates.
+pub fn now_ms() -> DateTime<Utc> {
+    let now = Utc::now();
+    now.duration_trunc(TimeDelta::milliseconds(1))
+        .unwrap_or(now)
+}
+
+/// Run every job of `plans` once.
+pub async fn run(
+    settings: &Settings,
+    plans: &[PolicyPlan],
+    progress: &ProgressFactory,
+) -> RunReport {
+    let mut report = RunReport::default();
+    let fail_all = |report: &mut RunReport, plans: &[PolicyPlan], msg: &str| {
+        for plan in plans {
+            for spec in &plan.jobs {
+                record_failure(settings, spec, msg);
+                report.results.push(JobResult {
+                    spec: spec.clone(),
+                    extent: None,
+                    outcome: Err(msg.to_string()),
+                    elapsed: Duration::ZERO,
+                    attempts: 0,
+                });
+            }
+        }
+    };
+    let client = match crate::mongo::connect(settings, Duration::from_secs(15)).await {
+        Ok(c) => c,
+        Err(e) => {
+            fail_all(
+                &mut report,
+                plans,
+                &format!("invalid connection string: {e}"),
+            );
+            return report;
+        }
+    };
+    let server_version = match export::server_version(&client).await {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = redact::text(&e.to_string(), &settings.mongodb_uri);
+            fail_all(&mut report, plans, &msg);
+            return report;
+        }
+    };
+
+    let state = State::load(&settings.backup_root);
+    let now = now_ms();
+    let mut locks = Vec::new();
+    let mut tasks = Vec::new();
+    for plan in plans {
+        let dir = storage::policy_dir(&settings.backup_root, &plan.policy.name);
+        let lock_path = dir.join(".dcb.lock");
+        match storage::try_lock(&lock_path) {
+            Ok(Some(lock)) => locks.push(lock),
+            Ok(None) => {
+                let msg = format!(
+                    "another dcb is running policy `{}` (lock {}); not started twice",
+                    plan.policy.name,
+                    lock_path.display()
+                );
+                fail_all(&mut report, std::slice::from_ref(plan), &msg);
+                continue;
+            }
+            Err(e) => {
+                let msg = ExportError::from_io(&lock_path, e).to_string();
+                fail_all(&mut report, std::slice::from_ref(plan), &msg);
+                continue;
+            }
+        }
+        for leftover in storage::remove_leftovers(&dir) {
+            tracing::info!(file = %leftover.display(), "removed an unfinished file from an earlier run");
+        }
+        let limit = Arc::new(Semaphore::new(plan.policy.concurrency.max(1)));
+        for spec in &plan.jobs {
+            let entry = state.collections.get(&spec.id());
+            let extent = window::compute(
+                spec.collection.mode,
+                &plan.policy.window,
+                plan.policy.timezone,
+                entry.and_then(|e| e.watermark),
+                now,
+            );
+            let job = ExportJob {
+                spec: spec.clone(),
+                extent,
+                compression_level: plan.policy.compression_level,
+                backup_root: settings.backup_root.clone(),
+                count_untimed: entry
+                    .and_then(|e| e.untimed_checked_at)
+                    .is_none_or(|t| now - t >= UNTIMED_CHECK_EVERY),
+                server_version: server_version.clone(),
+            };
+            let client = client.clone();
+            let limit = limit.clone();
+            let settings = settings.clone();
+            let progress = progress(spec);
+            tasks.push(tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await.expect("semaphore open");
+                run_job(&client, &settings, job, progress).await
+            }));
+        }
+    }
+    for task in tasks {
+        match task.await {
+            Ok(r) => report.results.push(r),
+            Err(e) => tracing::error!(error = %e, "an export task panicked"),
+        }
+    }
+    drop(locks);
+    report
+}
+
+async fn run_job(
+    client: &Client,
+    settings: &Settings,
+    job: ExportJob,
+    progress: Arc<dyn Progress>,
+) -> JobResult {
+    let started = Instant::now();
+    let id = job.spec.id();
+    match job.extent {
+        Extent::Window(w) => {
+            tracing::info!(job = %id, from = ?w.from, to = %w.to, "export started")
+        }
+        Extent::Snapshot => tracing::info!(job = %id, "snapshot export started"),
+    }
+    let mut attempts = 0;
+    let outcome = loop {
+        attempts += 1;
+        match export::export(client, &job, progress.as_ref()).await {
+            Err(e) if e.is_transient() && attempts < ATTEMPTS => {
+                let pause = Duration::from_secs(1 << (attempts - 1));
+                tracing::warn!(job = %id, error = %e, attempt = attempts, "transient failure; retrying in {pause:?}");
+                tokio::time::sleep(pause).await;
+            }
+            other => break other,
+        }
+    };
+    let outcome = outcome.map_err(|e| redact::text(&e.to_string(), &settings.mongodb_uri));
+    match &outcome {
+        Ok(o) => {
+            record_success(settings, &job, o);
+            tracing::info!(
+                job = %id,
+                documents = o.documents,
+                bytes = o.bytes,
+                archive = %o.archive.as_deref().map_or("none (no documents)".into(), |a| a.display().to_string()),
+                "export succeeded"
+            );
+            if let Some(n) = o.untimed.filter(|n| *n > 0) {
+                tracing::warn!(job = %id, documents = n, time_field = %job.spec.collection.time_field,
+                    "documents without a valid date in the time field are not in any window");
+            }
+        }
+        Err(e) => {
+            record_failure(settings, &job.spec, e);
+            tracing::error!(job = %id, error = %e, "export failed");
+        }
+    }
+    JobResult {
+        spec: job.spec,
+        extent: Some(job.extent),
+        outcome,
+        elapsed: started.elapsed(),
+        attempts,
+    }
+}
+
+fn base(entry: &mut CollectionState, spec: &JobSpec) {
+    entry.policy = spec.policy.clone();
+    entry.database = spec.database.clone();
+    entry.collection = spec.collection.name.clone();
+    entry.runs += 1;
+}
+
+fn record_success(settings: &Settings, job: &ExportJob, o: &ExportOutcome) {
+    let now = Utc::now();
+    let result = State::update(&settings.backup_root, &job.spec.id(), |e| {
+        base(e, &job.spec);
+        if let Extent::Window(w) = job.extent {
+            // Never move a watermark backwards (an overlap re-read ends where it ended).
+            e.watermark = Some(e.watermark.map_or(w.to, |old| old.max(w.to)));
+        }
+        e.last_success = Some(now);
+        e.consecutive_failures = 0;
+        e.successes += 1;
+        e.last_documents = o.documents;
+        e.last_bytes = o.bytes;
+        if let Some(a) = &o.archive {
+            e.last_archive = a.file_name().map(|n| n.to_string_lossy().into_owned());
+        }
+        if o.untimed.is_some() {
+            e.untimed = o.untimed;
+            e.untimed_checked_at = Some(now);
+        }
+    });
+    if let Err(e) = result {
+        tracing::error!(error = %e, "cannot write state.json (the archive is safe; its manifest rebuilds the state)");
+    }
+}
+
+fn record_failure(settings: &Settings, spec: &JobSpec, error: &str) {
+    let result = State::update(&settings.backup_root, &spec.id(), |e| {
+        base(e, spec);
+        e.last_failure = Some(Utc::now());
+        e.last_error = Some(error.to_string());
+        e.consecutive_failures += 1;
+        e.failures += 1;
+    });
+    if let Err(e) = result {
+        tracing::error!(error = %e, "cannot write state.json");
+    }
+}

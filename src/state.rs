@@ -1,0 +1,148 @@
+//! Per-collection progress: watermark, last success and failure, counts. Kept in
+//! `<backupRoot>/logs/state.json`, written atomically. The manifests on disk are the
+//! truth: a missing or corrupt state file is rebuilt from them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::export::manifest;
+use crate::policy::Mode;
+use crate::storage;
+
+pub const FILE: &str = "state.json";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub version: u32,
+    /// By job id `<policy>/<database>/<collection>`.
+    pub collections: BTreeMap<String, CollectionState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CollectionState {
+    pub policy: String,
+    pub database: String,
+    pub collection: String,
+    /// End of the last successfully exported window: the next run starts here.
+    pub watermark: Option<DateTime<Utc>>,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_failure: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    pub last_documents: u64,
+    pub last_bytes: u64,
+    pub last_archive: Option<String>,
+    pub runs: u64,
+    pub successes: u64,
+    pub failures: u64,
+    pub untimed: Option<u64>,
+    pub untimed_checked_at: Option<DateTime<Utc>>,
+}
+
+pub fn job_id(policy: &str, database: &str, collection: &str) -> String {
+    format!("{policy}/{database}/{collection}")
+}
+
+pub fn path(root: &Path) -> PathBuf {
+    storage::logs_dir(root).join(FILE)
+}
+
+fn lock_path(root: &Path) -> PathBuf {
+    storage::logs_dir(root).join(".state.lock")
+}
+
+impl State {
+    /// Load the state; rebuild it from the manifests when missing or unreadable.
+    pub fn load(root: &Path) -> State {
+        let p = path(root);
+        match std::fs::read(&p) {
+            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+                Ok(s) => return s,
+                Err(e) => {
+                    let aside = p.with_file_name(format!(
+                        "state.json.corrupt-{}",
+                        storage::stamp(Utc::now())
+                    ));
+                    let _ = std::fs::rename(&p, &aside);
+                    tracing::warn!(
+                        error = %e,
+                        moved_to = %aside.display(),
+                        "state.json is corrupt; rebuilding watermarks from the manifests"
+                    );
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if root.join("logs").exists() || root.exists() {
+                    let s = State::rebuild(root);
+                    if !s.collections.is_empty() {
+                        tracing::warn!(
+                            collections = s.collections.len(),
+                            "state.json is missing; rebuilt watermarks from the manifests"
+                        );
+                    }
+                    return s;
+                }
+                return State::default();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read state.json; rebuilding from the manifests")
+            }
+        }
+        State::rebuild(root)
+    }
+
+    /// Watermarks and last successes from the manifests on disk.
+    pub fn rebuild(root: &Path) -> State {
+        let mut state = State {
+            version: 1,
+            ..State::default()
+        };
+        for found in manifest::scan(root) {
+            let m = found.manifest;
+            let entry = state
+                .collections
+                .entry(job_id(&m.policy, &m.database, &m.collection))
+                .or_insert_with(|| CollectionState {
+                    policy: m.policy.clone(),
+                    database: m.database.clone(),
+                    collection: m.collection.clone(),
+                    ..CollectionState::default()
+                });
+            if m.mode == Mode::Incremental && entry.watermark.is_none_or(|w| m.to > w) {
+                entry.watermark = Some(m.to);
+            }
+            if entry.last_success.is_none_or(|t| m.finished_at > t) {
+                entry.last_success = Some(m.finished_at);
+                entry.last_documents = m.documents;
+                entry.last_bytes = m.bytes;
+                entry.last_archive = Some(m.archive.clone());
+            }
+            entry.successes += 1;
+            entry.runs += 1;
+        }
+        state
+    }
+
+    /// Read-modify-write one entry under the state lock, so concurrent runs of
+    /// different policies never lose each other's updates.
+    pub fn update(
+        root: &Path,
+        id: &str,
+        f: impl FnOnce(&mut CollectionState),
+    ) -> std::io::Result<CollectionState> {
+        let _lock = storage::lock(&lock_path(root))?;
+        let mut state = State::load(root);
+        state.version = 1;
+        let entry = state.collections.entry(id.to_string()).or_default();
+        f(entry);
+        let out = entry.clone();
+        let bytes = serde_json::to_vec_pretty(&state).expect("state serializes");
+        storage::write_atomic(&path(root), &bytes)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,224 @@
+//! Where archives live and how files are written so that a crash never leaves a
+//! partial file under a final name: temp file in the final folder, fsync, rename,
+//! fsync the folder.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+/// Marks temporary files; anything carrying it is unfinished and safe to delete while
+/// the policy's lock is held.
+pub const TEMP_MARK: &str = ".dcb-tmp";
+pub const ARCHIVE_EXT: &str = ".tar.gz";
+pub const MANIFEST_EXT: &str = ".manifest.json";
+
+/// The folder of one policy's archives.
+pub fn policy_dir(root: &Path, policy: &str) -> PathBuf {
+    root.join(policy)
+}
+
+/// The folder of state, logs and alerts.
+pub fn logs_dir(root: &Path) -> PathBuf {
+    root.join("logs")
+}
+
+/// A time as it appears in file names: sortable, and without `:` (Windows forbids it).
+pub fn stamp(t: DateTime<Utc>) -> String {
+    t.format("%Y%m%dT%H%M%S%.3fZ").to_string()
+}
+
+/// `<stamp>_<db>.<collection>`: names sort by the end of their window.
+pub fn archive_stem(to: DateTime<Utc>, db: &str, collection: &str) -> String {
+    format!("{}_{db}.{collection}", stamp(to))
+}
+
+/// The temporary name of a file being written to `final_path`.
+pub fn temp_path(final_path: &Path) -> PathBuf {
+    let name = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    final_path.with_file_name(format!(".{name}.{}{TEMP_MARK}", std::process::id()))
+}
+
+/// Create a new file, owner-only on Unix; fails if it exists.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).read(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+/// Create a folder (and parents), owner-only on Unix.
+pub fn create_dir(path: &Path) -> io::Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(path)
+}
+
+/// Make a rename inside `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+    }
+    Ok(())
+}
+
+/// Move a finished temp file to its final name, durably. Refuses to overwrite.
+pub fn commit(temp: &Path, final_path: &Path) -> io::Result<()> {
+    if final_path.exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} already exists", final_path.display()),
+        ));
+    }
+    fs::rename(temp, final_path)?;
+    sync_dir(final_path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Write a whole file atomically: temp, fsync, rename (replacing), fsync folder.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    create_dir(dir)?;
+    let temp = temp_path(path);
+    let _ = fs::remove_file(&temp);
+    let result = (|| {
+        let mut f = create_new(&temp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&temp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Delete unfinished temp files left in `dir` by a crash. Call with the lock held.
+pub fn remove_leftovers(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_temp = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(TEMP_MARK));
+        if is_temp && fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// An exclusive advisory lock held for as long as the value lives.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// Take the lock at `path` without waiting; `Ok(None)` when another process holds it.
+pub fn try_lock(path: &Path) -> io::Result<Option<Lock>> {
+    if let Some(dir) = path.parent() {
+        create_dir(dir)?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(Lock { _file: file })),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Take the lock at `path`, waiting for it.
+pub fn lock(path: &Path) -> io::Result<Lock> {
+    if let Some(dir) = path.parent() {
+        create_dir(dir)?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    file.lock()?;
+    Ok(Lock { _file: file })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Stamps sort as times do and carry no character Windows forbids.
+    #[test]
+    fn stamps_sort_and_are_portable() {
+        let a = DateTime::parse_from_rfc3339("2026-11-25T09:30:00.123Z")
+            .unwrap()
+            .to_utc();
+        let b = DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(stamp(a), "20261125T093000.123Z");
+        assert!(stamp(a) < stamp(b));
+        let stem = archive_stem(a, "dcMes", "api_logs");
+        assert!(!stem.contains([':', '<', '>', '"', '/', '\\', '|', '?', '*']));
+    }
+
+    // An atomic write replaces the old content and leaves no temp file behind.
+    #[test]
+    fn atomic_write_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    // Leftover temp files are removed; finished files are kept.
+    #[test]
+    fn leftovers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let done = dir.path().join("a.tar.gz");
+        fs::write(&done, b"x").unwrap();
+        fs::write(temp_path(&dir.path().join("b.tar.gz")), b"partial").unwrap();
+        assert_eq!(remove_leftovers(dir.path()).len(), 1);
+        assert!(done.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    // A second taker of a held lock is told so at once.
+    #[test]
+    fn lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".lock");
+        let held = try_lock(&p).unwrap();
+        assert!(held.is_some());
+        assert!(try_lock(&p).unwrap().is_none());
+        drop(held);
+        assert!(try_lock(&p).unwrap().is_some());
+    }
+}
