@@ -26,8 +26,17 @@ impl JobSpec {
     }
 }
 
-/// Watermarks by (policy, collection).
-pub type Watermarks = HashMap<(String, String), DateTime<Utc>>;
+/// Watermarks by job id.
+pub type Watermarks = HashMap<String, DateTime<Utc>>;
+
+/// The watermarks recorded in a state.
+pub fn watermarks(state: &crate::state::State) -> Watermarks {
+    state
+        .collections
+        .iter()
+        .filter_map(|(id, c)| c.watermark.map(|w| (id.clone(), w)))
+        .collect()
+}
 
 /// Everything a policy's run would do.
 #[derive(Debug, Clone)]
@@ -119,7 +128,7 @@ pub fn view(
                 .iter()
                 .map(|job| {
                     let c = &job.collection;
-                    let wm = watermarks.get(&(p.name.clone(), c.name.clone())).copied();
+                    let wm = watermarks.get(&job.id()).copied();
                     let extent = window::compute(c.mode, &p.window, tz, wm, now);
                     let (from, to, from_source) = match extent {
                         Extent::Snapshot => (None, None, "whole collection".to_string()),

@@ -57,10 +57,15 @@ fn lock_path(root: &Path) -> PathBuf {
 }
 
 impl State {
-    /// Load the state; rebuild it from the manifests when missing or unreadable.
+    /// Load the state; rebuild it from the manifests when missing or unreadable, and
+    /// say so when the rebuild recovered anything.
     pub fn load(root: &Path) -> State {
+        Self::load_inner(root, true)
+    }
+
+    fn load_inner(root: &Path, announce: bool) -> State {
         let p = path(root);
-        match std::fs::read(&p) {
+        let why = match std::fs::read(&p) {
             Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
                 Ok(s) => return s,
                 Err(e) => {
@@ -69,31 +74,20 @@ impl State {
                         storage::stamp(Utc::now())
                     ));
                     let _ = std::fs::rename(&p, &aside);
-                    tracing::warn!(
-                        error = %e,
-                        moved_to = %aside.display(),
-                        "state.json is corrupt; rebuilding watermarks from the manifests"
-                    );
+                    format!("state.json is corrupt ({e}; kept as {})", aside.display())
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if root.join("logs").exists() || root.exists() {
-                    let s = State::rebuild(root);
-                    if !s.collections.is_empty() {
-                        tracing::warn!(
-                            collections = s.collections.len(),
-                            "state.json is missing; rebuilt watermarks from the manifests"
-                        );
-                    }
-                    return s;
-                }
-                return State::default();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read state.json; rebuilding from the manifests")
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "state.json is missing".into(),
+            Err(e) => format!("cannot read state.json ({e})"),
+        };
+        let state = State::rebuild(root);
+        if announce && !state.collections.is_empty() {
+            tracing::warn!(
+                collections = state.collections.len(),
+                "{why}; rebuilt watermarks from the manifests"
+            );
         }
-        State::rebuild(root)
+        state
     }
 
     /// Watermarks and last successes from the manifests on disk.
@@ -136,7 +130,8 @@ impl State {
         f: impl FnOnce(&mut CollectionState),
     ) -> std::io::Result<CollectionState> {
         let _lock = storage::lock(&lock_path(root))?;
-        let mut state = State::load(root);
+        // Quiet: a run that needed a rebuild announced it when it started.
+        let mut state = State::load_inner(root, false);
         state.version = 1;
         let entry = state.collections.entry(id.to_string()).or_default();
         f(entry);

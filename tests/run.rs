@@ -140,6 +140,16 @@ async fn incremental_runs_cover_every_document_exactly_once() {
     let m2 = &read_archives(&both[1..])[0]["manifest"];
     assert_eq!(entry["watermark"], m2["to"]);
     assert_eq!(entry["consecutiveFailures"], 0);
+    // `dcb plan` shows the next window starting at the watermark.
+    let plan = Run::from(
+        s.dcb()
+            .args(["plan", "--json"])
+            .env("DCB_MONGODB_URI", &uri)
+            .output()
+            .unwrap(),
+    );
+    let view: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(view[0]["collections"][0]["fromSource"], "watermark");
     // Snapshot collections are exported whole each run.
     assert_eq!(archives(&root, "p", "roles").len(), 2);
 }

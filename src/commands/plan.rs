@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::{Exit, settings};
 use crate::cli::{Cli, PlanArgs};
 use crate::diag::{self, Format};
-use crate::plan::{self, PlanView, Watermarks};
+use crate::plan::{self, PlanView};
 use crate::policy::load::load_dir;
 
 pub fn run(cli: &Cli, args: &PlanArgs) -> Exit {
@@ -41,7 +41,13 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Exit {
             return Exit::Config;
         }
     };
-    let views = plan::view(&plans, &Watermarks::new(), chrono::Utc::now(), args.runs);
+    let state = crate::state::State::load(&settings.backup_root);
+    let views = plan::view(
+        &plans,
+        &plan::watermarks(&state),
+        chrono::Utc::now(),
+        args.runs,
+    );
     if args.json {
         println!(
             "{}",

@@ -64,11 +64,18 @@ pub fn start_server(extra: &[&str]) -> TestServer {
     }
 }
 
+impl TestServer {
+    /// A server someone else runs.
+    pub fn external(uri: String) -> TestServer {
+        TestServer { uri, _child: None }
+    }
+}
+
 /// The server this test binary shares: `DCB_TEST_MONGODB_URI`, else one started here.
 pub fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
     SERVER.get_or_init(|| match std::env::var("DCB_TEST_MONGODB_URI") {
-        Ok(uri) if !uri.is_empty() => TestServer { uri, _child: None },
+        Ok(uri) if !uri.is_empty() => TestServer::external(uri),
         _ => start_server(&[]),
     })
 }
