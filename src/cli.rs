@@ -47,6 +47,39 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run policies once, now: export each collection's new window.
     Run(RunArgs),
+    /// Delete archives past their policy's retention (never below keepLast).
+    Prune(PruneArgs),
+    /// Run the service: schedules, hot reload, retention, health checks, alerts.
+    Serve(ServeArgs),
+    /// Show how the backups stand (works whether the service runs or not).
+    Status(StatusArgs),
+    /// Stop the running service gracefully.
+    Stop(StopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Serve /healthz, /status and /metrics on this address (e.g. 127.0.0.1:9187).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+
+    /// On shutdown, how long running exports may finish before they are aborted.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub grace: crate::duration::HumanDuration,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON (the seed's status shape plus per-collection detail).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait for the service to stop.
+    #[arg(long, default_value_t = 90)]
+    pub wait: u64,
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +129,17 @@ pub struct RunArgs {
     /// Print nothing but failures.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only this policy (repeatable; default: all).
+    #[arg(id = "policy", long = "policy", value_name = "NAME")]
+    pub policies: Vec<String>,
+
+    /// Print what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

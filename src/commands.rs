@@ -1,8 +1,12 @@
 //! One thin module per subcommand: each calls the library and renders the result.
 
 pub mod plan;
+pub mod prune;
 pub mod run;
 pub mod schema;
+pub mod serve;
+pub mod status;
+pub mod stop;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -63,7 +67,10 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 pub fn dispatch(cli: &Cli) -> Exit {
     // Commands that write set up their own logging (to a file under the backup root).
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Prune(_) | Command::Serve(_)
+    ) {
         crate::logging::init_stderr(cli.verbose, false);
     }
     match &cli.command {
@@ -71,5 +78,9 @@ pub fn dispatch(cli: &Cli) -> Exit {
         Command::Schema(args) => schema::run(args),
         Command::Plan(args) => plan::run(cli, args),
         Command::Run(args) => run::run(cli, args),
+        Command::Prune(args) => prune::run(cli, args),
+        Command::Serve(args) => serve::run(cli, args),
+        Command::Status(args) => status::run(cli, args),
+        Command::Stop(args) => stop::run(cli, args),
     }
 }

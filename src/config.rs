@@ -91,6 +91,15 @@ pub struct HealthConfig {
     #[serde(default = "default_failure_threshold")]
     #[schemars(range(min = 1))]
     pub failure_threshold: u32,
+
+    /// Alert when less than this percentage of the backup disk is free.
+    #[serde(default = "default_min_free_percent")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_free_percent: f64,
+
+    /// Alert when less than this many megabytes of the backup disk are free.
+    #[serde(default = "default_min_free_mb", rename = "minFreeMB")]
+    pub min_free_mb: u64,
 }
 
 impl Default for HealthConfig {
@@ -98,27 +107,13 @@ impl Default for HealthConfig {
         HealthConfig {
             interval: default_health_interval(),
             failure_threshold: default_failure_threshold(),
+            min_free_percent: default_min_free_percent(),
+            min_free_mb: default_min_free_mb(),
         }
     }
 }
 
-/// Alerting.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AlertsConfig {
-    /// The same alert is not repeated more often than this.
-    #[serde(default = "default_cooldown")]
-    #[schemars(regex(pattern = duration::PATTERN))]
-    pub cooldown: String,
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        AlertsConfig {
-            cooldown: default_cooldown(),
-        }
-    }
-}
+pub use crate::alert::AlertsConfig;
 
 /// The HTTP admin endpoint (health, status, metrics). Off unless `listen` is set.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -135,8 +130,11 @@ fn default_health_interval() -> String {
 fn default_failure_threshold() -> u32 {
     3
 }
-fn default_cooldown() -> String {
-    "1h".into()
+fn default_min_free_percent() -> f64 {
+    10.0
+}
+fn default_min_free_mb() -> u64 {
+    1024
 }
 
 /// Replace `${VAR}` and `${VAR:-default}` in every string of `value`.

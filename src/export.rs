@@ -11,6 +11,8 @@ pub mod source;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -29,6 +31,10 @@ use source::{Query, Timed};
 const CHUNK: usize = 1 << 20;
 /// Chunks in flight between the cursor and the compressor: bounds memory.
 const CHUNKS_IN_FLIGHT: usize = 4;
+/// Documents per server batch. The default (16 MiB replies) costs memory in proportion
+/// to the batch, twice over; a few thousand documents a round trip keeps the server busy
+/// at a fraction of the memory.
+const BATCH_DOCS: u32 = 4096;
 
 /// Why an export failed, in one line a human can act on.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +125,9 @@ pub struct ExportJob {
     /// windows; free for scans).
     pub count_untimed: bool,
     pub server_version: String,
+    /// Set to abort the export (graceful shutdown): it stops at the next document,
+    /// removes its temp file and reports `Interrupted`.
+    pub cancel: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Clone)]
@@ -313,7 +322,15 @@ async fn stream(
         Ok(writer)
     });
 
-    let read = read_cursor(&coll, query, &spec.collection.time_field, &tx, progress).await;
+    let read = read_cursor(
+        &coll,
+        query,
+        &spec.collection.time_field,
+        &tx,
+        progress,
+        &job.cancel,
+    )
+    .await;
     drop(tx);
     let written = writer_thread.await.map_err(|_| ExportError::Interrupted)?;
     match (read, written) {
@@ -331,12 +348,17 @@ async fn read_cursor(
     time_field: &str,
     tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
     progress: &dyn Progress,
+    cancel: &AtomicBool,
 ) -> Result<(u64, Option<u64>), ExportError> {
     let (filter, before) = match query {
         Query::Range(f) => (f.clone(), None),
         Query::Scan { before } => (mongodb::bson::Document::new(), *before),
     };
-    let mut cursor = coll.find(filter).await.map_err(ExportError::from_mongo)?;
+    let mut cursor = coll
+        .find(filter)
+        .batch_size(BATCH_DOCS)
+        .await
+        .map_err(ExportError::from_mongo)?;
     let path: Vec<&str> = time_field.split('.').collect();
     let cutoff = before.map(|b| b.timestamp_millis());
     let mut untimed = 0u64;
@@ -344,6 +366,9 @@ async fn read_cursor(
     let mut buf = Vec::with_capacity(CHUNK + 64 * 1024);
     let mut batch_docs = 0u64;
     while cursor.advance().await.map_err(ExportError::from_mongo)? {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(ExportError::Interrupted);
+        }
         let doc = cursor.current();
         if let Some(cutoff) = cutoff {
             match source::time_of(doc, &path) {

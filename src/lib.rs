@@ -3,6 +3,7 @@
 //! Data flows one way: policy files → [`policy`] (load, validate) → [`plan`] (jobs) →
 //! export → storage, retention, state, alerts.
 
+pub mod alert;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -10,17 +11,23 @@ pub mod diag;
 pub mod document;
 pub mod duration;
 pub mod export;
+pub mod health;
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod mongo;
 pub mod names;
 pub mod online;
 pub mod plan;
 pub mod policy;
 pub mod redact;
+pub mod retention;
 pub mod runner;
 pub mod schedule;
 pub mod schema;
+pub mod serve;
 pub mod state;
+pub mod status;
 pub mod storage;
 pub mod window;
 pub mod yaml;

@@ -3,6 +3,7 @@
 //! retry transient failures, and record every outcome in the state.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
@@ -28,6 +29,8 @@ pub struct JobResult {
     pub outcome: Result<ExportOutcome, String>,
     pub elapsed: Duration,
     pub attempts: u32,
+    /// Stopped by a shutdown: not a failure, nothing recorded.
+    pub interrupted: bool,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +60,17 @@ pub async fn run(
     plans: &[PolicyPlan],
     progress: &ProgressFactory,
 ) -> RunReport {
+    run_cancellable(settings, plans, progress, Arc::new(AtomicBool::new(false))).await
+}
+
+/// As [`run`]; setting `cancel` aborts exports cleanly (nothing written, no watermark
+/// moved, nothing recorded as a failure).
+pub async fn run_cancellable(
+    settings: &Settings,
+    plans: &[PolicyPlan],
+    progress: &ProgressFactory,
+    cancel: Arc<AtomicBool>,
+) -> RunReport {
     let mut report = RunReport::default();
     let fail_all = |report: &mut RunReport, plans: &[PolicyPlan], msg: &str| {
         for plan in plans {
@@ -68,6 +82,7 @@ pub async fn run(
                     outcome: Err(msg.to_string()),
                     elapsed: Duration::ZERO,
                     attempts: 0,
+                    interrupted: false,
                 });
             }
         }
@@ -138,6 +153,7 @@ pub async fn run(
                     .and_then(|e| e.untimed_checked_at)
                     .is_none_or(|t| now - t >= UNTIMED_CHECK_EVERY),
                 server_version: server_version.clone(),
+                cancel: cancel.clone(),
             };
             let client = client.clone();
             let limit = limit.clone();
@@ -175,6 +191,9 @@ async fn run_job(
     }
     let mut attempts = 0;
     let outcome = loop {
+        if job.cancel.load(Ordering::Relaxed) {
+            break Err(ExportError::Interrupted);
+        }
         attempts += 1;
         match export::export(client, &job, progress.as_ref()).await {
             Err(e) if e.is_transient() && attempts < ATTEMPTS => {
@@ -185,8 +204,13 @@ async fn run_job(
             other => break other,
         }
     };
+    let interrupted = matches!(outcome, Err(ExportError::Interrupted));
     let outcome = outcome.map_err(|e| redact::text(&e.to_string(), &settings.mongodb_uri));
     match &outcome {
+        // A shutdown is nobody's failure: the window is simply exported next time.
+        Err(_) if interrupted => {
+            tracing::warn!(job = %id, "export interrupted by shutdown; nothing recorded")
+        }
         Ok(o) => {
             record_success(settings, &job, o);
             tracing::info!(
@@ -212,6 +236,7 @@ async fn run_job(
         outcome,
         elapsed: started.elapsed(),
         attempts,
+        interrupted,
     }
 }
 

@@ -49,6 +49,11 @@ impl Schedule {
         self.cron.find_next_occurrence(t, false).ok()
     }
 
+    /// The last fire time strictly before `t`.
+    pub fn previous_before<Z: TimeZone>(&self, t: &DateTime<Z>) -> Option<DateTime<Z>> {
+        self.cron.find_previous_occurrence(t, false).ok()
+    }
+
     /// The next `n` fire times after `t`.
     pub fn upcoming<Z: TimeZone>(&self, t: &DateTime<Z>, n: usize) -> Vec<DateTime<Z>> {
         let mut out = Vec::with_capacity(n);

@@ -131,7 +131,7 @@ fn run(s: &Scratch) -> Run {
 async fn kill_9_mid_export_loses_nothing() {
     let _turn = exclusive().await;
     let db = support::unique_db("kill");
-    let ids = seed(&db, 1000).await;
+    let ids = seed(&db, 6000).await;
     let s = scratch(&db);
     fail_point(doc! {"failCommands": ["getMore"], "blockConnection": true, "blockTimeMS": 20_000})
         .await;
@@ -179,7 +179,7 @@ async fn kill_9_mid_export_loses_nothing() {
 async fn concurrent_run_of_one_policy_refuses() {
     let _turn = exclusive().await;
     let db = support::unique_db("lock");
-    seed(&db, 500).await;
+    seed(&db, 6000).await;
     let s = scratch(&db);
     fail_point(doc! {"failCommands": ["getMore"], "blockConnection": true, "blockTimeMS": 3_000})
         .await;
@@ -204,7 +204,7 @@ async fn concurrent_run_of_one_policy_refuses() {
 async fn dropped_connection_is_retried() {
     let _turn = exclusive().await;
     let db = support::unique_db("retry");
-    let ids = seed(&db, 600).await;
+    let ids = seed(&db, 6000).await;
     let s = scratch(&db);
     fail_point(doc! {"failCommands": ["getMore"], "closeConnection": true}).await;
     let out = run(&s);

@@ -50,6 +50,20 @@ fn example_config_is_valid() {
     assert!(run.stdout.contains("4 policies valid"), "{}", run.stdout);
 }
 
+// Every example policy is valid.
+#[test]
+fn example_policies_are_valid() {
+    let s = Scratch::new();
+    let dir = support::project_root().join("examples/policies");
+    let run = s.run(&["validate", "--deny-warnings", dir.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("1 policy valid, 0 warnings"),
+        "{}",
+        run.stdout
+    );
+}
+
 // Each shipped policy points editors at the schema on its first line.
 #[test]
 fn shipped_policies_reference_the_schema() {

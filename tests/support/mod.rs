@@ -262,3 +262,181 @@ pub fn mongo_tools() -> PathBuf {
     assert!(status.success(), "cannot unpack {}", tarball.display());
     dest
 }
+
+/// Start a server on a fixed port with storage on disk, so a test can stop it and
+/// start it again with the same data.
+pub fn start_server_at(port: u16, storage: &Path, extra: &[&str]) -> TestServer {
+    let python = venv_python().unwrap_or_else(|| panic!("{HOW_TO_GET_A_SERVER}"));
+    let mut cmd = Command::new(python);
+    cmd.arg(project_root().join("scripts/testserver.py"))
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--storage-path")
+        .arg(storage);
+    if !extra.is_empty() {
+        cmd.arg("--").args(extra);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the test server");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(uri) = line.strip_prefix("READY ") {
+                let _ = tx.send(uri.to_string());
+                return;
+            }
+        }
+    });
+    let uri = rx
+        .recv_timeout(Duration::from_secs(90))
+        .unwrap_or_else(|_| panic!("the test server did not become ready in 90 s"));
+    TestServer {
+        uri,
+        _child: Some(child),
+    }
+}
+
+impl TestServer {
+    /// Stop the server (closing the launcher's stdin makes it stop the server).
+    pub fn stop(mut self) {
+        if let Some(mut child) = self._child.take() {
+            drop(child.stdin.take());
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP endpoint on loopback that records the body of every request.
+pub struct Recorder {
+    pub url: String,
+    /// (request line, body) of each request.
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Recorder {
+    pub fn start() -> Recorder {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                // Read headers, then as much body as Content-Length says.
+                let body = loop {
+                    let Ok(n) = stream.read(&mut chunk) else {
+                        break None;
+                    };
+                    if n == 0 {
+                        break None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            let line = text.lines().next().unwrap_or_default().to_string();
+                            break Some((
+                                line,
+                                String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned(),
+                            ));
+                        }
+                    }
+                };
+                if let Some(body) = body {
+                    sink.lock().unwrap().push(body);
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                );
+            }
+        });
+        Recorder { url, requests }
+    }
+
+    pub fn bodies(&self) -> Vec<String> {
+        self.requests().into_iter().map(|r| r.1).collect()
+    }
+
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Wait until a body satisfies `pred`; panics with what arrived after `secs`.
+    pub fn wait_for(&self, secs: u64, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(b) = self.bodies().into_iter().find(|b| pred(b)) {
+                return b;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what} within {secs} s; received: {:#?}",
+                self.bodies()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// GET `path` from `addr` over plain HTTP/1.1: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Poll `f` every 100 ms until it returns Some, for at most `secs`.
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

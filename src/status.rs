@@ -1,0 +1,361 @@
+//! How things stand, in the seed's status shape: the state, the archives on disk and
+//! the service's heartbeat record (`<backupRoot>/logs/service.json`). Works whether
+//! the service runs or not.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+use crate::export::manifest::Found;
+use crate::plan::JobSpec;
+use crate::policy::Policy;
+use crate::state::State;
+use crate::storage;
+
+/// How often the service refreshes its record.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// What the running service says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRecord {
+    pub pid: u32,
+    pub host: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    #[serde(default)]
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// Job ids being exported now.
+    #[serde(default)]
+    pub active_jobs: Vec<String>,
+    #[serde(default)]
+    pub http: Option<String>,
+}
+
+/// This machine's name, for records and alerts.
+pub fn hostname() -> String {
+    ["HOSTNAME", "COMPUTERNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn service_path(root: &Path) -> PathBuf {
+    storage::logs_dir(root).join("service.json")
+}
+
+/// `dcb stop` asks the service to stop by creating this file (works on every OS).
+pub fn stop_request_path(root: &Path) -> PathBuf {
+    storage::logs_dir(root).join("stop.request")
+}
+
+pub fn read_service(root: &Path) -> Option<ServiceRecord> {
+    let bytes = std::fs::read(service_path(root)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+pub fn write_service(root: &Path, record: &ServiceRecord) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(record).expect("serializable");
+    storage::write_atomic(&service_path(root), &bytes)
+}
+
+impl ServiceRecord {
+    /// Alive: not stopped, a recent heartbeat, and (where the OS tells) its process.
+    pub fn is_alive(&self, now: DateTime<Utc>) -> bool {
+        let fresh = (now - self.heartbeat_at)
+            .to_std()
+            .is_ok_and(|age| age <= HEARTBEAT * 3)
+            || self.heartbeat_at > now;
+        self.stopped_at.is_none() && fresh && process_exists(self.pid)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn process_exists(_pid: u32) -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub is_running: bool,
+    /// Seconds since the service started (0 when it is not running).
+    pub uptime: u64,
+    pub active_jobs: usize,
+    pub pid: Option<u32>,
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    pub statistics: Statistics,
+    pub policies: Vec<PolicyStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Statistics {
+    pub total_backups: u64,
+    pub success_count: u64,
+    pub failure_count: u64,
+    /// As the seed wrote it: `"98.72%"`.
+    pub success_rate: String,
+    /// As the seed wrote it: `"1234.56"`.
+    #[serde(rename = "totalSizeMB")]
+    pub total_size_mb: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    pub name: String,
+    pub enabled: bool,
+    pub schedule: String,
+    pub timezone: String,
+    pub next_run: Option<DateTime<Utc>>,
+    pub collections: Vec<CollectionStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionStatus {
+    pub collection: String,
+    pub database: String,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_failure: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    pub watermark: Option<DateTime<Utc>>,
+    pub archive_count: usize,
+    pub archive_bytes: u64,
+}
+
+/// Put together the status from what is on disk.
+pub fn compute(
+    jobs: &[(Policy, Vec<JobSpec>)],
+    state: &State,
+    found: &[Found],
+    service: Option<ServiceRecord>,
+    now: DateTime<Utc>,
+) -> Status {
+    let mut archives: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+    let mut total_bytes = 0u64;
+    for f in found {
+        let size = std::fs::metadata(&f.archive_path)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        total_bytes += size;
+        let m = &f.manifest;
+        let e = archives
+            .entry(crate::state::job_id(&m.policy, &m.database, &m.collection))
+            .or_default();
+        e.0 += 1;
+        e.1 += size;
+    }
+    let (mut successes, mut failures) = (0u64, 0u64);
+    for c in state.collections.values() {
+        successes += c.successes;
+        failures += c.failures;
+    }
+    let total = successes + failures;
+    let alive = service.as_ref().filter(|s| s.is_alive(now));
+    let policies = jobs
+        .iter()
+        .map(|(p, specs)| PolicyStatus {
+            name: p.name.clone(),
+            enabled: p.enabled,
+            schedule: p.schedule.pattern().to_string(),
+            timezone: p.timezone.name().to_string(),
+            next_run: p
+                .enabled
+                .then(|| p.schedule.next_after(&now.with_timezone(&p.timezone)))
+                .flatten()
+                .map(|t| t.with_timezone(&Utc)),
+            collections: specs
+                .iter()
+                .map(|j| {
+                    let st = state.collections.get(&j.id()).cloned().unwrap_or_default();
+                    let (count, bytes) = archives.get(&j.id()).copied().unwrap_or_default();
+                    CollectionStatus {
+                        collection: j.collection.name.clone(),
+                        database: j.database.clone(),
+                        last_success: st.last_success,
+                        last_failure: st.last_failure,
+                        last_error: st.last_error,
+                        consecutive_failures: st.consecutive_failures,
+                        watermark: st.watermark,
+                        archive_count: count,
+                        archive_bytes: bytes,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Status {
+        is_running: alive.is_some(),
+        uptime: alive
+            .map(|s| (now - s.started_at).num_seconds().max(0) as u64)
+            .unwrap_or(0),
+        active_jobs: alive.map_or(0, |s| s.active_jobs.len()),
+        pid: alive.map(|s| s.pid),
+        last_heartbeat: service.as_ref().map(|s| s.heartbeat_at),
+        statistics: Statistics {
+            total_backups: total,
+            success_count: successes,
+            failure_count: failures,
+            success_rate: if total == 0 {
+                "n/a".into()
+            } else {
+                format!("{:.2}%", successes as f64 * 100.0 / total as f64)
+            },
+            total_size_mb: format!("{:.2}", total_bytes as f64 / 1_048_576.0),
+        },
+        policies,
+    }
+}
+
+/// Load everything `compute` needs for `settings`.
+pub fn gather(settings: &Settings, policies: &[Policy]) -> Status {
+    let jobs = policies
+        .iter()
+        .map(|p| {
+            let db = settings.database_for(p).unwrap_or_else(|_| "?".into());
+            let specs = p
+                .collections
+                .iter()
+                .map(|c| JobSpec {
+                    policy: p.name.clone(),
+                    database: db.clone(),
+                    collection: c.clone(),
+                })
+                .collect();
+            (p.clone(), specs)
+        })
+        .collect::<Vec<_>>();
+    let state = State::load(&settings.backup_root);
+    let found = crate::export::manifest::scan(&settings.backup_root);
+    compute(
+        &jobs,
+        &state,
+        &found,
+        read_service(&settings.backup_root),
+        Utc::now(),
+    )
+}
+
+fn ago(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    match t {
+        None => "never".into(),
+        Some(t) => {
+            let s = (now - t).num_seconds();
+            match s {
+                s if s < 0 => format!("in {}", human_secs(-s)),
+                s => format!("{} ago", human_secs(s)),
+            }
+        }
+    }
+}
+
+fn human_secs(s: i64) -> String {
+    match s {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// A compact table for people.
+pub fn render_human(status: &Status, now: DateTime<Utc>) -> String {
+    let mut out = String::new();
+    let s = &status.statistics;
+    if status.is_running {
+        let _ = writeln!(
+            out,
+            "service: running (pid {}, up {}, {} active job{})",
+            status.pid.unwrap_or(0),
+            human_secs(status.uptime as i64),
+            status.active_jobs,
+            if status.active_jobs == 1 { "" } else { "s" }
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "service: not running{}",
+            status
+                .last_heartbeat
+                .map(|t| format!(" (last heartbeat {})", ago(Some(t), now)))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "backups: {} total, {} ok, {} failed, success rate {}, {} MB on disk\n",
+        s.total_backups, s.success_count, s.failure_count, s.success_rate, s.total_size_mb
+    );
+    let width = status
+        .policies
+        .iter()
+        .flat_map(|p| {
+            p.collections
+                .iter()
+                .map(move |c| p.name.len() + c.collection.len() + 1)
+        })
+        .max()
+        .unwrap_or(10)
+        .max(10);
+    let _ = writeln!(
+        out,
+        "{:width$}  {:>12}  {:>8}  {:>8}  {:>10}  {:<24}  last error",
+        "collection", "last success", "failures", "archives", "size", "watermark"
+    );
+    for p in &status.policies {
+        for c in &p.collections {
+            let _ = writeln!(
+                out,
+                "{:width$}  {:>12}  {:>8}  {:>8}  {:>10}  {:<24}  {}",
+                format!("{}/{}", p.name, c.collection),
+                ago(c.last_success, now),
+                c.consecutive_failures,
+                c.archive_count,
+                format!("{:.1} MB", c.archive_bytes as f64 / 1e6),
+                c.watermark
+                    .map(|w| w.to_rfc3339_opts(SecondsFormat::Secs, true))
+                    .unwrap_or_else(|| "-".into()),
+                c.last_error
+                    .as_deref()
+                    .filter(|_| c.consecutive_failures > 0)
+                    .unwrap_or("")
+            );
+        }
+        let next = p
+            .next_run
+            .map(|t| {
+                format!(
+                    "next run {} ({})",
+                    t.with_timezone(
+                        &p.timezone
+                            .parse::<chrono_tz::Tz>()
+                            .unwrap_or(chrono_tz::Tz::UTC)
+                    )
+                    .format("%Y-%m-%d %H:%M %Z"),
+                    ago(Some(t), now)
+                )
+            })
+            .unwrap_or_else(|| "disabled".into());
+        let _ = writeln!(out, "  {}: {}  [{}]", p.name, next, p.schedule);
+    }
+    out
+}
