@@ -173,9 +173,18 @@ pub async fn export(
         Extent::Window(w) => w.to,
         Extent::Snapshot => started_at,
     };
-    let meta_bytes = metadata::render(coll_name, &info, metadata::indexes(&db, coll_name).await?);
+    let indexes = metadata::indexes(&db, coll_name).await?;
+    let indexed = source::leads_index(&indexes, &spec.collection.time_field);
+    if !indexed && matches!(job.extent, Extent::Window(w) if w.from.is_some()) {
+        tracing::warn!(
+            job = %spec.id(),
+            time_field = %spec.collection.time_field,
+            "no index leads with the time field: every run reads the whole collection; create one"
+        );
+    }
+    let meta_bytes = metadata::render(coll_name, &info, indexes);
 
-    let query = source::query(&job.extent, &spec.collection.time_field);
+    let query = source::query(&job.extent, &spec.collection.time_field, indexed);
     let untimed_server = match (&query, job.count_untimed) {
         (Query::Range(_), true) => count_untimed(&db, spec).await,
         _ => None,
@@ -350,9 +359,9 @@ async fn read_cursor(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<(u64, Option<u64>), ExportError> {
-    let (filter, before) = match query {
-        Query::Range(f) => (f.clone(), None),
-        Query::Scan { before } => (mongodb::bson::Document::new(), *before),
+    let (filter, after, before) = match query {
+        Query::Range(f) => (f.clone(), None, None),
+        Query::Scan { from, before } => (mongodb::bson::Document::new(), *from, *before),
     };
     let mut cursor = coll
         .find(filter)
@@ -361,6 +370,7 @@ async fn read_cursor(
         .map_err(ExportError::from_mongo)?;
     let path: Vec<&str> = time_field.split('.').collect();
     let cutoff = before.map(|b| b.timestamp_millis());
+    let start = after.map_or(i64::MIN, |a| a.timestamp_millis());
     let mut untimed = 0u64;
     let mut docs = 0u64;
     let mut buf = Vec::with_capacity(CHUNK + 64 * 1024);
@@ -372,7 +382,7 @@ async fn read_cursor(
         let doc = cursor.current();
         if let Some(cutoff) = cutoff {
             match source::time_of(doc, &path) {
-                Timed::At(t) if t < cutoff => {}
+                Timed::At(t) if t >= start && t < cutoff => {}
                 Timed::At(_) => continue,
                 Timed::Untimed => {
                     untimed += 1;
@@ -407,17 +417,21 @@ async fn send(tx: &tokio::sync::mpsc::Sender<Vec<u8>>, chunk: Vec<u8>) -> Result
 
 async fn count_untimed(db: &mongodb::Database, spec: &JobSpec) -> Option<u64> {
     let coll = db.collection::<mongodb::bson::Document>(&spec.collection.name);
-    match coll
-        .count_documents(source::untimed_filter(&spec.collection.time_field))
-        .max_time(Duration::from_secs(60))
-        .await
-    {
-        Ok(n) => Some(n),
-        Err(e) => {
-            tracing::warn!(job = %spec.id(), error = %e, "could not count documents without a valid time field");
-            None
+    let mut total = 0;
+    for filter in source::untimed_filters(&spec.collection.time_field) {
+        match coll
+            .count_documents(filter)
+            .max_time(Duration::from_secs(60))
+            .await
+        {
+            Ok(n) => total += n,
+            Err(e) => {
+                tracing::warn!(job = %spec.id(), error = %e, "could not count documents without a valid time field");
+                return None;
+            }
         }
     }
+    Some(total)
 }
 
 /// The server's version, for manifests.

@@ -1,18 +1,28 @@
-//! `dcb prune` deletes exactly what the retention plan says, on real files.
+//! `dcb prune` deletes exactly what the retention plan says, on real files (no
+//! database needed: fabricated archives beside valid manifests).
 
 mod support;
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use chrono::{TimeDelta, Utc};
 use dcb::export::manifest::Manifest;
 use dcb::policy::Mode;
 use support::Scratch;
 
-/// An archive and its manifest whose window ended `hours_ago`.
-fn fake(root: &Path, policy: &str, coll: &str, hours_ago: i64) -> String {
+/// A policy on `db.a` and `db.b`: 72h retention, keepLast as given.
+fn policy(name: &str, keep_last: u32) -> String {
+    format!(
+        "name: {name}\nschedule: \"0 * * * *\"\ndatabase: db\ncollections: [a, b]\nretention: 72h\nkeepLast: {keep_last}\n"
+    )
+}
+
+/// Write an archive and its manifest whose window ended `hours_ago`; returns the
+/// archive's path relative to the backup root.
+fn fake(root: &Path, policy: &str, coll: &str, hours_ago: i64, mode: Mode) -> String {
     let to = Utc::now() - TimeDelta::hours(hours_ago);
-    let stem = format!("{}_db.{coll}", dcb::storage::stamp(to));
+    let stem = dcb::storage::archive_stem(to, "db", coll);
     let dir = root.join(policy);
     std::fs::create_dir_all(&dir).unwrap();
     let m = Manifest {
@@ -22,7 +32,7 @@ fn fake(root: &Path, policy: &str, coll: &str, hours_ago: i64) -> String {
         database: "db".into(),
         collection: coll.into(),
         time_field: "createdAt".into(),
-        mode: Mode::Incremental,
+        mode,
         from: None,
         to,
         documents: 1,
@@ -34,84 +44,232 @@ fn fake(root: &Path, policy: &str, coll: &str, hours_ago: i64) -> String {
         finished_at: to,
         archive: format!("{stem}.tar.gz"),
     };
-    std::fs::write(dir.join(format!("{stem}.tar.gz")), b"archive").unwrap();
+    std::fs::write(dir.join(format!("{stem}.tar.gz")), vec![0u8; 200_000]).unwrap();
     std::fs::write(dir.join(format!("{stem}.manifest.json")), m.to_json()).unwrap();
-    stem
+    format!("{policy}/{stem}.tar.gz")
 }
 
-fn exists(root: &Path, policy: &str, stem: &str) -> (bool, bool) {
-    (
-        root.join(policy).join(format!("{stem}.tar.gz")).exists(),
-        root.join(policy)
-            .join(format!("{stem}.manifest.json"))
-            .exists(),
-    )
+/// The archive and its manifest, relative to the backup root.
+fn pair(archive: &str) -> [String; 2] {
+    let stem = archive.strip_suffix(".tar.gz").unwrap();
+    [archive.to_string(), format!("{stem}.manifest.json")]
 }
 
-// The dry run lists the expired archives and deletes nothing; the real run deletes
-// exactly those (archive and manifest), keeps keepLast and the unexpired, and never
-// touches a vanished policy's archives; --policy restricts.
+fn pairs<'a>(archives: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
+    archives.into_iter().flat_map(|a| pair(a)).collect()
+}
+
+/// Every archive and manifest under the backup root (not logs or locks).
+fn files(root: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut dirs = vec![PathBuf::from(root)];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let name = p
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            if p.is_dir() {
+                if name != "logs" {
+                    dirs.push(p);
+                }
+            } else if !name.ends_with(".dcb.lock") {
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+/// The archives a dry run lists.
+fn listed(stdout: &str) -> BTreeSet<String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("would delete  "))
+        .map(|l| l.split("  (").next().unwrap().replace('\\', "/"))
+        .collect()
+}
+
+struct World {
+    s: Scratch,
+    root: PathBuf,
+    /// Expired and not held back, by policy.
+    hot_expired: Vec<String>,
+    core_expired: Vec<String>,
+}
+
+/// `hot` (keepLast 2) and `core` (keepLast 0, one snapshot collection) with archives of
+/// every fate, plus archives of `gone`, a policy whose file no longer exists.
+fn world() -> World {
+    let s = Scratch::new();
+    s.write("policies/hot.yaml", &policy("hot", 2));
+    s.write("policies/core.yaml", &policy("core", 0));
+    let root = s.path().join("backups");
+    let inc = Mode::Incremental;
+    let hot_expired = vec![
+        fake(&root, "hot", "a", 200, inc),
+        fake(&root, "hot", "a", 150, inc),
+        fake(&root, "hot", "a", 100, inc),
+    ];
+    // Kept: keepLast 2 holds one expired archive; the other is within retention;
+    // collection b is counted on its own.
+    fake(&root, "hot", "a", 90, inc);
+    fake(&root, "hot", "a", 10, inc);
+    fake(&root, "hot", "b", 300, inc);
+    let core_expired = vec![
+        fake(&root, "core", "a", 500, inc),
+        fake(&root, "core", "a", 400, inc),
+        fake(&root, "core", "b", 300, Mode::Snapshot),
+        fake(&root, "core", "b", 200, Mode::Snapshot),
+    ];
+    // Kept: within retention; the newest snapshot despite keepLast 0.
+    fake(&root, "core", "a", 1, inc);
+    fake(&root, "core", "b", 100, Mode::Snapshot);
+    // Kept: a vanished policy's archives, however old.
+    fake(&root, "gone", "a", 5000, inc);
+    World {
+        s,
+        root,
+        hot_expired,
+        core_expired,
+    }
+}
+
+// A dry run lists exactly the expired archives with their reasons and a summary, and
+// deletes (or writes) nothing.
+#[test]
+fn dry_run_lists_the_plan_and_deletes_nothing() {
+    let w = world();
+    let before = files(&w.root);
+    let dry = w.s.run(&["prune", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
+    let expected: BTreeSet<String> = w
+        .hot_expired
+        .iter()
+        .chain(&w.core_expired)
+        .cloned()
+        .collect();
+    assert_eq!(listed(&dry.stdout), expected, "{}", dry.stdout);
+    assert!(dry.stdout.contains("ago, retention 3d)"), "{}", dry.stdout);
+    assert!(
+        dry.stdout
+            .contains("7 archives (1.4 MB) would be deleted, 6 kept"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains("note: archives of `gone` are kept"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(files(&w.root), before);
+    assert!(!w.root.join("logs").exists(), "a dry run writes no log");
+
+    let dry = w.s.run(&["prune", "--dry-run", "--policy", "core"]);
+    assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
+    assert_eq!(
+        listed(&dry.stdout),
+        w.core_expired.iter().cloned().collect()
+    );
+    assert!(!dry.stdout.contains("gone"), "{}", dry.stdout);
+}
+
+// Prune deletes exactly the planned archives and their manifests; --policy restricts
+// it; a vanished policy's archives are untouched; a second prune finds nothing.
 #[test]
 fn prune_deletes_exactly_the_plan() {
-    let s = Scratch::new();
-    let policy = |name: &str| {
-        format!(
-            "name: {name}\nschedule: \"0 * * * *\"\ndatabase: db\ncollections: [a]\nretention: 72h\nkeepLast: 2\n"
-        )
-    };
-    s.write("policies/hot.yaml", &policy("hot"));
-    s.write("policies/core.yaml", &policy("core"));
-    let root = s.path().join("backups");
-    let old = [
-        fake(&root, "hot", "a", 200),
-        fake(&root, "hot", "a", 150),
-        fake(&root, "hot", "a", 100),
-    ];
-    // keepLast 2: the two newest stay, one of them past the retention.
-    let kept_last = [fake(&root, "hot", "a", 90), fake(&root, "hot", "a", 10)];
-    let core_old = fake(&root, "core", "a", 500);
-    let core_keep = [fake(&root, "core", "a", 1), fake(&root, "core", "a", 2)];
-    let orphan = fake(&root, "gone", "a", 5000);
+    let w = world();
+    let all = files(&w.root);
 
-    let dry = s.run(&["prune", "--dry-run"]);
-    assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
-    for stem in old.iter().chain([&core_old]) {
+    let run = w.s.run(&["prune", "--policy", "hot"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let after_hot: BTreeSet<String> = all.difference(&pairs(&w.hot_expired)).cloned().collect();
+    assert_eq!(files(&w.root), after_hot);
+    assert!(
+        run.stdout.contains("3 archives (0.6 MB) deleted"),
+        "{}",
+        run.stdout
+    );
+
+    let run = w.s.run(&["prune"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let after_all: BTreeSet<String> = after_hot
+        .difference(&pairs(&w.core_expired))
+        .cloned()
+        .collect();
+    assert_eq!(files(&w.root), after_all);
+    assert!(after_all.iter().any(|f| f.starts_with("gone/")));
+    for a in &w.core_expired {
         assert!(
-            dry.stdout.contains(stem.as_str()),
-            "{stem} missing from\n{}",
-            dry.stdout
+            run.stdout.contains(a.as_str()),
+            "{a} not reported in\n{}",
+            run.stdout
         );
     }
-    assert!(dry.stdout.contains("4 archives"), "{}", dry.stdout);
+    let logs = w.root.join("logs");
+    let log: String = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
     assert_eq!(
-        exists(&root, "hot", &old[0]),
-        (true, true),
-        "a dry run deletes nothing"
+        log.matches("retention deleted an archive").count(),
+        7,
+        "every deletion is logged:\n{log}"
     );
 
-    let run = s.run(&["prune", "--policy", "hot"]);
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    for stem in &old {
-        assert_eq!(exists(&root, "hot", stem), (false, false), "{stem}");
-    }
-    assert_eq!(
-        exists(&root, "core", &core_old),
-        (true, true),
-        "--policy hot leaves core alone"
+    let again = w.s.run(&["prune"]);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again.stdout.contains("0 archives (0.0 MB) deleted"),
+        "{}",
+        again.stdout
     );
-    let run = s.run(&["prune"]);
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert_eq!(exists(&root, "core", &core_old), (false, false));
-    for stem in &kept_last {
-        assert_eq!(exists(&root, "hot", stem), (true, true), "{stem}");
-    }
-    for stem in &core_keep {
-        assert_eq!(exists(&root, "core", stem), (true, true), "{stem}");
-    }
-    assert_eq!(
-        exists(&root, "gone", &orphan),
-        (true, true),
-        "a vanished policy's archives stay"
+    assert_eq!(files(&w.root), after_all);
+}
+
+// A policy locked by a running export is skipped with a message and exit 1; the
+// others are still pruned.
+#[test]
+fn busy_policy_is_skipped() {
+    let w = world();
+    let all = files(&w.root);
+    let lock = dcb::storage::try_lock(&w.root.join("hot").join(".dcb.lock"))
+        .unwrap()
+        .expect("the lock is free");
+    let run = w.s.run(&["prune"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("SKIPPED policy `hot`: a run is in progress"),
+        "{}",
+        run.stdout
     );
-    assert_eq!(s.run(&["prune", "--policy", "nope"]).code, 2);
+    assert!(run.stdout.contains(", 3 skipped"), "{}", run.stdout);
+    let after: BTreeSet<String> = all.difference(&pairs(&w.core_expired)).cloned().collect();
+    assert_eq!(files(&w.root), after);
+
+    drop(lock);
+    let run = w.s.run(&["prune"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let after: BTreeSet<String> = after.difference(&pairs(&w.hot_expired)).cloned().collect();
+    assert_eq!(files(&w.root), after);
+}
+
+// Naming a policy that does not exist is a usage error that touches nothing.
+#[test]
+fn unknown_policy_name_is_a_usage_error() {
+    let w = world();
+    let all = files(&w.root);
+    for args in [
+        &["prune", "--policy", "gone"][..],
+        &["prune", "--dry-run", "--policy", "nope"],
+    ] {
+        let run = w.s.run(args);
+        assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains("no policy named"), "{}", run.stderr);
+    }
+    assert_eq!(files(&w.root), all);
 }

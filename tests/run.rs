@@ -322,3 +322,46 @@ fn usage_errors() {
     s.write("policies/bad.yaml", "name: bad\n");
     assert_eq!(s.run(&["run", "--all"]).code, 2);
 }
+
+// A bounded window counts untimed documents through the index (missing, null,
+// string, number...), and without an index it scans with the window applied on the
+// client: both export exactly the window and report the same count.
+#[tokio::test]
+async fn bounded_windows_with_and_without_index() {
+    let uri = support::server().uri.clone();
+    let client = support::client().await;
+    for indexed in [true, false] {
+        let db = support::unique_db(if indexed { "ranged_ix" } else { "ranged_noix" });
+        let coll = client.database(&db).collection::<Document>("api_logs");
+        let now = DateTime::now().timestamp_millis();
+        let inside: Vec<Document> = (0..30)
+            .map(|i| doc! {"_id": ObjectId::new(), "createdAt": DateTime::from_millis(now - 3_600_000 * (i + 1))})
+            .collect();
+        let want: HashSet<String> = inside.iter().map(|d| oid_json(&d.get_object_id("_id").unwrap())).collect();
+        coll.insert_many(inside).await.unwrap();
+        // Older than the 2-day window: not exported.
+        coll.insert_one(doc! {"createdAt": DateTime::from_millis(now - 5 * 86_400_000)}).await.unwrap();
+        coll.insert_many([
+            doc! {"path": "no time"},
+            doc! {"createdAt": "2026-11-25"},
+            doc! {"createdAt": 1_700_000_000_000i64},
+            doc! {"createdAt": Bson::Null},
+        ])
+        .await
+        .unwrap();
+        if indexed {
+            coll.create_index(IndexModel::builder().keys(doc! {"createdAt": 1}).build()).await.unwrap();
+        }
+        let s = Scratch::new();
+        s.write(
+            "policies/p.yaml",
+            &format!("name: p\nschedule: \"0 * * * *\"\ndatabase: {db}\nwindow: {{initial: 2d, settle: 0s}}\ncollections: [api_logs]\nretention: 7d\n"),
+        );
+        let run = run_policy(&s, &uri);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        assert!(run.stdout.contains("(4 documents have no date in `createdAt`"), "indexed={indexed}: {}", run.stdout);
+        assert_eq!(run.stderr.contains("no index leads with the time field"), !indexed, "{}", run.stderr);
+        let all = archives(&s.path().join("backups"), "p", "api_logs");
+        assert_eq!(exactly_once(&all), want, "indexed={indexed}");
+    }
+}

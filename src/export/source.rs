@@ -11,17 +11,33 @@ use crate::window::Extent;
 pub enum Query {
     /// `find(filter)`: an index range on the time field.
     Range(Document),
-    /// Scan everything in natural order; keep documents whose time is before `to`
-    /// (`None`: keep all). Cheaper than a server-side filter when there is no lower
-    /// bound, and it counts the documents no window can select for free.
-    Scan { before: Option<DateTime<Utc>> },
+    /// Scan everything in natural order and keep, on the client, documents whose time
+    /// lies in `[from, before)` (`before: None`: keep all, a snapshot). Cheaper than a
+    /// server-side filter when the server would scan everything anyway (no lower
+    /// bound, or no index on the time field), and it counts the documents no window
+    /// can select for free.
+    Scan {
+        from: Option<DateTime<Utc>>,
+        before: Option<DateTime<Utc>>,
+    },
 }
 
-pub fn query(extent: &Extent, time_field: &str) -> Query {
+/// `indexed`: the time field leads an index, so a range is an index scan.
+pub fn query(extent: &Extent, time_field: &str, indexed: bool) -> Query {
     match extent {
-        Extent::Snapshot => Query::Scan { before: None },
+        Extent::Snapshot => Query::Scan {
+            from: None,
+            before: None,
+        },
         Extent::Window(w) => match w.from {
-            None => Query::Scan { before: Some(w.to) },
+            None => Query::Scan {
+                from: None,
+                before: Some(w.to),
+            },
+            Some(from) if !indexed => Query::Scan {
+                from: Some(from),
+                before: Some(w.to),
+            },
             Some(from) => Query::Range(doc! {
                 time_field: {
                     "$gte": Bson::DateTime(from.into()),
@@ -32,9 +48,31 @@ pub fn query(extent: &Extent, time_field: &str) -> Query {
     }
 }
 
-/// The documents no window can ever select.
-pub fn untimed_filter(time_field: &str) -> Document {
-    doc! { time_field: { "$not": { "$type": "date" } } }
+/// The documents no window can ever select (time field missing, null, or a string,
+/// number, ObjectId, timestamp or boolean), as disjoint filters that each use an index
+/// on the time field, so counting them costs what they match, not the collection.
+/// (Objects and arrays in the time field are counted only by scans.)
+pub fn untimed_filters(time_field: &str) -> Vec<Document> {
+    use mongodb::bson::{Timestamp, oid::ObjectId};
+    vec![
+        doc! { time_field: Bson::Null },
+        doc! { time_field: { "$gte": "" } },
+        doc! { time_field: { "$gte": f64::NEG_INFINITY } },
+        doc! { time_field: f64::NAN },
+        doc! { time_field: { "$gte": ObjectId::from_bytes([0; 12]) } },
+        doc! { time_field: { "$gte": Timestamp { time: 0, increment: 0 } } },
+        doc! { time_field: { "$in": [true, false] } },
+    ]
+}
+
+/// Does an index (from listIndexes) lead with `field`?
+pub fn leads_index(indexes: &[Bson], field: &str) -> bool {
+    indexes.iter().any(|ix| {
+        ix.as_document()
+            .and_then(|d| d.get_document("key").ok())
+            .and_then(|k| k.keys().next())
+            .is_some_and(|k| k == field)
+    })
 }
 
 /// Where a document's time field puts it, read without deserializing it.
@@ -98,30 +136,40 @@ mod tests {
         assert_eq!(time_of(&raw(doc! {"m": 5}), &["m", "at"]), Timed::Untimed);
     }
 
-    // A bounded window is an index range; an unbounded one or a snapshot is a scan.
+    // A bounded window on an indexed field is an index range; an unbounded one, an
+    // unindexed field or a snapshot is a scan.
     #[test]
     fn chooses_query() {
         let to = DateTime::parse_from_rfc3339("2026-11-25T00:00:00Z")
             .unwrap()
             .to_utc();
         let from = to - chrono::TimeDelta::hours(1);
-        assert!(matches!(
-            query(
-                &Extent::Window(TimeWindow {
-                    from: Some(from),
-                    to
-                }),
-                "createdAt"
-            ),
-            Query::Range(_)
-        ));
+        let w = Extent::Window(TimeWindow {
+            from: Some(from),
+            to,
+        });
+        assert!(matches!(query(&w, "createdAt", true), Query::Range(_)));
         assert_eq!(
-            query(&Extent::Window(TimeWindow { from: None, to }), "createdAt"),
-            Query::Scan { before: Some(to) }
+            query(&w, "createdAt", false),
+            Query::Scan {
+                from: Some(from),
+                before: Some(to)
+            }
+        );
+        let unbounded = Extent::Window(TimeWindow { from: None, to });
+        assert_eq!(
+            query(&unbounded, "createdAt", true),
+            Query::Scan {
+                from: None,
+                before: Some(to)
+            }
         );
         assert_eq!(
-            query(&Extent::Snapshot, "createdAt"),
-            Query::Scan { before: None }
+            query(&Extent::Snapshot, "createdAt", true),
+            Query::Scan {
+                from: None,
+                before: None
+            }
         );
     }
 }
