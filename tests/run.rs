@@ -337,10 +337,15 @@ async fn bounded_windows_with_and_without_index() {
         let inside: Vec<Document> = (0..30)
             .map(|i| doc! {"_id": ObjectId::new(), "createdAt": DateTime::from_millis(now - 3_600_000 * (i + 1))})
             .collect();
-        let want: HashSet<String> = inside.iter().map(|d| oid_json(&d.get_object_id("_id").unwrap())).collect();
+        let want: HashSet<String> = inside
+            .iter()
+            .map(|d| oid_json(&d.get_object_id("_id").unwrap()))
+            .collect();
         coll.insert_many(inside).await.unwrap();
         // Older than the 2-day window: not exported.
-        coll.insert_one(doc! {"createdAt": DateTime::from_millis(now - 5 * 86_400_000)}).await.unwrap();
+        coll.insert_one(doc! {"createdAt": DateTime::from_millis(now - 5 * 86_400_000)})
+            .await
+            .unwrap();
         coll.insert_many([
             doc! {"path": "no time"},
             doc! {"createdAt": "2026-11-25"},
@@ -350,7 +355,9 @@ async fn bounded_windows_with_and_without_index() {
         .await
         .unwrap();
         if indexed {
-            coll.create_index(IndexModel::builder().keys(doc! {"createdAt": 1}).build()).await.unwrap();
+            coll.create_index(IndexModel::builder().keys(doc! {"createdAt": 1}).build())
+                .await
+                .unwrap();
         }
         let s = Scratch::new();
         s.write(
@@ -359,8 +366,18 @@ async fn bounded_windows_with_and_without_index() {
         );
         let run = run_policy(&s, &uri);
         assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-        assert!(run.stdout.contains("(4 documents have no date in `createdAt`"), "indexed={indexed}: {}", run.stdout);
-        assert_eq!(run.stderr.contains("no index leads with the time field"), !indexed, "{}", run.stderr);
+        assert!(
+            run.stdout
+                .contains("(4 documents have no date in `createdAt`"),
+            "indexed={indexed}: {}",
+            run.stdout
+        );
+        assert_eq!(
+            run.stderr.contains("no index leads with the time field"),
+            !indexed,
+            "{}",
+            run.stderr
+        );
         let all = archives(&s.path().join("backups"), "p", "api_logs");
         assert_eq!(exactly_once(&all), want, "indexed={indexed}");
     }
