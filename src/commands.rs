@@ -58,6 +58,40 @@ pub fn report_config_errors(diags: &[Diagnostic]) {
     eprintln!("error: the configuration is invalid");
 }
 
+/// Load the policies folder, keep the named policies (every one when `names` is
+/// empty; only enabled ones when `enabled_only`), and compile them. Problems are
+/// printed; the error is the exit status to return.
+pub fn load_plans(
+    settings: &Settings,
+    names: &[String],
+    enabled_only: bool,
+) -> Result<Vec<crate::plan::PolicyPlan>, Exit> {
+    let set = crate::policy::load::load_dir(&settings.policies_dir, &settings.policy_defaults());
+    if set.has_errors() {
+        eprint!("{}", diag::render(&set.diagnostics, Format::Human));
+        eprintln!("error: the policies are invalid; run `dcb validate` for details");
+        return Err(Exit::Config);
+    }
+    let mut policies = set.policies;
+    for name in names {
+        if !policies.iter().any(|p| &p.name == name) {
+            eprintln!(
+                "error: no policy named `{name}` in {}",
+                settings.policies_dir.display()
+            );
+            return Err(Exit::Config);
+        }
+    }
+    policies
+        .retain(|p| (names.is_empty() || names.contains(&p.name)) && (p.enabled || !enabled_only));
+    crate::plan::compile(&policies, settings).map_err(|errors| {
+        for e in errors {
+            eprintln!("error: {e}");
+        }
+        Exit::Config
+    })
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

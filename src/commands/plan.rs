@@ -4,42 +4,16 @@ use std::fmt::Write as _;
 
 use super::{Exit, settings};
 use crate::cli::{Cli, PlanArgs};
-use crate::diag::{self, Format};
 use crate::plan::{self, PlanView};
-use crate::policy::load::load_dir;
 
 pub fn run(cli: &Cli, args: &PlanArgs) -> Exit {
     let settings = match settings(cli) {
         Ok(s) => s,
         Err(e) => return e,
     };
-    let set = load_dir(&settings.policies_dir, &settings.policy_defaults());
-    if set.has_errors() {
-        eprint!("{}", diag::render(&set.diagnostics, Format::Human));
-        eprintln!("error: the policies are invalid; run `dcb validate` for details");
-        return Exit::Config;
-    }
-    let mut policies = set.policies;
-    if !args.only.is_empty() {
-        for name in &args.only {
-            if !policies.iter().any(|p| &p.name == name) {
-                eprintln!(
-                    "error: no policy named `{name}` in {}",
-                    settings.policies_dir.display()
-                );
-                return Exit::Config;
-            }
-        }
-        policies.retain(|p| args.only.contains(&p.name));
-    }
-    let plans = match plan::compile(&policies, &settings) {
+    let plans = match super::load_plans(&settings, &args.only, false) {
         Ok(p) => p,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return Exit::Config;
-        }
+        Err(e) => return e,
     };
     let state = crate::state::State::load(&settings.backup_root);
     let views = plan::view(

@@ -9,10 +9,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{Exit, runtime, settings};
 use crate::cli::{Cli, RunArgs};
-use crate::diag::{self, Format};
 use crate::export::Progress;
-use crate::plan::{self, JobSpec};
-use crate::policy::load::load_dir;
+use crate::plan::JobSpec;
 use crate::runner::{self, RunReport};
 use crate::window::Extent;
 
@@ -29,42 +27,13 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Exit {
         args.quiet,
         &crate::storage::logs_dir(&settings.backup_root),
     );
-    let set = load_dir(&settings.policies_dir, &settings.policy_defaults());
-    if set.has_errors() {
-        eprint!("{}", diag::render(&set.diagnostics, Format::Human));
-        eprintln!("error: the policies are invalid; nothing was run");
-        return Exit::Config;
-    }
-    let mut policies = set.policies;
-    if args.all {
-        policies.retain(|p| p.enabled);
-    } else {
-        for name in &args.policies {
-            match policies.iter().find(|p| &p.name == name) {
-                None => {
-                    eprintln!(
-                        "error: no policy named `{name}` in {}",
-                        settings.policies_dir.display()
-                    );
-                    return Exit::Config;
-                }
-                Some(p) if !p.enabled => {
-                    tracing::warn!(policy = %name, "policy is disabled; running it because it was named");
-                }
-                Some(_) => {}
-            }
-        }
-        policies.retain(|p| args.policies.contains(&p.name));
-    }
-    let plans = match plan::compile(&policies, &settings) {
+    let plans = match super::load_plans(&settings, &args.policies, args.all) {
         Ok(p) => p,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return Exit::Config;
-        }
+        Err(e) => return e,
     };
+    for p in plans.iter().filter(|p| !p.policy.enabled) {
+        tracing::warn!(policy = %p.policy.name, "policy is disabled; running it because it was named");
+    }
     let bars = (!args.quiet && std::io::stderr().is_terminal()).then(MultiProgress::new);
     let factory = move |spec: &JobSpec| -> Arc<dyn Progress> {
         match &bars {

@@ -33,9 +33,15 @@ pub struct TestServer {
 
 /// Start a server: the launcher prints `READY <uri>` once it answers `hello`.
 pub fn start_server(extra: &[&str]) -> TestServer {
+    launch(&[], extra)
+}
+
+/// Run scripts/testserver.py with launcher arguments and server arguments.
+fn launch(launcher: &[&std::ffi::OsStr], extra: &[&str]) -> TestServer {
     let python = venv_python().unwrap_or_else(|| panic!("{HOW_TO_GET_A_SERVER}"));
     let mut cmd = Command::new(python);
-    cmd.arg(project_root().join("scripts/testserver.py"));
+    cmd.arg(project_root().join("scripts/testserver.py"))
+        .args(launcher);
     if !extra.is_empty() {
         cmd.arg("--").args(extra);
     }
@@ -266,39 +272,16 @@ pub fn mongo_tools() -> PathBuf {
 /// Start a server on a fixed port with storage on disk, so a test can stop it and
 /// start it again with the same data.
 pub fn start_server_at(port: u16, storage: &Path, extra: &[&str]) -> TestServer {
-    let python = venv_python().unwrap_or_else(|| panic!("{HOW_TO_GET_A_SERVER}"));
-    let mut cmd = Command::new(python);
-    cmd.arg(project_root().join("scripts/testserver.py"))
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--storage-path")
-        .arg(storage);
-    if !extra.is_empty() {
-        cmd.arg("--").args(extra);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the test server");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(uri) = line.strip_prefix("READY ") {
-                let _ = tx.send(uri.to_string());
-                return;
-            }
-        }
-    });
-    let uri = rx
-        .recv_timeout(Duration::from_secs(90))
-        .unwrap_or_else(|_| panic!("the test server did not become ready in 90 s"));
-    TestServer {
-        uri,
-        _child: Some(child),
-    }
+    let port = port.to_string();
+    launch(
+        &[
+            "--port".as_ref(),
+            port.as_ref(),
+            "--storage-path".as_ref(),
+            storage.as_os_str(),
+        ],
+        extra,
+    )
 }
 
 impl TestServer {
