@@ -22,11 +22,17 @@ impl PolicySet {
     }
 }
 
+/// `*.yaml` / `*.yml`, but not hidden files (editors keep their temporary copies there).
 fn is_policy_file(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()),
-        Some("yaml") | Some("yml")
-    )
+    let hidden = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'));
+    !hidden
+        && matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml") | Some("yml")
+        )
 }
 
 /// Expand folders into their `*.yaml` / `*.yml` files (sorted); keep files as given.
