@@ -249,8 +249,27 @@ impl ConfigFile {
             diags.retain(|d| seen.insert((d.code, d.pos.line, d.pos.column)));
             return Err(diags);
         }
-        serde_json::from_value(doc.value.clone())
-            .map_err(|e| vec![doc.at(Severity::Error, Code::InvalidValue, "", e.to_string())])
+        let config: ConfigFile = serde_json::from_value(doc.value.clone())
+            .map_err(|e| vec![doc.at(Severity::Error, Code::InvalidValue, "", e.to_string())])?;
+        let problems: Vec<Diagnostic> = config
+            .alerts
+            .problems()
+            .into_iter()
+            .filter(|(p, _)| p != "/cooldown") // already reported above
+            .map(|(p, msg)| {
+                doc.at(
+                    Severity::Error,
+                    Code::InvalidValue,
+                    &format!("/alerts{p}"),
+                    msg,
+                )
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
     }
 }
 

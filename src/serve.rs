@@ -120,7 +120,10 @@ impl Service {
                         != serde_json::to_string(&new.config.alerts).ok()
                 };
                 if changed_alerts {
-                    match Alerter::new(&new.config.alerts, alerts_log(&new)) {
+                    match self
+                        .alerter()
+                        .reconfigured(&new.config.alerts, alerts_log(&new))
+                    {
                         Ok(a) => {
                             *self.alerter.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(a)
                         }
@@ -759,7 +762,8 @@ pub async fn serve(settings: Settings, opts: Options) -> crate::commands::Exit {
     if let Some(t) = http_task {
         t.abort();
     }
-    service.alerter().flush().await;
+    // A notifier that hangs must not keep the service from exiting.
+    let _ = tokio::time::timeout(Duration::from_secs(15), service.alerter().flush()).await;
     let mut record = service.record();
     record.stopped_at = Some(Utc::now());
     record.active_jobs.clear();

@@ -1,15 +1,121 @@
-//! Alerts reach real endpoints on loopback: webhook, Slack, DingTalk (signed), WeCom,
-//! Feishu (signed) over HTTP, and email over SMTP; with cool-down, resolve and event
-//! filtering; a dead notifier never holds up the others.
+//! Alerts reach real endpoints on loopback: webhook, Slack, DingTalk (signed), WeCom
+//! and Feishu (signed) over HTTP to a recording axum server, and email over SMTP to
+//! aiosmtpd; with cool-down, resolve, event filtering, retries, and a dead notifier
+//! that never holds up the others.
 
-mod support;
-
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use dcb::alert::{Alert, Alerter, AlertsConfig, EventKind};
-use support::Recorder;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+/// One request the recorder received.
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: String,
+    path: String,
+    query: String,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+impl Recorded {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:#?}"))
+    }
+
+    fn param(&self, key: &str) -> Option<String> {
+        self.query
+            .split('&')
+            .find_map(|p| p.strip_prefix(&format!("{key}=")))
+            .map(str::to_string)
+    }
+}
+
+type Log = Arc<Mutex<Vec<Recorded>>>;
+
+/// An HTTP server on 127.0.0.1 that records every request. It answers like the chat
+/// robots do: `/robot-error` gets HTTP 200 with errcode 310000, `/bad-request` gets
+/// HTTP 400, everything else HTTP 200 `{"errcode":0,"errmsg":"ok"}`.
+struct Recorder {
+    base: String,
+    log: Log,
+}
+
+impl Recorder {
+    async fn start() -> Recorder {
+        async fn record(
+            State(log): State<Log>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            body: String,
+        ) -> Response {
+            let path = uri.path().to_string();
+            log.lock().unwrap().push(Recorded {
+                method: method.to_string(),
+                path: path.clone(),
+                query: uri.query().unwrap_or_default().to_string(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_string()))
+                    .collect(),
+                body,
+            });
+            match path.as_str() {
+                "/robot-error" => r#"{"errcode":310000,"errmsg":"sign not match"}"#.into_response(),
+                "/bad-request" => (StatusCode::BAD_REQUEST, "no").into_response(),
+                _ => r#"{"errcode":0,"errmsg":"ok"}"#.into_response(),
+            }
+        }
+        let log = Log::default();
+        let app = axum::Router::new().fallback(record).with_state(log.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Recorder { base, log }
+    }
+
+    fn url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.base)
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn at(&self, path: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+
+    fn one(&self, path: &str) -> Recorded {
+        let mut at = self.at(path);
+        assert_eq!(at.len(), 1, "{path}: {:#?}", self.requests());
+        at.remove(0)
+    }
+}
+
+/// A loopback port nothing listens on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 fn config(yaml: &str) -> AlertsConfig {
     serde_yaml::from_str(yaml).unwrap()
@@ -27,109 +133,130 @@ fn failure(key: &str) -> Alert {
     a
 }
 
-// Each chat notifier gets its own payload shape; the DingTalk signature verifies;
-// Feishu's body carries timestamp and sign; the webhook gets the alert itself.
-#[tokio::test]
-async fn every_http_notifier_gets_its_payload() {
-    let r = Recorder::start();
-    let url = &r.url;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&format!(
-        "notifiers:\n\
-         - {{type: webhook, url: '{url}?to=webhook', headers: {{X-Token: abc}}}}\n\
-         - {{type: slack, url: '{url}?to=slack'}}\n\
-         - {{type: dingtalk, url: '{url}?access_token=t', secret: SECtest}}\n\
-         - {{type: wecom, url: '{url}?key=k'}}\n\
-         - {{type: feishu, url: '{url}?to=feishu', secret: SECtest}}\n"
-    ));
-    let alerter = Alerter::new(&cfg, dir.path().join("alerts.log")).unwrap();
-    alerter.raise(failure("failures:hot/db/api_logs")).await;
-    alerter.flush().await;
-    let reqs = r.requests();
-    assert_eq!(reqs.len(), 5, "{reqs:#?}");
-    let find = |marker: &str| {
-        reqs.iter()
-            .find(|(line, _)| line.contains(marker))
-            .unwrap_or_else(|| panic!("{marker}: {reqs:#?}"))
-            .clone()
-    };
-
-    let (_, body) = find("to=webhook");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["kind"], "failure");
-    assert_eq!(v["key"], "failures:hot/db/api_logs");
-    assert_eq!(v["policy"], "hot");
-
-    let (_, body) = find("to=slack");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(
-        v["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("[dcb] failures:hot/db/api_logs is failing")
-    );
-
-    let (line, body) = find("access_token=t");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["msgtype"], "text");
-    assert!(
-        v["text"]["content"]
-            .as_str()
-            .unwrap()
-            .contains("server unreachable")
-    );
-    let query = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .split_once('?')
-        .unwrap()
-        .1;
-    let param = |k: &str| {
-        query
-            .split('&')
-            .find_map(|p| p.strip_prefix(&format!("{k}=")))
-            .unwrap()
-            .to_string()
-    };
-    let ts: i64 = param("timestamp").parse().unwrap();
-    assert!((chrono::Utc::now().timestamp_millis() - ts).abs() < 60_000);
-    assert_eq!(
-        param("sign"),
-        dcb::alert::deliver::dingtalk_sign("SECtest", ts)
-    );
-
-    let (_, body) = find("key=k");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["msgtype"], "text");
-
-    let (_, body) = find("to=feishu");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["msg_type"], "text");
-    let ts: i64 = v["timestamp"].as_str().unwrap().parse().unwrap();
-    assert_eq!(v["sign"], dcb::alert::deliver::feishu_sign("SECtest", ts));
-
-    let log = std::fs::read_to_string(dir.path().join("alerts.log")).unwrap();
-    assert_eq!(log.lines().count(), 1);
+fn log_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
-// Repeats within the cool-down are held back; resolve sends once, and only after a
-// raise; notifiers get only the events they asked for; alerts.log has a line for
-// each failure and resolution sent.
+/// Written here, not by calling the library, so the test checks the scheme itself.
+fn hmac_sha256_b64(key: &[u8], msg: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(msg);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+// Each notifier type gets its own payload: the webhook the alert as JSON with its
+// headers, Slack `text`, DingTalk a text message at a signed URL whose signature
+// verifies, WeCom a text message, Feishu a text message with timestamp and sign in the
+// body; alerts.log gets the one alert.
+#[tokio::test]
+async fn every_http_notifier_gets_its_payload() {
+    let r = Recorder::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("logs/alerts.log");
+    let cfg = config(&format!(
+        "notifiers:\n\
+         - {{type: webhook, url: '{}', headers: {{X-Token: abc}}}}\n\
+         - {{type: slack, url: '{}'}}\n\
+         - {{type: dingtalk, url: '{}', secret: SECtest}}\n\
+         - {{type: wecom, url: '{}'}}\n\
+         - {{type: feishu, url: '{}', secret: SECfeishu}}\n",
+        r.url("/webhook?x=1"),
+        r.url("/slack"),
+        r.url("/dingtalk?access_token=tok"),
+        r.url("/wecom?key=k"),
+        r.url("/feishu"),
+    ));
+    let alerter = Alerter::new(&cfg, log.clone()).unwrap();
+    alerter.raise(failure("failures:hot/db/api_logs")).await;
+    alerter.flush().await;
+    assert_eq!(r.requests().len(), 5, "{:#?}", r.requests());
+    assert!(
+        r.requests()
+            .iter()
+            .all(|q| q.method == "POST" && q.headers["content-type"] == "application/json")
+    );
+
+    let hook = r.one("/webhook");
+    assert_eq!(hook.query, "x=1");
+    assert_eq!(hook.headers["x-token"], "abc");
+    let v = hook.json();
+    assert_eq!(v["kind"], "failure");
+    assert_eq!(v["key"], "failures:hot/db/api_logs");
+    assert_eq!(v["title"], "failures:hot/db/api_logs is failing");
+    assert_eq!(v["message"], "server unreachable");
+    assert_eq!(v["policy"], "hot");
+    assert_eq!(v["collection"], "api_logs");
+    assert!(v["host"].as_str().is_some_and(|h| !h.is_empty()));
+    chrono::DateTime::parse_from_rfc3339(v["time"].as_str().unwrap()).unwrap();
+
+    let text = r.one("/slack").json()["text"].as_str().unwrap().to_string();
+    assert!(
+        text.starts_with("[dcb] failures:hot/db/api_logs is failing\nserver unreachable\n"),
+        "{text}"
+    );
+    assert!(text.contains("policy: hot") && text.contains("collection: api_logs"));
+    assert!(text.contains("host: ") && text.contains("time: "));
+
+    let ding = r.one("/dingtalk");
+    let v = ding.json();
+    assert_eq!(v["msgtype"], "text");
+    assert_eq!(v["text"]["content"], text);
+    assert_eq!(ding.param("access_token").as_deref(), Some("tok"));
+    let ts = ding.param("timestamp").unwrap();
+    let ts_ms: i64 = ts.parse().unwrap();
+    assert!((chrono::Utc::now().timestamp_millis() - ts_ms).abs() < 60_000);
+    let expected = hmac_sha256_b64(b"SECtest", format!("{ts}\nSECtest").as_bytes())
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    assert_eq!(ding.param("sign").unwrap(), expected);
+
+    let v = r.one("/wecom").json();
+    assert_eq!(v["msgtype"], "text");
+    assert_eq!(v["text"]["content"], text);
+
+    let v = r.one("/feishu").json();
+    assert_eq!(v["msg_type"], "text");
+    assert_eq!(v["content"]["text"], text);
+    let ts = v["timestamp"].as_str().unwrap();
+    let ts_s: i64 = ts.parse().unwrap();
+    assert!((chrono::Utc::now().timestamp() - ts_s).abs() < 60);
+    assert_eq!(
+        v["sign"],
+        hmac_sha256_b64(format!("{ts}\nSECfeishu").as_bytes(), b"")
+    );
+
+    let lines = log_lines(&log);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["key"], "failures:hot/db/api_logs");
+}
+
+// Repeats within the cool-down are held back (counted, not sent, not logged); resolve
+// sends once, and only after a raise; notifiers get only the events they asked for;
+// success events are sent but not logged; alerts.log has one line per failure and
+// resolution sent.
 #[tokio::test]
 async fn cooldown_resolve_and_event_filter() {
-    let r = Recorder::start();
-    let ping = Recorder::start();
+    let r = Recorder::start().await;
     let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("alerts.log");
     let cfg = config(&format!(
-        "cooldown: 1h\nnotifiers:\n- {{type: webhook, url: '{}'}}\n- {{type: webhook, url: '{}', events: [success]}}\n",
-        r.url, ping.url
+        "cooldown: 1h\nnotifiers:\n\
+         - {{type: webhook, url: '{}'}}\n\
+         - {{type: webhook, name: deadman, url: '{}', events: [success]}}\n",
+        r.url("/problems"),
+        r.url("/ping"),
     ));
-    let alerter = Alerter::new(&cfg, dir.path().join("alerts.log")).unwrap();
+    let alerter = Alerter::new(&cfg, log.clone()).unwrap();
     alerter.resolve("database", "never raised".into()).await;
     alerter.raise(failure("database")).await;
     alerter.raise(failure("database")).await;
     alerter.raise(failure("stale:x")).await;
+    assert_eq!(alerter.active(), ["database", "stale:x"]);
     alerter.resolve("database", "back".into()).await;
     alerter.resolve("database", "again".into()).await;
     alerter
@@ -141,45 +268,64 @@ async fn cooldown_resolve_and_event_filter() {
         ))
         .await;
     alerter.flush().await;
-    let kinds: Vec<(String, String)> = r
-        .bodies()
+
+    let mut sent: Vec<(String, String)> = r
+        .at("/problems")
         .iter()
-        .map(|b| {
-            let v: serde_json::Value = serde_json::from_str(b).unwrap();
+        .map(|q| {
+            let v = q.json();
             (
                 v["kind"].as_str().unwrap().to_string(),
                 v["key"].as_str().unwrap().to_string(),
             )
         })
         .collect();
-    let mut sorted = kinds.clone();
-    sorted.sort();
-    assert_eq!(
-        sorted,
-        [
-            ("failure".into(), "database".into()),
-            ("failure".into(), "stale:x".into()),
-            ("resolved".into(), "database".into())
-        ]
-    );
+    sent.sort();
+    let expected = [
+        ("failure".to_string(), "database".to_string()),
+        ("failure".to_string(), "stale:x".to_string()),
+        ("resolved".to_string(), "database".to_string()),
+    ];
+    assert_eq!(sent, expected);
     assert_eq!(alerter.throttled(), 1);
-    let pings = ping.bodies();
-    assert_eq!(pings.len(), 1, "{pings:?}");
-    assert!(pings[0].contains("\"success\""));
-    let log = std::fs::read_to_string(dir.path().join("alerts.log")).unwrap();
-    assert_eq!(log.lines().count(), 3, "{log}");
+    assert_eq!(alerter.active(), ["stale:x"]);
+
+    let pings = r.at("/ping");
+    assert_eq!(pings.len(), 1, "{pings:#?}");
+    assert_eq!(pings[0].json()["kind"], "success");
+
+    let mut logged: Vec<(String, String)> = log_lines(&log)
+        .iter()
+        .map(|v| {
+            (
+                v["kind"].as_str().unwrap().to_string(),
+                v["key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    logged.sort();
+    assert_eq!(logged, expected);
+
+    // After a resolution the same condition alerts again at once.
+    alerter.raise(failure("database")).await;
+    alerter.flush().await;
+    assert_eq!(r.at("/problems").len(), 4);
+    assert_eq!(alerter.throttled(), 1);
 }
 
-// A notifier at a closed port is retried and given up on; the others still deliver,
-// and raising never waits for delivery.
+// A notifier at a closed port is retried (1 s, then 2 s) and given up on; the others
+// still deliver, raising never waits for delivery, and flush returns within the retry
+// budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_notifier_does_not_block_others() {
-    let r = Recorder::start();
-    let dead = format!("http://127.0.0.1:{}/", support::free_port());
+    let r = Recorder::start().await;
+    let closed = free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&format!(
-        "notifiers:\n- {{type: slack, url: '{dead}'}}\n- {{type: webhook, url: '{}'}}\n",
-        r.url
+        "notifiers:\n\
+         - {{type: slack, name: dead, url: 'http://127.0.0.1:{closed}/'}}\n\
+         - {{type: webhook, url: '{}'}}\n",
+        r.url("/live")
     ));
     let alerter = Alerter::new(&cfg, dir.path().join("alerts.log")).unwrap();
     let t = Instant::now();
@@ -188,62 +334,282 @@ async fn a_dead_notifier_does_not_block_others() {
         t.elapsed() < Duration::from_millis(200),
         "raise waited for delivery"
     );
-    r.wait_for(5, "the live notifier's delivery", |b| {
-        b.contains("database")
-    });
-    let t = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while r.at("/live").is_empty() {
+        assert!(Instant::now() < deadline, "the live notifier got nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "the live notifier waited for the dead one"
+    );
     alerter.flush().await;
-    assert!(t.elapsed() < Duration::from_secs(10), "retries are bounded");
+    let took = t.elapsed();
+    assert!(took >= Duration::from_secs(3), "no back-off: {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "retries unbounded: {took:?}"
+    );
+    assert_eq!(alerter.failed_deliveries(), 1);
+    assert_eq!(r.at("/live").len(), 1);
 }
 
-// Email goes through a real SMTP server on loopback, authenticated.
+/// Collects what tracing writes, for the current thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// A robot that answers HTTP 200 with an error code is a failed delivery, retried then
+// reported; an HTTP 400 is reported without retrying; the warning names the notifier
+// and its host, never its token, secret or path.
+#[tokio::test] // current-thread: the deliveries run where the capturing subscriber is set
+async fn robot_errors_are_retried_and_reported_without_secrets() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let r = Recorder::start().await;
+    let closed = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&format!(
+        "notifiers:\n\
+         - {{type: dingtalk, name: plant-ops, url: '{}', secret: SECverysecret}}\n\
+         - {{type: webhook, name: rejected, url: '{}', headers: {{Authorization: Bearer hunter2}}}}\n\
+         - {{type: slack, name: gone, url: 'http://127.0.0.1:{closed}/services/SLACKTOKEN'}}\n",
+        r.url("/robot-error?access_token=TOKEN123"),
+        r.url("/bad-request"),
+    ));
+    let alerter = Alerter::new(&cfg, dir.path().join("alerts.log")).unwrap();
+    alerter.raise(failure("database")).await;
+    alerter.flush().await;
+
+    assert_eq!(r.at("/robot-error").len(), 3, "DingTalk errors are retried");
+    assert_eq!(r.at("/bad-request").len(), 1, "HTTP 400 is not retried");
+    assert_eq!(alerter.failed_deliveries(), 3);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("could not be delivered"))
+        .collect();
+    assert_eq!(warnings.len(), 3, "{logs}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("plant-ops") && w.contains("310000") && w.contains(&r.base))
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("rejected") && w.contains("400"))
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("gone") && w.contains(&format!("127.0.0.1:{closed}"))),
+        "{logs}"
+    );
+    for secret in [
+        "SLACKTOKEN",
+        "/services",
+        "TOKEN123",
+        "SECverysecret",
+        "hunter2",
+        "robot-error",
+        "sign=",
+    ] {
+        assert!(!logs.contains(secret), "{secret} leaked: {logs}");
+    }
+}
+
+// A reconfigured alerter keeps the old one's memory: a condition raised before the
+// change resolves after it, to the new notifiers; an invalid config is refused
+// without quoting its URL.
+#[tokio::test]
+async fn reconfiguring_keeps_active_conditions() {
+    let old = Recorder::start().await;
+    let new = Recorder::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("alerts.log");
+    let alerter = Alerter::new(
+        &config(&format!(
+            "notifiers: [{{type: webhook, url: '{}'}}]",
+            old.url("/")
+        )),
+        log.clone(),
+    )
+    .unwrap();
+    alerter.raise(failure("database")).await;
+    let alerter = alerter
+        .reconfigured(
+            &config(&format!(
+                "cooldown: 5m\nnotifiers: [{{type: webhook, url: '{}'}}]",
+                new.url("/")
+            )),
+            log.clone(),
+        )
+        .unwrap();
+    alerter.raise(failure("database")).await;
+    alerter.resolve("database", "back".into()).await;
+    alerter.flush().await;
+    assert_eq!(old.requests().len(), 1);
+    let sent = new.requests();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0].json()["kind"], "resolved");
+    assert_eq!(alerter.throttled(), 1);
+
+    let err = alerter
+        .reconfigured(
+            &config("notifiers: [{type: wecom, url: 'qyapi/send?key=SECRETKEY'}]"),
+            log,
+        )
+        .err()
+        .expect("an invalid URL is refused");
+    assert!(err.contains("alerts/notifiers/0/url"), "{err}");
+    assert!(!err.contains("SECRETKEY"), "{err}");
+}
+
+/// The aiosmtpd sink of tests/support/smtp_sink.py, stopped on drop.
+struct SmtpSink {
+    child: Child,
+    port: u16,
+    out: PathBuf,
+}
+
+impl SmtpSink {
+    fn start(out: PathBuf, user: &str, password: &str) -> SmtpSink {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = [".venv/bin/python", ".venv/Scripts/python.exe"]
+            .iter()
+            .map(|p| root.join(p))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no test environment at {}: run ./scripts/setup-test-env.sh (installs aiosmtpd)",
+                    root.join(".venv").display()
+                )
+            });
+        let mut child = Command::new(python)
+            .arg(root.join("tests/support/smtp_sink.py"))
+            .arg(&out)
+            .args([user, password])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("READY ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                panic!("the SMTP sink said {line:?}: run ./scripts/setup-test-env.sh (installs aiosmtpd)")
+            });
+        SmtpSink { child, port, out }
+    }
+
+    /// Stop the server and return the messages it received.
+    fn stop(mut self) -> Vec<Value> {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+        log_lines(&self.out)
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// Email goes through a real SMTP server on loopback (plain, AUTH required): the
+// envelope names the sender and every recipient; the subject is the title; the body
+// has the message, policy, collection, host and time.
 #[tokio::test]
 async fn email_reaches_a_real_smtp_server() {
-    let python =
-        support::venv_python().unwrap_or_else(|| panic!("{}", support::HOW_TO_GET_A_SERVER));
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("mail.jsonl");
-    let mut sink = Command::new(python)
-        .arg(support::project_root().join("tests/support/smtp_sink.py"))
-        .arg(&out)
-        .args(["dcb", "s3cret"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(sink.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line
-        .trim()
-        .strip_prefix("READY ")
-        .unwrap_or_else(|| {
-            panic!("smtp sink said {line:?} (is aiosmtpd installed? run scripts/setup-test-env.sh)")
-        })
-        .parse()
-        .unwrap();
+    let sink = SmtpSink::start(dir.path().join("mail.jsonl"), "dcb", "s3cret");
     let cfg = config(&format!(
-        "notifiers:\n- {{type: email, host: 127.0.0.1, port: {port}, tls: none, username: dcb, password: s3cret, \
-         from: dcb@factory.local, to: [ops@factory.local, it@factory.local]}}\n"
+        "notifiers:\n\
+         - {{type: email, host: 127.0.0.1, port: {}, tls: none, username: dcb, password: s3cret, \
+         from: 'dcb <dcb@factory.local>', to: [ops@factory.local, it@factory.local]}}\n",
+        sink.port
     ));
     let alerter = Alerter::new(&cfg, dir.path().join("alerts.log")).unwrap();
     alerter.raise(failure("failures:hot/db/api_logs")).await;
     alerter.flush().await;
-    drop(sink.stdin.take());
-    let _ = sink.wait();
-    let mail = std::fs::read_to_string(&out).unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(mail.lines().next().unwrap_or("{}")).unwrap();
-    assert_eq!(v["from"], "dcb@factory.local", "{mail}");
+    assert_eq!(alerter.failed_deliveries(), 0);
+    let mail = sink.stop();
+    assert_eq!(mail.len(), 1, "{mail:#?}");
+    let m = &mail[0];
+    assert_eq!(m["from"], "dcb@factory.local");
     assert_eq!(
-        v["to"],
+        m["to"],
         serde_json::json!(["ops@factory.local", "it@factory.local"])
     );
-    assert_eq!(v["authenticated"], true);
-    let data = v["data"].as_str().unwrap();
+    assert_eq!(m["authenticated"], true);
+    assert_eq!(m["login"], "dcb");
+    let data = m["data"].as_str().unwrap().replace("\r\n", "\n");
     assert!(
-        data.contains("Subject: [dcb] failures:hot/db/api_logs is failing"),
+        data.contains("Subject: [dcb] failures:hot/db/api_logs is failing\n"),
         "{data}"
     );
-    assert!(data.contains("server unreachable"), "{data}");
+    assert!(
+        data.contains("To: ops@factory.local, it@factory.local\n"),
+        "{data}"
+    );
+    let body = data.split_once("\n\n").map(|(_, b)| b).unwrap_or_default();
+    for part in [
+        "server unreachable",
+        "policy: hot",
+        "collection: api_logs",
+        "host: ",
+        "time: ",
+        "event: failure",
+        "key: failures:hot/db/api_logs",
+    ] {
+        assert!(body.contains(part), "{part} missing from {body}");
+    }
+}
+
+// A wrong SMTP password is a permanent failure: reported once, not retried, and the
+// password is not in the report.
+#[tokio::test]
+async fn email_with_a_wrong_password_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(dir.path().join("mail.jsonl"), "dcb", "s3cret");
+    let cfg = config(&format!(
+        "notifiers:\n\
+         - {{type: email, host: 127.0.0.1, port: {}, tls: none, username: dcb, password: wrong, \
+         from: dcb@factory.local, to: [ops@factory.local]}}\n",
+        sink.port
+    ));
+    let alerter = Alerter::new(&cfg, dir.path().join("alerts.log")).unwrap();
+    let t = Instant::now();
+    alerter.raise(failure("database")).await;
+    alerter.flush().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "retried a permanent failure"
+    );
+    assert_eq!(alerter.failed_deliveries(), 1);
+    assert!(sink.stop().is_empty());
 }

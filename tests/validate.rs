@@ -351,3 +351,25 @@ fn config_interpolation_and_precedence() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("no-policies"), "{}", run.stderr);
 }
+
+// Notifier fields serde cannot judge (URLs, addresses) are checked by `validate` too,
+// located at the field and without echoing the value's secrets.
+#[test]
+fn bad_notifier_fields_are_located() {
+    let s = Scratch::new();
+    s.write("policies/demo.yaml", VALID_POLICY);
+    s.write(
+        "dcb.yaml",
+        "alerts:\n  notifiers:\n    - type: email\n      host: smtp.example.com\n      from: not-an-address\n      to: [ops@example.com]\n",
+    );
+    let run = s.run(&["validate"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stdout.contains("dcb.yaml:5:13"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("is not an email address"),
+        "{}",
+        run.stdout
+    );
+    let run = s.run(&["plan"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}

@@ -160,7 +160,93 @@ pub enum SmtpTls {
     None,
 }
 
+impl SmtpTls {
+    /// 587 (submission) for STARTTLS, 465 (submissions) for implicit TLS, 25 for plain.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// Every problem serde and the schema cannot see, as (JSON pointer under
+    /// `alerts`, message). Messages name the field, never its value: URLs carry
+    /// tokens and the rest may carry passwords.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Err(e) = self.cooldown.parse::<duration::HumanDuration>() {
+            out.push(("/cooldown".to_string(), e.to_string()));
+        }
+        for (i, n) in self.notifiers.iter().enumerate() {
+            for (field, msg) in n.problems() {
+                out.push((
+                    format!("/notifiers/{i}/{field}"),
+                    format!("{} notifier `{}`: {msg}", n.kind(), n.label()),
+                ));
+            }
+        }
+        out
+    }
+}
+
 impl NotifierConfig {
+    /// (field, message) for each invalid field.
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        match self {
+            NotifierConfig::Webhook { url, headers, .. } => {
+                check_url(url, &mut out);
+                for (k, v) in headers {
+                    if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                        out.push(("headers", format!("`{k}` is not a valid header name")));
+                    } else if reqwest::header::HeaderValue::from_str(v).is_err() {
+                        out.push((
+                            "headers",
+                            format!("the value of header `{k}` is not a valid header value"),
+                        ));
+                    }
+                }
+            }
+            NotifierConfig::Slack { url, .. }
+            | NotifierConfig::Dingtalk { url, .. }
+            | NotifierConfig::Wecom { url, .. }
+            | NotifierConfig::Feishu { url, .. } => check_url(url, &mut out),
+            NotifierConfig::Email {
+                host,
+                username,
+                password,
+                from,
+                to,
+                ..
+            } => {
+                if host.trim().is_empty() {
+                    out.push(("host", "`host` is empty".to_string()));
+                }
+                if password.is_some() && username.is_none() {
+                    out.push((
+                        "password",
+                        "`password` is set but `username` is not".to_string(),
+                    ));
+                }
+                if from.parse::<lettre::message::Mailbox>().is_err() {
+                    out.push(("from", format!("`{from}` is not an email address")));
+                }
+                if to.is_empty() {
+                    out.push(("to", "`to` names no recipient".to_string()));
+                }
+                for addr in to {
+                    if addr.parse::<lettre::message::Mailbox>().is_err() {
+                        out.push(("to", format!("`{addr}` is not an email address")));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             NotifierConfig::Webhook { .. } => "webhook",
@@ -184,6 +270,23 @@ impl NotifierConfig {
         name.clone().unwrap_or_else(|| self.kind().to_string())
     }
 
+    /// Where it delivers, safe to log: the URL's origin (no path or query, which
+    /// carry tokens), or the SMTP server.
+    pub fn target(&self) -> String {
+        match self {
+            NotifierConfig::Webhook { url, .. }
+            | NotifierConfig::Slack { url, .. }
+            | NotifierConfig::Dingtalk { url, .. }
+            | NotifierConfig::Wecom { url, .. }
+            | NotifierConfig::Feishu { url, .. } => url_origin(url),
+            NotifierConfig::Email {
+                host, port, tls, ..
+            } => {
+                format!("smtp://{host}:{}", port.unwrap_or(tls.default_port()))
+            }
+        }
+    }
+
     pub fn events(&self) -> &[EventKind] {
         match self {
             NotifierConfig::Webhook { events, .. }
@@ -193,5 +296,113 @@ impl NotifierConfig {
             | NotifierConfig::Feishu { events, .. }
             | NotifierConfig::Email { events, .. } => events,
         }
+    }
+}
+
+fn check_url(url: &str, out: &mut Vec<(&'static str, String)>) {
+    let ok = reqwest::Url::parse(url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if !ok {
+        // Not quoted: the URL may carry an access token.
+        out.push(("url", "`url` is not an http(s) URL".to_string()));
+    }
+}
+
+/// Where a notifier delivers, for logs: scheme, host and port only (paths and
+/// queries carry tokens).
+fn url_origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => "(invalid url)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<AlertsConfig, String> {
+        serde_yaml::from_str(yaml).map_err(|e| e.to_string())
+    }
+
+    // Omitted keys take their defaults: a 1h cool-down, no notifiers, and notifiers
+    // that get failures and resolutions.
+    #[test]
+    fn defaults() {
+        assert_eq!(parse("{}").unwrap(), AlertsConfig::default());
+        assert_eq!(AlertsConfig::default().cooldown, "1h");
+        let c = parse("notifiers: [{type: slack, url: 'https://h/x'}]").unwrap();
+        assert_eq!(
+            c.notifiers[0].events(),
+            [EventKind::Failure, EventKind::Resolved]
+        );
+        let c = parse("notifiers: [{type: email, host: h, from: a@b.c, to: [d@e.f]}]").unwrap();
+        assert!(matches!(
+            c.notifiers[0],
+            NotifierConfig::Email {
+                tls: SmtpTls::Starttls,
+                port: None,
+                ..
+            }
+        ));
+        assert_eq!(c.notifiers[0].target(), "smtp://h:587");
+    }
+
+    // Unknown keys, unknown types and unknown events are rejected, in every variant.
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(parse("cooldwn: 1h").is_err());
+        assert!(parse("notifiers: [{type: slack, url: 'https://h', secret: x}]").is_err());
+        assert!(parse("notifiers: [{type: teams, url: 'https://h'}]").is_err());
+        assert!(parse("notifiers: [{type: slack, url: 'https://h', events: [boom]}]").is_err());
+        assert!(
+            parse("notifiers: [{type: webhook, url: 'https://h', events: [success, runStart]}]")
+                .is_ok()
+        );
+    }
+
+    // Semantic problems name the field and the notifier, never the URL (it carries
+    // tokens).
+    #[test]
+    fn problems_name_fields_not_secrets() {
+        let c = parse(
+            "cooldown: soon\nnotifiers:\n\
+             - {type: dingtalk, name: ops, url: 'oapi.dingtalk.com/robot/send?access_token=TOKEN', secret: SECx}\n\
+             - {type: webhook, url: 'https://h/x', headers: {'bad header': v}}\n\
+             - {type: email, host: h, password: pw, from: nobody, to: []}\n",
+        )
+        .unwrap();
+        let p = c.problems();
+        let pointers: Vec<&str> = p.iter().map(|(ptr, _)| ptr.as_str()).collect();
+        assert_eq!(
+            pointers,
+            [
+                "/cooldown",
+                "/notifiers/0/url",
+                "/notifiers/1/headers",
+                "/notifiers/2/password",
+                "/notifiers/2/from",
+                "/notifiers/2/to"
+            ]
+        );
+        assert!(p[1].1.contains("dingtalk notifier `ops`"), "{p:?}");
+        let all = format!("{p:?}");
+        assert!(!all.contains("TOKEN") && !all.contains("SECx") && !all.contains("pw"));
+        assert!(
+            parse("notifiers: [{type: slack, url: 'https://hooks.slack.com/x'}]")
+                .unwrap()
+                .problems()
+                .is_empty()
+        );
+    }
+
+    // Logs name where a notifier delivers by origin only.
+    #[test]
+    fn target_hides_path_and_query() {
+        let c = parse(
+            "notifiers: [{type: wecom, url: 'https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=KEY'}]",
+        )
+        .unwrap();
+        assert_eq!(c.notifiers[0].target(), "https://qyapi.weixin.qq.com");
     }
 }

@@ -54,13 +54,19 @@ pub fn query(extent: &Extent, time_field: &str, indexed: bool) -> Query {
 /// (Objects and arrays in the time field are counted only by scans.)
 pub fn untimed_filters(time_field: &str) -> Vec<Document> {
     use mongodb::bson::{Timestamp, oid::ObjectId};
+    // Closed ranges: some servers scan an open-ended index range to the end of the
+    // index (past every date) before they find it empty.
+    let top_string = "\u{10FFFF}".repeat(16);
     vec![
         doc! { time_field: Bson::Null },
-        doc! { time_field: { "$gte": "" } },
-        doc! { time_field: { "$gte": f64::NEG_INFINITY } },
+        doc! { time_field: { "$gte": "", "$lte": top_string } },
+        doc! { time_field: { "$gte": f64::NEG_INFINITY, "$lte": f64::INFINITY } },
         doc! { time_field: f64::NAN },
-        doc! { time_field: { "$gte": ObjectId::from_bytes([0; 12]) } },
-        doc! { time_field: { "$gte": Timestamp { time: 0, increment: 0 } } },
+        doc! { time_field: { "$gte": ObjectId::from_bytes([0; 12]), "$lte": ObjectId::from_bytes([0xff; 12]) } },
+        doc! { time_field: {
+            "$gte": Timestamp { time: 0, increment: 0 },
+            "$lte": Timestamp { time: u32::MAX, increment: u32::MAX },
+        } },
         doc! { time_field: { "$in": [true, false] } },
     ]
 }
