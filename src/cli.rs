@@ -55,6 +55,100 @@ pub enum Command {
     Status(StatusArgs),
     /// Stop the running service gracefully.
     Stop(StopArgs),
+    /// List the archives on disk (the catalog, from their manifests).
+    List(ListArgs),
+    /// Check archives: gzip, tar, checksums, BSON, counts; exit 1 on corruption.
+    Verify(VerifyArgs),
+    /// Bring data back from archives into a database.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this policy (repeatable).
+    #[arg(id = "policy", long = "policy", value_name = "NAME")]
+    pub policies: Vec<String>,
+
+    /// Only this collection (repeatable).
+    #[arg(long = "collection", value_name = "NAME")]
+    pub collections: Vec<String>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only the archives of this policy (repeatable; default: every archive).
+    #[arg(
+        id = "policy",
+        long = "policy",
+        value_name = "NAME",
+        conflicts_with = "archives"
+    )]
+    pub policies: Vec<String>,
+
+    /// Archive files to check (their manifest beside them, else the copy inside).
+    #[arg(id = "archives", value_name = "ARCHIVE")]
+    pub archives: Vec<PathBuf>,
+
+    /// Also fetch N random documents of each archive from the live database by `_id`
+    /// and report those changed or deleted since the backup (information only).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub sample: usize,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print only problems.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Only the archives of this policy (repeatable).
+    #[arg(id = "policy", long = "policy", value_name = "NAME")]
+    pub policies: Vec<String>,
+
+    /// Only this collection (repeatable).
+    #[arg(long = "collection", value_name = "NAME")]
+    pub collections: Vec<String>,
+
+    /// Restore exactly these archive files (repeatable).
+    #[arg(long = "archive", value_name = "FILE")]
+    pub archives: Vec<PathBuf>,
+
+    /// Point in time: restore the documents whose time field is before TIME
+    /// (RFC 3339, or `YYYY-MM-DD[ HH:MM[:SS]]` in the config's time zone).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+
+    /// Database to restore into.
+    #[arg(long, value_name = "DB")]
+    pub to_database: String,
+
+    /// Collection to restore into (when the selection holds one collection).
+    #[arg(long, value_name = "NAME")]
+    pub to_collection: Option<String>,
+
+    /// Allow restoring into the database the archives came from.
+    #[arg(long)]
+    pub in_place: bool,
+
+    /// Drop each target collection first (after every archive has been verified).
+    #[arg(long)]
+    pub drop: bool,
+
+    /// Print the plan (archives, documents, targets); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print nothing but failures.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

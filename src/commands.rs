@@ -1,13 +1,16 @@
 //! One thin module per subcommand: each calls the library and renders the result.
 
+pub mod list;
 pub mod plan;
 pub mod prune;
+pub mod restore;
 pub mod run;
 pub mod schema;
 pub mod serve;
 pub mod status;
 pub mod stop;
 pub mod validate;
+pub mod verify;
 
 use std::process::ExitCode;
 
@@ -103,7 +106,7 @@ pub fn dispatch(cli: &Cli) -> Exit {
     // Commands that write set up their own logging (to a file under the backup root).
     if !matches!(
         cli.command,
-        Command::Run(_) | Command::Prune(_) | Command::Serve(_)
+        Command::Run(_) | Command::Prune(_) | Command::Serve(_) | Command::Restore(_)
     ) {
         crate::logging::init_stderr(cli.verbose, false);
     }
@@ -116,5 +119,8 @@ pub fn dispatch(cli: &Cli) -> Exit {
         Command::Serve(args) => serve::run(cli, args),
         Command::Status(args) => status::run(cli, args),
         Command::Stop(args) => stop::run(cli, args),
+        Command::List(args) => list::run(cli, args),
+        Command::Verify(args) => verify::run(cli, args),
+        Command::Restore(args) => restore::run(cli, args),
     }
 }

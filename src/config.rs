@@ -66,6 +66,30 @@ pub struct ConfigFile {
     /// The service's HTTP admin endpoint.
     #[serde(default)]
     pub http: HttpConfig,
+
+    /// Checks of new archives by the running service.
+    #[serde(default)]
+    pub verify: VerifyConfig,
+}
+
+/// Checks of new archives by the running service.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Read each new archive back after it is written (gzip, tar, checksums, BSON,
+    /// counts, as `dcb verify` does) and alert when it is corrupt. Default: true.
+    #[serde(default = "default_true")]
+    pub after_run: bool,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig { after_run: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The MongoDB connection.

@@ -4,6 +4,8 @@
 //! export → storage, retention, state, alerts.
 
 pub mod alert;
+pub mod bson_stream;
+pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -13,6 +15,7 @@ pub mod duration;
 pub mod export;
 pub mod health;
 pub mod http;
+pub mod human;
 pub mod logging;
 pub mod metrics;
 pub mod mongo;
@@ -21,6 +24,7 @@ pub mod online;
 pub mod plan;
 pub mod policy;
 pub mod redact;
+pub mod restore;
 pub mod retention;
 pub mod runner;
 pub mod schedule;
@@ -29,5 +33,7 @@ pub mod serve;
 pub mod state;
 pub mod status;
 pub mod storage;
+pub mod unpack;
+pub mod verify;
 pub mod window;
 pub mod yaml;

@@ -246,6 +246,8 @@ mod tests {
                 started_at: to,
                 finished_at: to,
                 archive: format!("{stem}.tar.gz"),
+                archive_sha256: None,
+                archive_size: None,
             },
             manifest_path: PathBuf::from(format!("{policy}/{stem}.manifest.json")),
             archive_path: PathBuf::from(format!("{policy}/{stem}.tar.gz")),

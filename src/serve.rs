@@ -333,6 +333,11 @@ impl Service {
                         Some(&r.spec),
                     );
                     self.alerter().notify(a).await;
+                    if settings.config.verify.after_run
+                        && let (Some(archive), Some(manifest)) = (&o.archive, &o.manifest)
+                    {
+                        self.verify_new(&settings, &r.spec, archive, manifest).await;
+                    }
                 }
                 Err(_) if r.interrupted => {}
                 Err(e) => {
@@ -364,6 +369,41 @@ impl Service {
             self.prune(policy, &settings);
         }
         self.heartbeat();
+    }
+
+    /// Read a new archive back; alert when it is not what its manifest says.
+    async fn verify_new(
+        &self,
+        settings: &Settings,
+        spec: &JobSpec,
+        archive: &std::path::Path,
+        manifest: &crate::export::manifest::Manifest,
+    ) {
+        let id = spec.id();
+        let (path, m) = (archive.to_path_buf(), manifest.clone());
+        let Ok(report) =
+            tokio::task::spawn_blocking(move || crate::verify::check(&path, Some(&m), 0)).await
+        else {
+            return;
+        };
+        let record = crate::verify::log::record(&settings.backup_root, &report);
+        let key = format!("verify:{id}");
+        if report.ok() {
+            tracing::debug!(archive = %record.archive, "new archive verified");
+            self.alerter()
+                .resolve(&key, format!("{id}: the new archive verified"))
+                .await;
+        } else {
+            tracing::error!(archive = %record.archive, problems = ?record.problems, "new archive is corrupt");
+            let a = self.alert(
+                EventKind::Failure,
+                key,
+                format!("{id}: the new archive is corrupt"),
+                format!("{}: {}", record.archive, record.problems.join("; ")),
+                Some(spec),
+            );
+            self.alerter().raise(a).await;
+        }
     }
 
     /// Retention for one policy, after its run.

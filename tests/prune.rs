@@ -43,6 +43,8 @@ fn fake(root: &Path, policy: &str, coll: &str, hours_ago: i64, mode: Mode) -> St
         started_at: to,
         finished_at: to,
         archive: format!("{stem}.tar.gz"),
+        archive_sha256: None,
+        archive_size: None,
     };
     std::fs::write(dir.join(format!("{stem}.tar.gz")), vec![0u8; 200_000]).unwrap();
     std::fs::write(dir.join(format!("{stem}.manifest.json")), m.to_json()).unwrap();

@@ -115,12 +115,19 @@ async fn incremental_runs_cover_every_document_exactly_once() {
         assert_eq!(seen["sha256"], m["sha256"], "{m}");
         assert_eq!(seen["size"], m["size"], "{m}");
     }
-    // The manifest beside the archive is the one inside it.
+    // The manifest beside the archive is the one inside it, plus the SHA-256 and size
+    // of the whole file (which the copy inside cannot hold).
     let beside = one[0]
         .to_string_lossy()
         .replace(".tar.gz", ".manifest.json");
-    let beside: serde_json::Value =
+    let mut beside: serde_json::Value =
         serde_json::from_slice(&std::fs::read(beside).unwrap()).unwrap();
+    let file = std::fs::read(&one[0]).unwrap();
+    let sha = <sha2::Sha256 as sha2::Digest>::digest(&file);
+    let sha: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+    let fields = beside.as_object_mut().unwrap();
+    assert_eq!(fields.remove("archiveSha256").unwrap(), sha.as_str());
+    assert_eq!(fields.remove("archiveSize").unwrap(), file.len());
     assert_eq!(&beside, manifest);
 
     let second = seed(&uri, &db, 500, 0).await;

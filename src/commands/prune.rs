@@ -9,6 +9,7 @@ use super::{Exit, settings};
 use crate::cli::{Cli, PruneArgs};
 use crate::diag::{self, Format};
 use crate::export::manifest::{self, Found};
+use crate::human::mb;
 use crate::policy::Policy;
 use crate::policy::load::load_dir;
 use crate::retention::{self, RetentionPlan};
@@ -180,8 +181,4 @@ fn rel(root: &Path, p: &Path) -> String {
 
 fn archives(n: usize) -> String {
     format!("{n} archive{}", if n == 1 { "" } else { "s" })
-}
-
-fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
 }

@@ -10,6 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::{Exit, runtime, settings};
 use crate::cli::{Cli, RunArgs};
 use crate::export::Progress;
+use crate::human::mb;
 use crate::plan::JobSpec;
 use crate::runner::{self, RunReport};
 use crate::window::Extent;
@@ -91,10 +92,6 @@ impl Drop for Bar {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
     }
-}
-
-fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 /// One line per collection: what it exported, or why it failed.

@@ -40,6 +40,13 @@ pub struct Manifest {
     pub finished_at: DateTime<Utc>,
     /// The archive's file name, in the same folder as this manifest.
     pub archive: String,
+    /// SHA-256 of the whole archive file (`sha256sum` checks it). Only in the manifest
+    /// beside the archive: the copy inside cannot hash the file that holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_sha256: Option<String>,
+    /// Size of the archive file in bytes; beside the archive only, like the hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_size: Option<u64>,
 }
 
 impl Manifest {
@@ -47,6 +54,16 @@ impl Manifest {
     /// that the archives of one run never collide when extracted together.
     pub fn member_path(policy: &str, db: &str, collection: &str) -> String {
         format!("dcb-manifest.{policy}.{db}.{collection}.json")
+    }
+
+    /// The path of the manifest beside an archive.
+    pub fn beside(archive: &Path) -> PathBuf {
+        let name = archive
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = name.strip_suffix(storage::ARCHIVE_EXT).unwrap_or(&name);
+        archive.with_file_name(format!("{stem}{}", storage::MANIFEST_EXT))
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -67,9 +84,27 @@ pub struct Found {
 /// Every readable manifest under `<root>/<policy>/`, with its archive present.
 /// Unreadable ones are logged and skipped (they describe nothing dcb can restore).
 pub fn scan(root: &Path) -> Vec<Found> {
+    let (found, broken) = scan_all(root);
+    for b in broken {
+        tracing::warn!(manifest = %b.manifest_path.display(), problem = %b.problem, "manifest ignored");
+    }
+    found
+}
+
+/// A manifest that describes nothing usable.
+#[derive(Debug, Clone)]
+pub struct Broken {
+    pub manifest_path: PathBuf,
+    pub problem: String,
+}
+
+/// Every manifest under `<root>/<policy>/`: the usable ones, and the ones that are
+/// unreadable or whose archive is gone.
+pub fn scan_all(root: &Path) -> (Vec<Found>, Vec<Broken>) {
     let mut found = Vec::new();
+    let mut broken = Vec::new();
     let Ok(policies) = std::fs::read_dir(root) else {
-        return found;
+        return (found, broken);
     };
     for dir in policies.flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
         let Ok(files) = std::fs::read_dir(&dir) else {
@@ -89,22 +124,37 @@ pub fn scan(root: &Path) -> Vec<Found> {
             match parsed {
                 Ok(manifest) => {
                     let archive_path = dir.join(&manifest.archive);
-                    if archive_path.is_file() {
+                    if crate::unpack::check_member_path(manifest.archive.as_bytes()).is_err()
+                        || manifest.archive.contains(['/', '\\'])
+                    {
+                        broken.push(Broken {
+                            manifest_path: path,
+                            problem: format!(
+                                "names an archive outside its folder: {:?}",
+                                manifest.archive
+                            ),
+                        });
+                    } else if archive_path.is_file() {
                         found.push(Found {
                             manifest,
                             manifest_path: path,
                             archive_path,
                         });
                     } else {
-                        tracing::warn!(manifest = %path.display(), "manifest without its archive; ignored");
+                        broken.push(Broken {
+                            manifest_path: path,
+                            problem: format!("its archive {} is missing", manifest.archive),
+                        });
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(manifest = %path.display(), error = %e, "unreadable manifest; ignored")
-                }
+                Err(e) => broken.push(Broken {
+                    manifest_path: path,
+                    problem: format!("unreadable: {e}"),
+                }),
             }
         }
     }
     found.sort_by(|a, b| a.archive_path.cmp(&b.archive_path));
-    found
+    broken.sort_by(|a, b| a.manifest_path.cmp(&b.manifest_path));
+    (found, broken)
 }

@@ -1,0 +1,96 @@
+//! `dcb list`: the archives on disk.
+
+use std::fmt::Write as _;
+
+use super::{Exit, settings};
+use crate::catalog::{self, Entry};
+use crate::cli::{Cli, ListArgs};
+use crate::human::{count, plural, size};
+
+pub fn run(cli: &Cli, args: &ListArgs) -> Exit {
+    let settings = match settings(cli) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let entries = catalog::entries(&settings.backup_root, &args.policies, &args.collections);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render(&entries));
+    }
+    Exit::Ok
+}
+
+/// A table, one archive per line; times in UTC.
+pub fn render(entries: &[Entry]) -> String {
+    let mut out = String::new();
+    if entries.is_empty() {
+        out.push_str("no archives\n");
+        return out;
+    }
+    let rows: Vec<[String; 6]> = entries
+        .iter()
+        .map(|e| {
+            [
+                e.archive.clone(),
+                format!("{}.{}", e.database, e.collection),
+                catalog::window_text(e.mode, e.from, e.to),
+                count(e.documents),
+                size(e.size),
+                match &e.verified {
+                    None => "-".into(),
+                    Some(v) if v.ok => format!("ok {}", v.at.format("%Y-%m-%d %H:%M")),
+                    Some(v) => format!("FAILED {}", v.at.format("%Y-%m-%d %H:%M")),
+                },
+            ]
+        })
+        .collect();
+    let header = [
+        "ARCHIVE",
+        "COLLECTION",
+        "WINDOW (UTC)",
+        "DOCUMENTS",
+        "SIZE",
+        "VERIFIED",
+    ];
+    let mut width = header.map(str::len);
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |out: &mut String, cells: [&str; 6]| {
+        let _ = writeln!(
+            out,
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}  {}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            cells[5],
+            w0 = width[0],
+            w1 = width[1],
+            w2 = width[2],
+            w3 = width[3],
+            w4 = width[4],
+        );
+    };
+    line(&mut out, header);
+    for r in &rows {
+        line(&mut out, r.each_ref().map(String::as_str));
+    }
+    let docs: u64 = entries.iter().map(|e| e.documents).sum();
+    let total: u64 = entries.iter().map(|e| e.size).sum();
+    let _ = writeln!(
+        out,
+        "{}, {} documents, {}",
+        plural(entries.len(), "archive"),
+        count(docs),
+        size(total)
+    );
+    out
+}

@@ -1,0 +1,268 @@
+//! `dcb restore`: plan, verify every archive, then write.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::verify::{Target, check_all};
+use super::{Exit, runtime, settings};
+use crate::cli::{Cli, RestoreArgs};
+use crate::export::manifest::{self, Found, Manifest};
+use crate::human::{count, plural};
+use crate::restore::{self, Chain, Request, write};
+use crate::verify;
+
+pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
+    let settings = match settings(cli) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::logging::init_stderr(cli.verbose, args.quiet);
+            return e;
+        }
+    };
+    let root = &settings.backup_root;
+    // A dry run writes nothing, not even a log file.
+    let _guard = if args.dry_run {
+        crate::logging::init_stderr(cli.verbose, args.quiet);
+        None
+    } else {
+        crate::logging::init_with_file(cli.verbose, args.quiet, &crate::storage::logs_dir(root))
+    };
+    let until = match args
+        .until
+        .as_deref()
+        .map(|s| restore::parse_time(s, settings.timezone))
+    {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            eprintln!("error: --until: {e}");
+            return Exit::Config;
+        }
+    };
+    let found = if args.archives.is_empty() {
+        manifest::scan(root)
+    } else {
+        match explicit(&args.archives) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Failed;
+            }
+        }
+    };
+    let req = Request {
+        policies: args.policies.clone(),
+        collections: args.collections.clone(),
+        until,
+        to_database: args.to_database.clone(),
+        to_collection: args.to_collection.clone(),
+        in_place: args.in_place,
+    };
+    let chains = match restore::plan(&found, &req) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Config;
+        }
+    };
+    if args.dry_run || !args.quiet {
+        print!("{}", render_plan(root, &chains, args, until));
+    }
+    if args.dry_run {
+        println!("dry run: nothing was written");
+        return Exit::Ok;
+    }
+
+    // Every archive is proven before the first write.
+    let targets: Vec<Target> = chains
+        .iter()
+        .flat_map(|c| &c.archives)
+        .map(|f| Target {
+            archive: f.archive_path.clone(),
+            beside: Some(f.manifest.clone()),
+            early: Vec::new(),
+        })
+        .collect();
+    let reports = check_all(&targets, 0);
+    for r in &reports {
+        verify::log::record(root, r);
+    }
+    let bad: Vec<_> = reports.iter().filter(|r| !r.ok()).collect();
+    if !bad.is_empty() {
+        for r in &bad {
+            eprintln!("error: {} is corrupt:", r.archive.display());
+            for p in &r.problems {
+                eprintln!("  {p}");
+            }
+        }
+        eprintln!("error: nothing was written; the targets are untouched");
+        return Exit::Failed;
+    }
+    let metadata: HashMap<PathBuf, serde_json::Value> = reports
+        .into_iter()
+        .filter_map(|r| Some((r.archive, r.metadata?)))
+        .collect();
+
+    let rt = runtime();
+    let client = match rt.block_on(crate::mongo::connect(&settings, Duration::from_secs(10))) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Failed;
+        }
+    };
+    let mut failed = false;
+    for chain in &chains {
+        let newest = chain.archives.last().map(|f| &f.archive_path);
+        let meta = newest.and_then(|p| metadata.get(p));
+        let bar = progress_bar(chain, args.quiet);
+        let progress = |n: u64| {
+            if let Some(b) = &bar {
+                b.set_position(n);
+            }
+        };
+        let result = rt.block_on(write::chain(
+            &client, chain, meta, args.drop, until, &progress,
+        ));
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        match result {
+            Ok(o) => {
+                tracing::info!(source = %o.source, target = %o.target, read = o.read, inserted = o.inserted, replaced = o.replaced, skipped = o.skipped, "restored");
+                if !args.quiet {
+                    let mut line = format!(
+                        "restored {} -> {}: {} documents ({} inserted, {} replaced)",
+                        o.source,
+                        o.target,
+                        count(o.inserted + o.replaced),
+                        count(o.inserted),
+                        count(o.replaced)
+                    );
+                    if o.skipped > 0 {
+                        let _ = write!(line, ", {} at or after --until left out", count(o.skipped));
+                    }
+                    match o.indexes {
+                        1 => line.push_str(", 1 index"),
+                        n => {
+                            let _ = write!(line, ", {n} indexes");
+                        }
+                    }
+                    println!("{line}");
+                }
+            }
+            Err(e) => {
+                let e = crate::redact::text(&e, &settings.mongodb_uri);
+                tracing::error!(error = %e, "restore failed");
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed { Exit::Failed } else { Exit::Ok }
+}
+
+/// Archives named on the command line, with the manifest beside each (or inside it).
+fn explicit(paths: &[PathBuf]) -> Result<Vec<Found>, String> {
+    let mut out = Vec::new();
+    for path in paths {
+        if !path.is_file() {
+            return Err(format!("{}: no such archive", path.display()));
+        }
+        let beside = verify::manifest_beside(path)?;
+        let manifest: Manifest = match beside {
+            Some(m) => m,
+            None => {
+                let report = verify::check(path, None, 0);
+                match report.manifest {
+                    Some(m) => m,
+                    None => {
+                        return Err(format!(
+                            "{}: no manifest beside it and none readable inside it",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+        };
+        out.push(Found {
+            manifest,
+            manifest_path: Manifest::beside(path),
+            archive_path: path.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn render_plan(
+    root: &std::path::Path,
+    chains: &[Chain],
+    args: &RestoreArgs,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "restore plan{}{}:",
+        until
+            .map(|t| format!(
+                ", documents before {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ))
+            .unwrap_or_default(),
+        if args.drop {
+            ", dropping each target first"
+        } else {
+            ", upserting by _id"
+        }
+    );
+    for c in chains {
+        let _ = writeln!(
+            out,
+            "  {} ({}) -> {}: {}, {} documents{}",
+            c.source(),
+            c.policy,
+            c.target(),
+            plural(c.archives.len(), "archive"),
+            count(c.documents()),
+            if until.is_some() { " at most" } else { "" }
+        );
+        if args.dry_run {
+            for f in &c.archives {
+                let m = &f.manifest;
+                let _ = writeln!(
+                    out,
+                    "    {}  {}  {} documents",
+                    verify::log::archive_key(root, &f.archive_path),
+                    crate::catalog::window_text(m.mode, m.from, m.to),
+                    count(m.documents)
+                );
+            }
+        }
+    }
+    out
+}
+
+fn progress_bar(chain: &Chain, quiet: bool) -> Option<ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(
+        Some(chain.documents()),
+        ProgressDrawTarget::stderr_with_hz(4),
+    );
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {human_pos}/{human_len} documents ({per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(chain.target());
+    Some(bar)
+}

@@ -1,0 +1,237 @@
+//! `dcb verify`: check archives against their manifests; exit 1 on any corruption.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Exit, runtime, settings};
+use crate::cli::{Cli, VerifyArgs};
+use crate::export::manifest::{self, Manifest};
+use crate::human::{count, plural};
+use crate::unpack::Problem;
+use crate::verify::sample::SampleCheck;
+use crate::verify::{self, Report, log};
+
+/// One archive to check.
+pub struct Target {
+    pub archive: PathBuf,
+    pub beside: Option<Manifest>,
+    /// Problems found before reading (an unreadable manifest beside it).
+    pub early: Vec<Problem>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Line {
+    archive: String,
+    ok: bool,
+    documents: u64,
+    problems: Vec<Problem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample: Option<SampleCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample_error: Option<String>,
+}
+
+pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
+    let settings = match settings(cli) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let root = &settings.backup_root;
+    let mut targets = Vec::new();
+    let mut orphans = Vec::new();
+    if args.archives.is_empty() {
+        let (found, broken) = manifest::scan_all(root);
+        let selected = |p: &str| args.policies.is_empty() || args.policies.iter().any(|n| n == p);
+        for f in found.into_iter().filter(|f| selected(&f.manifest.policy)) {
+            targets.push(Target {
+                archive: f.archive_path,
+                beside: Some(f.manifest),
+                early: Vec::new(),
+            });
+        }
+        for b in broken {
+            let policy = b
+                .manifest_path
+                .parent()
+                .and_then(Path::file_name)
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if selected(&policy) {
+                orphans.push(b);
+            }
+        }
+        if targets.is_empty() && orphans.is_empty() {
+            for name in &args.policies {
+                if !settings.policies_dir.join(format!("{name}.yaml")).is_file() {
+                    eprintln!("error: no archives and no policy named `{name}`");
+                    return Exit::Config;
+                }
+            }
+            println!("no archives to verify under {}", root.display());
+            return Exit::Ok;
+        }
+    } else {
+        for archive in &args.archives {
+            let (beside, early) = match verify::manifest_beside(archive) {
+                Ok(m) => (m, Vec::new()),
+                Err(e) => (None, vec![Problem::new("manifest beside the archive", e)]),
+            };
+            targets.push(Target {
+                archive: archive.clone(),
+                beside,
+                early,
+            });
+        }
+    }
+
+    let mut reports = check_all(&targets, args.sample);
+    let mut lines = Vec::new();
+    let mut client = None;
+    let mut connect_error = None;
+    if args.sample > 0 && reports.iter().any(|r| r.ok() && !r.sample.is_empty()) {
+        let rt = runtime();
+        match rt.block_on(crate::mongo::connect(&settings, Duration::from_secs(10))) {
+            Ok(c) => client = Some((rt, c)),
+            Err(e) => connect_error = Some(e),
+        }
+    }
+    for r in &mut reports {
+        let key = log::archive_key(root, &r.archive);
+        let (mut sample, mut sample_error) = (None, None);
+        if let (Some((rt, c)), Some(m)) = (&client, &r.manifest)
+            && r.ok()
+            && !r.sample.is_empty()
+        {
+            match rt.block_on(verify::sample::compare(
+                c,
+                &m.database,
+                &m.collection,
+                &r.sample,
+            )) {
+                Ok(s) => sample = Some(s),
+                Err(e) => {
+                    sample_error = Some(crate::redact::text(&e.to_string(), &settings.mongodb_uri))
+                }
+            }
+        } else if r.ok() && args.sample > 0 {
+            sample_error = connect_error.clone();
+        }
+        log::record(root, r);
+        lines.push(Line {
+            archive: key,
+            ok: r.ok(),
+            documents: r.documents,
+            problems: std::mem::take(&mut r.problems),
+            sample,
+            sample_error,
+        });
+    }
+
+    let corrupt = lines.iter().filter(|l| !l.ok).count() + orphans.len();
+    let sample_failed = lines.iter().any(|l| l.sample_error.is_some());
+    if args.json {
+        let broken: Vec<_> = orphans
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "manifest": log::archive_key(root, &b.manifest_path),
+                    "problem": b.problem,
+                })
+            })
+            .collect();
+        let v =
+            serde_json::json!({"archives": lines, "brokenManifests": broken, "ok": corrupt == 0});
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        let mut out = String::new();
+        for l in &lines {
+            if l.ok && !args.quiet {
+                let _ = writeln!(
+                    out,
+                    "ok       {}  ({} documents)",
+                    l.archive,
+                    count(l.documents)
+                );
+            } else if !l.ok {
+                let _ = writeln!(out, "CORRUPT  {}", l.archive);
+                for p in &l.problems {
+                    let _ = writeln!(out, "         {p}");
+                }
+            }
+            if let Some(s) = &l.sample {
+                let _ = writeln!(
+                    out,
+                    "         sample of {}: {} unchanged, {} changed since the backup, {} deleted since{}",
+                    s.checked,
+                    s.unchanged,
+                    s.changed,
+                    s.deleted,
+                    if s.without_id > 0 {
+                        format!(", {} without _id", s.without_id)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            if let Some(e) = &l.sample_error {
+                let _ = writeln!(out, "         sample not checked: {e}");
+            }
+        }
+        for b in &orphans {
+            let _ = writeln!(
+                out,
+                "CORRUPT  {}: {}",
+                log::archive_key(root, &b.manifest_path),
+                b.problem
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{} checked: {} ok, {} corrupt",
+            plural(lines.len() + orphans.len(), "archive"),
+            lines.len() + orphans.len() - corrupt,
+            corrupt
+        );
+        print!("{out}");
+    }
+    if corrupt > 0 || sample_failed {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    }
+}
+
+/// Check every target, two at a time (reading is decompression-bound).
+pub fn check_all(targets: &[Target], sample: usize) -> Vec<Report> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 4);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(t) = targets.get(i) else { break };
+                    let mut report = verify::check(&t.archive, t.beside.as_ref(), sample);
+                    let mut problems = t.early.clone();
+                    problems.append(&mut report.problems);
+                    report.problems = problems;
+                    results
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((i, report));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}

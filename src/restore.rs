@@ -1,0 +1,366 @@
+//! `dcb restore`: which archives bring back which collection, in what order, into what
+//! target. The plan is pure (manifests in, chains out); [`write`] applies it.
+
+pub mod write;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use crate::export::manifest::Found;
+use crate::policy::Mode;
+
+/// What to restore and where.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Only these policies (empty: all).
+    pub policies: Vec<String>,
+    /// Only these collections (empty: all).
+    pub collections: Vec<String>,
+    /// Restore the state as it was before this time.
+    pub until: Option<DateTime<Utc>>,
+    pub to_database: String,
+    pub to_collection: Option<String>,
+    /// Restoring into the source database is allowed.
+    pub in_place: bool,
+}
+
+/// One collection's archives, oldest first, and where they go.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub policy: String,
+    pub database: String,
+    pub collection: String,
+    pub mode: Mode,
+    pub time_field: String,
+    pub archives: Vec<Found>,
+    pub target_database: String,
+    pub target_collection: String,
+}
+
+impl Chain {
+    /// Documents in the chain's archives (before `--until` filters any out).
+    pub fn documents(&self) -> u64 {
+        self.archives.iter().map(|f| f.manifest.documents).sum()
+    }
+
+    pub fn source(&self) -> String {
+        format!("{}.{}", self.database, self.collection)
+    }
+
+    pub fn target(&self) -> String {
+        format!("{}.{}", self.target_database, self.target_collection)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError(pub String);
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Group `found` into chains and pick each chain's archives:
+/// - incremental: every archive whose window starts before `until` (all without it),
+///   oldest first, so a newer copy of a document overwrites an older one;
+/// - snapshot: only the newest snapshot taken at or before `until` (the newest without
+///   it): an older snapshot would bring back documents deleted since.
+pub fn plan(found: &[Found], req: &Request) -> Result<Vec<Chain>, PlanError> {
+    let err = |s: String| Err(PlanError(s));
+    if let Err(e) = crate::names::check_database(&req.to_database) {
+        return err(format!("--to-database: {e}"));
+    }
+    let mut groups: BTreeMap<(String, String, String), Vec<&Found>> = BTreeMap::new();
+    for f in found {
+        let m = &f.manifest;
+        if (req.policies.is_empty() || req.policies.contains(&m.policy))
+            && (req.collections.is_empty() || req.collections.contains(&m.collection))
+        {
+            groups
+                .entry((m.policy.clone(), m.database.clone(), m.collection.clone()))
+                .or_default()
+                .push(f);
+        }
+    }
+    if groups.is_empty() {
+        return err("no archive matches the selection (see `dcb list`)".into());
+    }
+    let mut chains = Vec::new();
+    for ((policy, database, collection), mut archives) in groups {
+        archives.sort_by(|a, b| {
+            (a.manifest.to, a.manifest.from, &a.archive_path).cmp(&(
+                b.manifest.to,
+                b.manifest.from,
+                &b.archive_path,
+            ))
+        });
+        let newest = archives.last().expect("groups are never empty");
+        let mode = newest.manifest.mode;
+        let time_field = newest.manifest.time_field.clone();
+        let chosen: Vec<Found> = match mode {
+            Mode::Snapshot => archives
+                .iter()
+                .rev()
+                .find(|f| req.until.is_none_or(|t| f.manifest.to <= t))
+                .map(|f| vec![(*f).clone()])
+                .unwrap_or_default(),
+            Mode::Incremental => archives
+                .iter()
+                .filter(|f| match (req.until, f.manifest.from) {
+                    (Some(t), Some(from)) => from < t,
+                    _ => true,
+                })
+                .map(|f| (*f).clone())
+                .collect(),
+        };
+        if chosen.is_empty() {
+            continue;
+        }
+        chains.push(Chain {
+            target_database: req.to_database.clone(),
+            target_collection: collection.clone(),
+            policy,
+            database,
+            collection,
+            mode,
+            time_field,
+            archives: chosen,
+        });
+    }
+    if chains.is_empty() {
+        return err(match req.until {
+            Some(t) => format!("no archive holds data from before {}", t.to_rfc3339()),
+            None => "no archive matches the selection".into(),
+        });
+    }
+    if let Some(name) = &req.to_collection {
+        if chains.len() != 1 {
+            return err(format!(
+                "--to-collection needs exactly one source collection; the selection has {}: {} (narrow it with --policy or --collection)",
+                chains.len(),
+                chains
+                    .iter()
+                    .map(|c| format!("{}:{}", c.policy, c.source()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if let Err(e) = crate::names::check_collection(name) {
+            return err(format!("--to-collection: {e}"));
+        }
+        chains[0].target_collection = name.clone();
+    }
+    let mut targets: BTreeMap<String, &Chain> = BTreeMap::new();
+    for c in &chains {
+        if let Some(other) = targets.insert(c.target(), c) {
+            return err(format!(
+                "policies `{}` and `{}` both hold {}; restore one of them (--policy)",
+                other.policy,
+                c.policy,
+                c.source()
+            ));
+        }
+    }
+    if !req.in_place
+        && let Some(c) = chains.iter().find(|c| c.database == c.target_database)
+    {
+        return err(format!(
+            "the target database `{}` is the source of {}: restoring there overwrites live data; pass --in-place to mean it, or choose another --to-database",
+            c.target_database,
+            c.source()
+        ));
+    }
+    Ok(chains)
+}
+
+/// A point in time from the command line: RFC 3339, or a local date and time in `tz`
+/// (`2026-11-25 08:00`, `2026-11-25T08:00:30`, `2026-11-25` for midnight).
+pub fn parse_time(s: &str, tz: chrono_tz::Tz) -> Result<DateTime<Utc>, String> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone};
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .or_else(|| {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+        .ok_or_else(|| {
+            format!("`{s}` is not a time: write RFC 3339 (2026-11-25T08:00:00+08:00) or `2026-11-25 08:00` (in {tz})")
+        })?;
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| format!("`{s}` does not exist in {tz} (a clock change skips it)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::manifest::Manifest;
+    use chrono::TimeZone;
+    use std::path::PathBuf;
+
+    fn t(h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 1, h, 0, 0).unwrap()
+    }
+
+    fn found(policy: &str, coll: &str, mode: Mode, from: Option<u32>, to: u32) -> Found {
+        let stem = format!("{to:02}_{coll}");
+        Found {
+            manifest: Manifest {
+                format: 1,
+                dcb_version: "t".into(),
+                policy: policy.into(),
+                database: "mes".into(),
+                collection: coll.into(),
+                time_field: "createdAt".into(),
+                mode,
+                from: from.map(t),
+                to: t(to),
+                documents: 10,
+                bytes: 100,
+                untimed: None,
+                members: vec![],
+                server_version: "t".into(),
+                started_at: t(to),
+                finished_at: t(to),
+                archive: format!("{stem}.tar.gz"),
+                archive_sha256: None,
+                archive_size: None,
+            },
+            manifest_path: PathBuf::from(format!("{policy}/{stem}.manifest.json")),
+            archive_path: PathBuf::from(format!("{policy}/{stem}.tar.gz")),
+        }
+    }
+
+    fn req(until: Option<u32>) -> Request {
+        Request {
+            to_database: "restored".into(),
+            until: until.map(t),
+            ..Request::default()
+        }
+    }
+
+    fn tos(c: &Chain) -> Vec<u32> {
+        use chrono::Timelike;
+        c.archives.iter().map(|f| f.manifest.to.hour()).collect()
+    }
+
+    #[test]
+    fn times_parse_in_the_given_zone() {
+        let sh = chrono_tz::Asia::Shanghai;
+        let want = Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap();
+        assert_eq!(parse_time("2026-11-25T08:00:00+08:00", sh).unwrap(), want);
+        assert_eq!(parse_time("2026-11-25T00:00:00Z", sh).unwrap(), want);
+        assert_eq!(parse_time("2026-11-25 08:00", sh).unwrap(), want);
+        assert_eq!(parse_time("2026-11-25T08:00:00", sh).unwrap(), want);
+        assert_eq!(
+            parse_time("2026-11-25", sh).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 24, 16, 0, 0).unwrap()
+        );
+        assert!(
+            parse_time("yesterday", sh)
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
+    }
+
+    #[test]
+    fn incremental_chains_are_oldest_first_and_cut_at_until() {
+        let inc = Mode::Incremental;
+        let all = [
+            found("hot", "scans", inc, Some(3), 4),
+            found("hot", "scans", inc, None, 2),
+            found("hot", "scans", inc, Some(2), 3),
+            found("hot", "logs", inc, Some(1), 5),
+        ];
+        let chains = plan(&all, &req(None)).unwrap();
+        assert_eq!(chains.len(), 2);
+        let scans = chains.iter().find(|c| c.collection == "scans").unwrap();
+        assert_eq!(tos(scans), [2, 3, 4]);
+        assert_eq!(scans.documents(), 30);
+        assert_eq!(scans.target(), "restored.scans");
+        // Windows starting before 3:00 only: [-, 2) and [2, 3).
+        let chains = plan(&all, &req(Some(3))).unwrap();
+        let scans = chains.iter().find(|c| c.collection == "scans").unwrap();
+        assert_eq!(tos(scans), [2, 3]);
+        // Nothing before 1:00 in logs; nothing at all before 0:00 except unbounded.
+        let chains = plan(&all, &req(Some(1))).unwrap();
+        assert_eq!(chains.len(), 1);
+        assert_eq!(tos(&chains[0]), [2]);
+    }
+
+    #[test]
+    fn snapshots_restore_only_the_newest_before_until() {
+        let snap = Mode::Snapshot;
+        let all = [
+            found("config", "roles", snap, None, 1),
+            found("config", "roles", snap, None, 5),
+            found("config", "roles", snap, None, 3),
+        ];
+        assert_eq!(tos(&plan(&all, &req(None)).unwrap()[0]), [5]);
+        assert_eq!(tos(&plan(&all, &req(Some(4))).unwrap()[0]), [3]);
+        assert_eq!(tos(&plan(&all, &req(Some(3))).unwrap()[0]), [3]);
+        assert!(plan(&all, &req(Some(0))).is_err());
+    }
+
+    #[test]
+    fn selection_targets_and_safety() {
+        let inc = Mode::Incremental;
+        let all = [
+            found("hot", "scans", inc, None, 2),
+            found("core", "scans", inc, None, 2),
+            found("core", "orders", inc, None, 2),
+        ];
+        // The same collection from two policies is ambiguous.
+        let e = plan(&all, &req(None)).unwrap_err();
+        assert!(e.0.contains("--policy"), "{e}");
+        let r = Request {
+            policies: vec!["core".into()],
+            collections: vec!["orders".into()],
+            to_collection: Some("orders_copy".into()),
+            ..req(None)
+        };
+        let chains = plan(&all, &r).unwrap();
+        assert_eq!(chains.len(), 1);
+        assert_eq!(chains[0].target(), "restored.orders_copy");
+        // --to-collection with two sources.
+        let r = Request {
+            policies: vec!["core".into()],
+            to_collection: Some("x".into()),
+            ..req(None)
+        };
+        assert!(plan(&all, &r).unwrap_err().0.contains("exactly one"));
+        // Into the source database only with --in-place.
+        let r = Request {
+            policies: vec!["hot".into()],
+            to_database: "mes".into(),
+            ..req(None)
+        };
+        assert!(plan(&all, &r).unwrap_err().0.contains("--in-place"));
+        let r = Request {
+            in_place: true,
+            ..r
+        };
+        assert_eq!(plan(&all, &r).unwrap()[0].target(), "mes.scans");
+        // Nothing selected; bad names.
+        let r = Request {
+            policies: vec!["nope".into()],
+            ..req(None)
+        };
+        assert!(plan(&all, &r).is_err());
+        let r = Request {
+            to_database: "a/b".into(),
+            ..req(None)
+        };
+        assert!(plan(&all, &r).unwrap_err().0.contains("--to-database"));
+    }
+}

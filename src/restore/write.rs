@@ -1,0 +1,305 @@
+//! Applying a restore chain: documents upserted by `_id` in batches (inserted first,
+//! and the ones already there replaced, so overlapping windows and repeated restores
+//! change nothing), then the collection's options and indexes from its metadata.
+//! Decompression runs on its own thread, a batch ahead of the writes.
+
+use std::path::PathBuf;
+
+use bson::{Bson, Document, RawArrayBuf, RawDocumentBuf, doc, rawdoc};
+use chrono::{DateTime, Utc};
+use mongodb::error::ErrorKind;
+use mongodb::{Client, Collection, Database};
+use serde_json::Value;
+
+use super::Chain;
+use crate::bson_stream::BsonReader;
+use crate::export::source::{Timed, time_of};
+use crate::unpack::{self, Problem};
+
+/// A batch closes at this many documents or bytes, whichever comes first.
+pub const BATCH_DOCS: usize = 10_000;
+pub const BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Replacement commands carry documents in their body, which the server caps at
+/// 16 MiB: stay well under.
+const REPLACE_BYTES: usize = 8 * 1024 * 1024;
+const DUPLICATE_KEY: i32 = 11000;
+const NAMESPACE_EXISTS: i32 = 48;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub source: String,
+    pub target: String,
+    pub archives: usize,
+    /// Documents read from the archives.
+    pub read: u64,
+    /// Left out by `--until`.
+    pub skipped: u64,
+    pub inserted: u64,
+    /// Already in the target (by `_id`) and replaced by the archive's version.
+    pub replaced: u64,
+    pub indexes: usize,
+}
+
+/// Restore one chain into its target. `metadata` is the newest archive's
+/// `.metadata.json`; `progress` gets the documents written so far.
+pub async fn chain(
+    client: &Client,
+    chain: &Chain,
+    metadata: Option<&Value>,
+    drop_first: bool,
+    until: Option<DateTime<Utc>>,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<Outcome, String> {
+    let db = client.database(&chain.target_database);
+    let coll = db.collection::<RawDocumentBuf>(&chain.target_collection);
+    let target = chain.target();
+    let mongo = |what: &str, e: mongodb::error::Error| format!("{target}: {what}: {e}");
+    let meta = metadata.and_then(|m| Bson::try_from(m.clone()).ok());
+    let meta = meta.as_ref().and_then(Bson::as_document);
+
+    if drop_first {
+        coll.drop()
+            .await
+            .map_err(|e| mongo("cannot drop the collection", e))?;
+    }
+    ensure_collection(&db, &chain.target_collection, meta)
+        .await
+        .map_err(|e| mongo("cannot create the collection", e))?;
+
+    let mut out = Outcome {
+        source: chain.source(),
+        target: target.clone(),
+        archives: chain.archives.len(),
+        ..Outcome::default()
+    };
+    for found in &chain.archives {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<RawDocumentBuf>>(2);
+        let archive = found.archive_path.clone();
+        let member = format!(
+            "{}/{}.bson",
+            found.manifest.database, found.manifest.collection
+        );
+        let time_field = chain.time_field.clone();
+        let reader = tokio::task::spawn_blocking(move || {
+            read_batches(archive, &member, &time_field, until, tx)
+        });
+        let mut failed = None;
+        while let Some(batch) = rx.recv().await {
+            match write_batch(&db, &coll, &batch).await {
+                Ok((inserted, replaced)) => {
+                    out.inserted += inserted;
+                    out.replaced += replaced;
+                    progress(out.inserted + out.replaced);
+                }
+                Err(e) => {
+                    failed = Some(format!("{target}: {e}"));
+                    break;
+                }
+            }
+        }
+        drop(rx);
+        let read = reader
+            .await
+            .map_err(|e| format!("{target}: the archive reader stopped: {e}"))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let (read, skipped) = read.map_err(|p| format!("{}: {p}", found.archive_path.display()))?;
+        out.read += read;
+        out.skipped += skipped;
+    }
+    if let Some(meta) = meta {
+        out.indexes = create_indexes(&db, &chain.target_collection, meta)
+            .await
+            .map_err(|e| mongo("cannot create the indexes", e))?;
+    }
+    Ok(out)
+}
+
+/// Stream the archive's `.bson` member into batches; documents at or after `until`
+/// (by the chain's time field) are skipped. Returns (read, skipped).
+fn read_batches(
+    archive: PathBuf,
+    member: &str,
+    time_field: &str,
+    until: Option<DateTime<Utc>>,
+    tx: tokio::sync::mpsc::Sender<Vec<RawDocumentBuf>>,
+) -> Result<(u64, u64), Problem> {
+    let path: Vec<&str> = time_field.split('.').collect();
+    let until_ms = until.map(|t| t.timestamp_millis());
+    let mut problems = Vec::new();
+    let mut read = 0u64;
+    let mut skipped = 0u64;
+    let mut found = false;
+    let mut stopped = false;
+    let digest = unpack::for_each_member(&archive, &mut problems, |name, _, r, problems| {
+        if name != member || stopped {
+            return Ok(());
+        }
+        found = true;
+        let mut docs = BsonReader::new(r);
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            let doc = match docs.next_document() {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(crate::bson_stream::BsonError::Io(e)) => return Err(e),
+                Err(e) => {
+                    problems.push(Problem::new(name, e.to_string()));
+                    return Ok(());
+                }
+            };
+            read += 1;
+            if let (Some(limit), Timed::At(ms)) = (until_ms, time_of(doc, &path))
+                && ms >= limit
+            {
+                skipped += 1;
+                continue;
+            }
+            bytes += doc.as_bytes().len();
+            batch.push(doc.to_owned());
+            if batch.len() >= BATCH_DOCS || bytes >= BATCH_BYTES {
+                if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                    stopped = true;
+                    return Ok(());
+                }
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() && tx.blocking_send(batch).is_err() {
+            stopped = true;
+        }
+        Ok(())
+    });
+    if let Some(p) = problems.into_iter().next() {
+        return Err(p);
+    }
+    if stopped {
+        return Ok((read, skipped));
+    }
+    if digest.is_none() {
+        return Err(Problem::new("archive", "unreadable"));
+    }
+    if !found {
+        return Err(Problem::new(member, "is missing from the archive"));
+    }
+    Ok((read, skipped))
+}
+
+/// Insert a batch; documents whose `_id` is already there are replaced instead.
+/// Returns (inserted, replaced).
+async fn write_batch(
+    db: &Database,
+    coll: &Collection<RawDocumentBuf>,
+    batch: &[RawDocumentBuf],
+) -> Result<(u64, u64), String> {
+    let error = match coll.insert_many(batch).ordered(false).await {
+        Ok(_) => return Ok((batch.len() as u64, 0)),
+        Err(e) => e,
+    };
+    let ErrorKind::InsertMany(failure) = &*error.kind else {
+        return Err(error.to_string());
+    };
+    if let Some(wce) = &failure.write_concern_error {
+        return Err(format!("write concern: {}", wce.message));
+    }
+    let errors = failure.write_errors.as_deref().unwrap_or_default();
+    if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
+        return Err(format!(
+            "a document was refused ({}): {}",
+            other.code_name.as_deref().unwrap_or("error"),
+            other.message
+        ));
+    }
+    let dups: Vec<&RawDocumentBuf> = errors.iter().filter_map(|w| batch.get(w.index)).collect();
+    replace(db, coll.name(), &dups).await?;
+    Ok(((batch.len() - dups.len()) as u64, dups.len() as u64))
+}
+
+/// Replace documents by `_id` (upsert), in as few commands as fit.
+async fn replace(db: &Database, coll: &str, docs: &[&RawDocumentBuf]) -> Result<(), String> {
+    let mut updates = RawArrayBuf::new();
+    let mut size = 0;
+    for (i, doc) in docs.iter().enumerate() {
+        let id = doc
+            .get("_id")
+            .map_err(|e| e.to_string())?
+            .ok_or("a document without `_id` collided with another")?;
+        updates.push(rawdoc! {"q": {"_id": id}, "u": (*doc).clone(), "upsert": true});
+        size += doc.as_bytes().len();
+        if size >= REPLACE_BYTES || i + 1 == docs.len() {
+            let cmd =
+                rawdoc! {"update": coll, "updates": std::mem::take(&mut updates), "ordered": false};
+            size = 0;
+            let reply = db.run_raw_command(cmd).await.map_err(|e| e.to_string())?;
+            if let Ok(errors) = reply.get_array("writeErrors")
+                && let Some(Bson::Document(first)) = errors.first()
+            {
+                return Err(format!(
+                    "a document could not be replaced: {}",
+                    first.get_str("errmsg").unwrap_or("unknown error")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Create the collection with the options it had, unless it exists.
+async fn ensure_collection(
+    db: &Database,
+    name: &str,
+    meta: Option<&Document>,
+) -> Result<(), mongodb::error::Error> {
+    let existing = db
+        .list_collection_names()
+        .filter(doc! {"name": name})
+        .await?;
+    if !existing.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = doc! {"create": name};
+    if let Some(options) = meta.and_then(|m| m.get_document("options").ok()) {
+        for (k, v) in options {
+            cmd.insert(k.clone(), v.clone());
+        }
+    }
+    match db.run_command(cmd).await {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(&*e.kind, ErrorKind::Command(c) if c.code == NAMESPACE_EXISTS) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Recreate the indexes of the metadata (all but `_id`'s). Returns how many.
+async fn create_indexes(
+    db: &Database,
+    coll: &str,
+    meta: &Document,
+) -> Result<usize, mongodb::error::Error> {
+    let mut specs = Vec::new();
+    for ix in meta
+        .get_array("indexes")
+        .map(|a| a.as_slice())
+        .unwrap_or(&[])
+    {
+        let Some(ix) = ix.as_document() else { continue };
+        if ix.get_str("name").ok() == Some("_id_") {
+            continue;
+        }
+        let mut spec = ix.clone();
+        for server_owned in ["v", "ns", "background"] {
+            spec.remove(server_owned);
+        }
+        specs.push(Bson::Document(spec));
+    }
+    if specs.is_empty() {
+        return Ok(0);
+    }
+    let n = specs.len();
+    db.run_command(doc! {"createIndexes": coll, "indexes": specs})
+        .await?;
+    Ok(n)
+}

@@ -1,0 +1,231 @@
+//! Reading an archive back: gzip, then tar, each member's path and type checked before
+//! anything uses it, and a SHA-256 of the whole file computed on the way.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Component, Path};
+
+use flate2::read::MultiGzDecoder;
+use sha2::{Digest, Sha256};
+
+use crate::export::archive::hex;
+
+/// Something wrong with an archive, and where.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The member (path inside the archive), or the part of the file, concerned.
+    pub member: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(member: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            member: member.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.member, self.message)
+    }
+}
+
+/// The whole file, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// A reader that hashes what passes through it.
+pub struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    pub fn new(inner: R) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn finish(self) -> (String, u64) {
+        (hex(&self.hasher.finalize()), self.bytes)
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// A member path that stays inside the folder it is extracted to: relative, no `..`,
+/// no drive or root, no backslash tricks, UTF-8.
+pub fn check_member_path(raw: &[u8]) -> Result<String, String> {
+    let path = std::str::from_utf8(raw).map_err(|_| "the path is not UTF-8".to_string())?;
+    if path.is_empty() {
+        return Err("the path is empty".into());
+    }
+    if path.contains('\0') {
+        return Err("the path contains a NUL byte".into());
+    }
+    if path.starts_with('/') || path.starts_with('\\') || path.contains(':') {
+        return Err("the path is absolute".into());
+    }
+    for part in path.split(['/', '\\']) {
+        if part == ".." {
+            return Err("the path escapes the target folder (`..`)".into());
+        }
+    }
+    if !Path::new(path)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err("the path is not a plain relative path".into());
+    }
+    Ok(path.to_string())
+}
+
+/// What went wrong while reading the file, in words for the operator.
+pub fn describe_io(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => "the archive ends early (truncated)".to_string(),
+        io::ErrorKind::NotFound => "the archive file is missing".to_string(),
+        _ => format!("unreadable: {e}"),
+    }
+}
+
+/// Stream every member of the archive at `path` to `visit` (path, size, content, and
+/// `problems` to add to), after checking that its path is safe and that it is a regular file. Unsafe or
+/// unexpected entries are reported in `problems` and never given to `visit`. Returns
+/// the digest of the whole file, or `None` when reading stopped at a fatal problem
+/// (also in `problems`).
+pub fn for_each_member(
+    path: &Path,
+    problems: &mut Vec<Problem>,
+    mut visit: impl FnMut(&str, u64, &mut dyn Read, &mut Vec<Problem>) -> io::Result<()>,
+) -> Option<FileDigest> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            problems.push(Problem::new("archive", describe_io(&e)));
+            return None;
+        }
+    };
+    let mut archive = tar::Archive::new(MultiGzDecoder::new(Hashing::new(
+        BufReader::with_capacity(1 << 20, file),
+    )));
+    let entries = match archive.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(Problem::new("archive", describe_io(&e)));
+            return None;
+        }
+    };
+    let mut last: Option<String> = None;
+    let where_header = |last: &Option<String>| match last {
+        Some(m) => format!("the tar header after {m}"),
+        None => "the first tar header".to_string(),
+    };
+    for entry in entries {
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(Problem::new(where_header(&last), describe_io(&e)));
+                return None;
+            }
+        };
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let kind = entry.header().entry_type();
+        if !kind.is_file() {
+            problems.push(Problem::new(
+                shown.clone(),
+                format!("is a {kind:?} entry; dcb archives hold only regular files (refused)"),
+            ));
+            last = Some(shown);
+            continue;
+        }
+        let name = match check_member_path(&raw) {
+            Ok(n) => n,
+            Err(why) => {
+                problems.push(Problem::new(shown.clone(), format!("{why} (refused)")));
+                last = Some(shown);
+                continue;
+            }
+        };
+        let size = entry.header().size().unwrap_or(0);
+        if let Err(e) = visit(&name, size, &mut entry, problems) {
+            problems.push(Problem::new(name, describe_io(&e)));
+            return None;
+        }
+        last = Some(name);
+    }
+    // Read to the real end: the gzip trailers after the tar's end blocks, and
+    // anything appended after them, must pass through the decoder and the hash too.
+    let mut rest = archive.into_inner();
+    if let Err(e) = io::copy(&mut rest, &mut io::sink()) {
+        problems.push(Problem::new(
+            "the end of the archive (after the last member)",
+            describe_io(&e),
+        ));
+        return None;
+    }
+    let hashing = rest.into_inner();
+    let (sha256, size) = hashing.finish();
+    Some(FileDigest { sha256, size })
+}
+
+/// The SHA-256 and size of a file, read from disk.
+pub fn file_digest(path: &Path) -> io::Result<FileDigest> {
+    let mut h = Hashing::new(File::open(path)?);
+    io::copy(&mut h, &mut io::sink())?;
+    let (sha256, size) = h.finish();
+    Ok(FileDigest { sha256, size })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_paths_must_stay_inside() {
+        for ok in [
+            "db/c.bson",
+            "dcb-manifest.hot.db.c.json",
+            "db/a.b.c.metadata.json",
+        ] {
+            assert_eq!(check_member_path(ok.as_bytes()).unwrap(), ok);
+        }
+        for bad in [
+            "../x",
+            "db/../../etc/passwd",
+            "/etc/passwd",
+            "\\windows\\x",
+            "C:\\x",
+            "c:x",
+            "db\\..\\..\\x",
+            "",
+            "a\0b",
+        ] {
+            assert!(check_member_path(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert!(check_member_path(&[0xff, b'a']).is_err());
+    }
+}

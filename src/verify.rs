@@ -1,0 +1,275 @@
+//! Proving an archive is what its manifest says: gzip and tar integrity, every
+//! member's SHA-256 and size, the `.bson` member a sequence of well-formed documents
+//! with the manifest's count, the metadata JSON readable, and the whole file's hash.
+
+pub mod log;
+pub mod sample;
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use bson::RawDocumentBuf;
+use serde_json::Value;
+
+use crate::bson_stream::{BsonError, BsonReader};
+use crate::export::manifest::Manifest;
+use crate::unpack::{self, FileDigest, Hashing, Problem};
+
+/// The most a JSON member may hold; dcb writes a few KB.
+const MAX_JSON_MEMBER: u64 = 16 * 1024 * 1024;
+
+/// What one archive turned out to hold.
+#[derive(Debug)]
+pub struct Report {
+    pub archive: PathBuf,
+    /// The manifest checked against: the one beside the archive, else the copy inside.
+    pub manifest: Option<Manifest>,
+    pub problems: Vec<Problem>,
+    /// Documents read from the `.bson` member.
+    pub documents: u64,
+    /// The `.metadata.json` member, parsed.
+    pub metadata: Option<Value>,
+    /// Documents drawn at random from the `.bson` member (`--sample`).
+    pub sample: Vec<RawDocumentBuf>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Seen {
+    size: u64,
+    sha256: String,
+}
+
+/// Read the archive at `path` once and check it against `beside` (the manifest next to
+/// it), or against the manifest inside when there is none beside it.
+pub fn check(path: &Path, beside: Option<&Manifest>, sample: usize) -> Report {
+    let mut problems = Vec::new();
+    let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+    let mut bson_members: Vec<(String, u64)> = Vec::new();
+    let mut metadata = None;
+    let mut inner: Option<Manifest> = None;
+    let mut reservoir = sample::Reservoir::new(sample);
+
+    let digest = unpack::for_each_member(path, &mut problems, |name, size, r, problems| {
+        if seen.contains_key(name) {
+            problems.push(Problem::new(name, "appears twice in the archive"));
+        }
+        let mut h = Hashing::new(r);
+        if name.ends_with(".bson") {
+            let (count, bad) = read_bson(&mut h, &mut reservoir)?;
+            if let Some(e) = bad {
+                problems.push(Problem::new(name, e));
+            }
+            bson_members.push((name.to_string(), count));
+        } else if name.ends_with(".metadata.json") || is_manifest_member(name) {
+            if size > MAX_JSON_MEMBER {
+                problems.push(Problem::new(
+                    name,
+                    format!(
+                        "is {size} bytes; a JSON member over {MAX_JSON_MEMBER} bytes is not dcb's"
+                    ),
+                ));
+                io::copy(&mut h, &mut io::sink())?;
+            } else {
+                let mut data = Vec::with_capacity(size as usize);
+                h.read_to_end(&mut data)?;
+                if is_manifest_member(name) {
+                    match serde_json::from_slice::<Manifest>(&data) {
+                        Ok(m) => inner = Some(m),
+                        Err(e) => {
+                            problems.push(Problem::new(name, format!("is not a dcb manifest: {e}")))
+                        }
+                    }
+                } else {
+                    match serde_json::from_slice::<Value>(&data) {
+                        Ok(v) => metadata = Some(v),
+                        Err(e) => {
+                            problems.push(Problem::new(name, format!("is not valid JSON: {e}")))
+                        }
+                    }
+                }
+            }
+        } else {
+            io::copy(&mut h, &mut io::sink())?;
+        }
+        let (sha256, size) = h.finish();
+        seen.insert(name.to_string(), Seen { size, sha256 });
+        Ok(())
+    });
+    let complete = digest.is_some();
+
+    let manifest = beside.cloned().or_else(|| inner.clone());
+    let documents = bson_members.iter().map(|(_, n)| n).sum();
+    match &manifest {
+        None => problems.push(Problem::new(
+            "manifest",
+            "there is no manifest beside the archive, and none inside it",
+        )),
+        Some(m) => compare(
+            m,
+            beside.is_some(),
+            inner.as_ref(),
+            &seen,
+            &bson_members,
+            complete,
+            digest.as_ref(),
+            &mut problems,
+        ),
+    }
+    Report {
+        archive: path.to_path_buf(),
+        manifest,
+        problems,
+        documents,
+        metadata,
+        sample: reservoir.into_items(),
+    }
+}
+
+fn is_manifest_member(name: &str) -> bool {
+    !name.contains('/') && name.starts_with("dcb-manifest.") && name.ends_with(".json")
+}
+
+/// Count the documents of a `.bson` member; a content error ends the count (the rest
+/// of the member is still read, so its hash is complete). I/O errors are fatal.
+fn read_bson(
+    r: &mut impl Read,
+    reservoir: &mut sample::Reservoir,
+) -> io::Result<(u64, Option<String>)> {
+    let mut reader = BsonReader::new(&mut *r);
+    let mut count = 0u64;
+    let bad = loop {
+        match reader.next_document() {
+            Ok(Some(doc)) => {
+                count += 1;
+                reservoir.offer(doc);
+            }
+            Ok(None) => break None,
+            Err(BsonError::Io(e)) => return Err(e),
+            Err(e) => break Some(format!("{e} (after {count} good documents)")),
+        }
+    };
+    drop(reader);
+    if bad.is_some() {
+        io::copy(r, &mut io::sink())?;
+    }
+    Ok((count, bad))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    m: &Manifest,
+    is_beside: bool,
+    inner: Option<&Manifest>,
+    seen: &BTreeMap<String, Seen>,
+    bson_members: &[(String, u64)],
+    complete: bool,
+    digest: Option<&FileDigest>,
+    problems: &mut Vec<Problem>,
+) {
+    let members_ok_before = problems.is_empty();
+    let manifest_member = Manifest::member_path(&m.policy, &m.database, &m.collection);
+    for expected in &m.members {
+        match seen.get(&expected.path) {
+            None if complete => problems.push(Problem::new(
+                &expected.path,
+                "is missing from the archive (the manifest lists it)",
+            )),
+            None => problems.push(Problem::new(
+                &expected.path,
+                "was not reached: the archive is unreadable before it",
+            )),
+            Some(s) if s.size != expected.size => problems.push(Problem::new(
+                &expected.path,
+                format!(
+                    "holds {} bytes; the manifest says {}",
+                    s.size, expected.size
+                ),
+            )),
+            Some(s) if s.sha256 != expected.sha256 => problems.push(Problem::new(
+                &expected.path,
+                format!(
+                    "SHA-256 is {}; the manifest says {}",
+                    short(&s.sha256),
+                    short(&expected.sha256)
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    for name in seen.keys() {
+        if *name != manifest_member && !m.members.iter().any(|e| &e.path == name) {
+            problems.push(Problem::new(
+                name,
+                "is not listed in the manifest (unexpected member)",
+            ));
+        }
+    }
+    let bson_path = format!("{}/{}.bson", m.database, m.collection);
+    if let Some((_, count)) = bson_members.iter().find(|(p, _)| *p == bson_path)
+        && *count != m.documents
+    {
+        problems.push(Problem::new(
+            &bson_path,
+            format!("holds {count} documents; the manifest says {}", m.documents),
+        ));
+    }
+    if is_beside && complete {
+        match inner {
+            None => problems.push(Problem::new(
+                &manifest_member,
+                "is missing from the archive",
+            )),
+            Some(inner) => {
+                let mut outer = m.clone();
+                outer.archive_sha256 = None;
+                outer.archive_size = None;
+                if *inner != outer {
+                    problems.push(Problem::new(
+                        &manifest_member,
+                        "differs from the manifest beside the archive",
+                    ));
+                }
+            }
+        }
+    }
+    if let (Some(d), Some(expected)) = (digest, &m.archive_sha256)
+        && d.sha256 != *expected
+    {
+        let why = if members_ok_before && problems.is_empty() {
+            "; every member is intact, so the damage is in the gzip framing"
+        } else {
+            ""
+        };
+        problems.push(Problem::new(
+            "archive file",
+            format!(
+                "SHA-256 is {}; the manifest says {}{why}",
+                short(&d.sha256),
+                short(expected)
+            ),
+        ));
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(16)]
+}
+
+/// The manifest beside `archive`, if there is a readable one.
+pub fn manifest_beside(archive: &Path) -> Result<Option<Manifest>, String> {
+    let path = Manifest::beside(archive);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: not a dcb manifest: {e}", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}

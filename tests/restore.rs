@@ -1,0 +1,456 @@
+//! `dcb restore`, `dcb verify` and `dcb list` against the real test server: several
+//! incremental runs of a changing data set come back byte for byte, `--until` cuts at
+//! exactly the right document, restoring twice changes nothing, and a corrupt archive
+//! stops a restore before it writes anything.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{DateTime, Document, RawDocumentBuf, doc, oid::ObjectId};
+use mongodb::options::IndexOptions;
+use mongodb::{Database, IndexModel};
+use support::{Run, Scratch};
+
+fn dcb(s: &Scratch, args: &[&str]) -> Run {
+    Run::from(
+        s.dcb()
+            .args(args)
+            .env("DCB_MONGODB_URI", &support::server().uri)
+            .output()
+            .unwrap(),
+    )
+}
+
+/// Every document of a collection, raw, by `_id` (as extended JSON).
+async fn raw_docs(db: &Database, coll: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut cursor = db
+        .collection::<RawDocumentBuf>(coll)
+        .find(doc! {})
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    while let Some(d) = cursor.try_next().await.unwrap() {
+        let id = d.get_object_id("_id").unwrap().to_hex();
+        out.insert(id, d.as_bytes().to_vec());
+    }
+    out
+}
+
+async fn index_names(db: &Database, coll: &str) -> Vec<String> {
+    let mut names = db
+        .collection::<Document>(coll)
+        .list_index_names()
+        .await
+        .unwrap();
+    names.sort();
+    names
+}
+
+fn policy(db: &str, settle: &str) -> String {
+    format!(
+        "name: p\nschedule: \"0 * * * *\"\ndatabase: {db}\nwindow: {{initial: all, settle: {settle}}}\n\
+         collections: [scans, {{name: roles, mode: snapshot, timeField: updatedAt}}]\nretention: 7d\n"
+    )
+}
+
+async fn add_scans(db: &Database, n: usize, at: DateTime) -> Vec<ObjectId> {
+    let docs: Vec<Document> = (0..n)
+        .map(|i| {
+            doc! {
+                "_id": ObjectId::new(),
+                "createdAt": at,
+                "barcode": format!("BC-{}-{i:05}", at.timestamp_millis()),
+                "station": format!("S{}", i % 7),
+                "measure": {"v": i as f64 * 0.5, "ok": i % 3 != 0, "tags": ["a", "b"]},
+            }
+        })
+        .collect();
+    let ids = docs
+        .iter()
+        .map(|d| d.get_object_id("_id").unwrap())
+        .collect();
+    db.collection::<Document>("scans")
+        .insert_many(docs)
+        .await
+        .unwrap();
+    ids
+}
+
+fn list_json(s: &Scratch) -> Vec<serde_json::Value> {
+    let run = dcb(s, &["list", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+// Three incremental runs of a changing data set (new scans; roles edited and deleted
+// between snapshots), restored into a new database: the same `_id`s and the same
+// bytes, the indexes back; restoring again changes nothing.
+#[tokio::test]
+async fn incremental_runs_restore_byte_for_byte_and_idempotently() {
+    let client = support::client().await;
+    let src_name = support::unique_db("rt_src");
+    let dst_name = format!("{src_name}_restored");
+    let src = client.database(&src_name);
+    let dst = client.database(&dst_name);
+    let unique = IndexOptions::builder().unique(true).build();
+    let scans = src.collection::<Document>("scans");
+    scans
+        .create_index(IndexModel::builder().keys(doc! {"createdAt": 1}).build())
+        .await
+        .unwrap();
+    scans
+        .create_index(
+            IndexModel::builder()
+                .keys(doc! {"barcode": 1})
+                .options(unique.clone())
+                .build(),
+        )
+        .await
+        .unwrap();
+    let roles = src.collection::<Document>("roles");
+    let past = DateTime::from_millis(DateTime::now().timestamp_millis() - 3 * 86_400_000);
+    add_scans(&src, 300, past).await;
+    roles
+        .insert_many(
+            (0..6).map(|i| doc! {"name": format!("role{i}"), "updatedAt": past, "rights": [i]}),
+        )
+        .await
+        .unwrap();
+
+    let s = Scratch::new();
+    s.write("policies/p.yaml", &policy(&src_name, "0s"));
+    for round in 0..3 {
+        if round > 0 {
+            add_scans(&src, 150, DateTime::now()).await;
+            roles
+                .update_one(
+                    doc! {"name": format!("role{round}")},
+                    doc! {"$set": {"rights": [round, 99], "updatedAt": DateTime::now()}},
+                )
+                .await
+                .unwrap();
+            roles
+                .delete_one(doc! {"name": format!("role{}", round + 3)})
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let run = dcb(&s, &["run", "--policy", "p"]);
+        assert_eq!(run.code, 0, "round {round}: {}{}", run.stdout, run.stderr);
+    }
+    let listed = list_json(&s);
+    let scans_archives = listed.iter().filter(|e| e["collection"] == "scans").count();
+    assert_eq!(scans_archives, 3, "{listed:#?}");
+    assert!(listed.iter().all(|e| e["verified"].is_null()));
+
+    // Dry run: the plan, and nothing written.
+    let run = dcb(
+        &s,
+        &[
+            "restore",
+            "--policy",
+            "p",
+            "--to-database",
+            &dst_name,
+            "--dry-run",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(&format!(
+            "{src_name}.scans (p) -> {dst_name}.scans: 3 archives, 600 documents"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !client
+            .list_database_names()
+            .await
+            .unwrap()
+            .contains(&dst_name)
+    );
+
+    let run = dcb(
+        &s,
+        &["restore", "--policy", "p", "--to-database", &dst_name],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("600 documents (600 inserted, 0 replaced)"),
+        "{}",
+        run.stdout
+    );
+    let want_scans = raw_docs(&src, "scans").await;
+    let want_roles = raw_docs(&src, "roles").await;
+    assert_eq!(want_scans.len(), 600);
+    assert_eq!(want_roles.len(), 4);
+    assert_eq!(raw_docs(&dst, "scans").await, want_scans);
+    // Roles come from the newest snapshot only: deleted roles stay deleted.
+    assert_eq!(raw_docs(&dst, "roles").await, want_roles);
+    assert_eq!(
+        index_names(&dst, "scans").await,
+        ["_id_", "barcode_1", "createdAt_1"]
+    );
+
+    // Again: everything is already there, so everything is replaced by itself.
+    let run = dcb(
+        &s,
+        &["restore", "--policy", "p", "--to-database", &dst_name],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("600 documents (0 inserted, 600 replaced)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(raw_docs(&dst, "scans").await, want_scans);
+    assert_eq!(raw_docs(&dst, "roles").await, want_roles);
+
+    // --drop and --to-collection: one collection under a new name.
+    let run = dcb(
+        &s,
+        &[
+            "restore",
+            "--policy",
+            "p",
+            "--collection",
+            "scans",
+            "--to-database",
+            &dst_name,
+            "--to-collection",
+            "scans_copy",
+            "--drop",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(raw_docs(&dst, "scans_copy").await, want_scans);
+
+    // Into the source database only with --in-place.
+    let run = dcb(
+        &s,
+        &["restore", "--policy", "p", "--to-database", &src_name],
+    );
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("--in-place"), "{}", run.stderr);
+
+    // verify: every archive is good, and the catalog says so.
+    let run = dcb(&s, &["verify"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("6 archives checked: 6 ok, 0 corrupt"),
+        "{}",
+        run.stdout
+    );
+    // Samples: scans never change; roles were edited and deleted after the first
+    // snapshots, which is information, not corruption.
+    let run = dcb(&s, &["verify", "--sample", "20", "--json"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let (mut scans_same, mut roles_moved) = (0, 0);
+    for a in v["archives"].as_array().unwrap() {
+        let sample = &a["sample"];
+        assert_eq!(
+            sample["checked"],
+            sample["unchanged"].as_u64().unwrap()
+                + sample["changed"].as_u64().unwrap()
+                + sample["deleted"].as_u64().unwrap()
+        );
+        if a["archive"].as_str().unwrap().ends_with(".scans.tar.gz") {
+            assert_eq!(sample["unchanged"], sample["checked"], "{a}");
+            scans_same += sample["unchanged"].as_u64().unwrap();
+        } else {
+            roles_moved +=
+                sample["changed"].as_u64().unwrap() + sample["deleted"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(scans_same, 60);
+    // Round 0's snapshot: role1, role2 changed, role4, role5 deleted; round 1's: role2
+    // changed, role5 deleted.
+    assert_eq!(roles_moved, 6, "{v:#}");
+    let listed = list_json(&s);
+    assert!(
+        listed.iter().all(|e| e["verified"]["ok"] == true),
+        "{listed:#?}"
+    );
+    let table = dcb(&s, &["list", "--collection", "scans"]);
+    assert!(table.stdout.contains("ARCHIVE"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("3 archives, 600 documents"),
+        "{}",
+        table.stdout
+    );
+}
+
+// `--until` restores exactly the documents before TIME, from the archives whose window
+// starts before it.
+#[tokio::test]
+async fn until_restores_exactly_the_documents_before_time() {
+    let client = support::client().await;
+    let src_name = support::unique_db("until_src");
+    let dst_name = format!("{src_name}_restored");
+    let src = client.database(&src_name);
+    let now = DateTime::now().timestamp_millis();
+    let minute = 60_000;
+    // One document a minute over the last three hours.
+    let docs: Vec<Document> = (0..180)
+        .map(|i| doc! {"createdAt": DateTime::from_millis(now - (180 - i) * minute), "i": i})
+        .collect();
+    src.collection::<Document>("scans")
+        .insert_many(docs)
+        .await
+        .unwrap();
+    src.collection::<Document>("roles")
+        .insert_one(doc! {"name": "admin", "updatedAt": DateTime::from_millis(now)})
+        .await
+        .unwrap();
+
+    // Two archives: everything until 90 minutes ago, then the rest.
+    let s = Scratch::new();
+    s.write("policies/p.yaml", &policy(&src_name, "90m"));
+    let run = dcb(&s, &["run", "--policy", "p"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    s.write("policies/p.yaml", &policy(&src_name, "0s"));
+    let run = dcb(&s, &["run", "--policy", "p"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        support::archives(&s.path().join("backups"), "p", "scans").len(),
+        2
+    );
+
+    for (minutes_ago, archives) in [(120, 1), (60, 2), (45, 2)] {
+        let until_ms = now - minutes_ago * minute + 1;
+        let until = chrono::DateTime::from_timestamp_millis(until_ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let target = format!("{dst_name}_{minutes_ago}");
+        let run = dcb(
+            &s,
+            &[
+                "restore",
+                "--policy",
+                "p",
+                "--collection",
+                "scans",
+                "--until",
+                &until,
+                "--to-database",
+                &target,
+            ],
+        );
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout.contains(&format!("{archives} archive")),
+            "{until}: {}",
+            run.stdout
+        );
+        let want: Vec<i64> = (0..180)
+            .filter(|i| now - (180 - i) * minute < until_ms)
+            .collect();
+        let mut got: Vec<i64> = client
+            .database(&target)
+            .collection::<Document>("scans")
+            .find(doc! {})
+            .await
+            .unwrap()
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.get_i64("i").unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "until {until}");
+    }
+    // Before the first document's archive window ends there is still the first
+    // archive (it starts at the beginning), but nothing before any document.
+    let run = dcb(
+        &s,
+        &[
+            "restore",
+            "--until",
+            "2000-01-01T00:00:00Z",
+            "--to-database",
+            &format!("{dst_name}_none"),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let n = client
+        .database(&format!("{dst_name}_none"))
+        .collection::<Document>("scans")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    // A time that is not one.
+    let run = dcb(&s, &["restore", "--until", "soon", "--to-database", "x"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("RFC 3339"), "{}", run.stderr);
+}
+
+fn flip(path: &Path, at: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at as usize] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+// A corrupt archive stops the restore before the first write, naming archive and
+// member; `dcb verify` exits 1 and says the same.
+#[tokio::test]
+async fn corrupt_archive_stops_restore_with_target_untouched() {
+    let client = support::client().await;
+    let src_name = support::unique_db("corrupt_src");
+    let dst_name = format!("{src_name}_restored");
+    let src = client.database(&src_name);
+    add_scans(
+        &src,
+        2000,
+        DateTime::from_millis(DateTime::now().timestamp_millis() - 1000),
+    )
+    .await;
+    let s = Scratch::new();
+    s.write(
+        "policies/p.yaml",
+        &format!("name: p\nschedule: \"0 * * * *\"\ndatabase: {src_name}\nwindow: {{initial: all, settle: 0s}}\ncollections: [scans]\nretention: 7d\n"),
+    );
+    let run = dcb(&s, &["run", "--policy", "p"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let archive = support::archives(&s.path().join("backups"), "p", "scans").remove(0);
+    let len = std::fs::metadata(&archive).unwrap().len();
+    flip(&archive, len / 2);
+
+    let run = dcb(&s, &["verify"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("CORRUPT"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("{src_name}/scans.bson")),
+        "{}",
+        run.stdout
+    );
+
+    let run = dcb(&s, &["restore", "--to-database", &dst_name]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("is corrupt"), "{}", run.stderr);
+    assert!(run.stderr.contains("nothing was written"), "{}", run.stderr);
+    assert!(
+        !client
+            .list_database_names()
+            .await
+            .unwrap()
+            .contains(&dst_name)
+    );
+    let listed = list_json(&s);
+    assert_eq!(listed[0]["verified"]["ok"], false, "{listed:#?}");
+
+    // A missing archive is reported by verify too.
+    std::fs::remove_file(&archive).unwrap();
+    let run = dcb(&s, &["verify"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("is missing"), "{}", run.stdout);
+}
