@@ -117,6 +117,18 @@ async fn runs_on_schedule_and_reports_status() {
         (runs_of(&serve.root, &id) >= 3).then_some(())
     });
 
+    // Each new archive is read back and the result recorded for `dcb list`.
+    let verified = eventually(10, "a verification in verify.log", || {
+        std::fs::read_to_string(serve.root.join("logs/verify.log")).ok()
+    });
+    let first: serde_json::Value = serde_json::from_str(verified.lines().next().unwrap()).unwrap();
+    assert_eq!(first["ok"], true, "{verified}");
+    assert_eq!(first["documents"], 50, "{verified}");
+    assert!(
+        first["archive"].as_str().unwrap().starts_with("tick/"),
+        "{verified}"
+    );
+
     // Runs start on the even seconds the schedule names (allowing for start-up).
     let read_log = || -> String {
         std::fs::read_dir(serve.root.join("logs"))
