@@ -57,6 +57,20 @@ def wait_ready(uri: str, proc: subprocess.Popen, timeout: float) -> None:
     sys.exit(f"test server did not answer hello within {timeout}s: {last}")
 
 
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"test server exited early with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    sys.exit(f"test server did not listen on {port} within {timeout}s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
@@ -86,7 +100,10 @@ def main() -> None:
 
     tls = "--tls-cert-file" in args.extra
     uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    if not tls:
+    if tls:
+        # The readiness probe would need the test's certificates: wait for the port.
+        wait_listening(port, proc, args.timeout)
+    else:
         wait_ready(uri, proc, args.timeout)
     print(f"READY {uri}", flush=True)
 

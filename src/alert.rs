@@ -240,15 +240,7 @@ impl Alerter {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 crate::storage::create_dir(dir)?;
             }
-            let mut opts = std::fs::OpenOptions::new();
-            opts.create(true).append(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            // One write per line: with O_APPEND concurrent writers never interleave.
-            opts.open(path)?.write_all(format!("{line}\n").as_bytes())
+            crate::storage::open_append(path)?.write_all(format!("{line}\n").as_bytes())
         })();
         if let Err(e) = result {
             tracing::warn!(error = %e, file = %path.display(), "cannot append to the alerts log");

@@ -100,6 +100,34 @@ pub struct MongoConfig {
     /// `DCB_MONGODB_URI` overrides it. Default: `mongodb://127.0.0.1:27017`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+
+    /// User name, when the URI names none (e.g. with `passwordFile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+
+    /// File whose first line is the password (relative paths are read from this file's
+    /// folder). Keeps the password out of the URI, the environment and this file.
+    /// `DCB_MONGODB_PASSWORD_FILE` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+
+    /// TLS to MongoDB. URI options (`tls=true&tlsCAFile=...`) work too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<MongoTls>,
+}
+
+/// TLS to MongoDB (paths relative to this file's folder).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MongoTls {
+    /// PEM file of the certificate authorities to trust. Default: the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+
+    /// PEM file holding the client certificate and its private key, for servers that
+    /// require one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_key_file: Option<String>,
 }
 
 /// Health checks of the running service.
@@ -313,11 +341,23 @@ pub struct Settings {
     pub config: ConfigFile,
     /// Contains credentials: print only through `redact::uri`.
     pub mongodb_uri: String,
+    /// How to log in and encrypt beyond what the URI says.
+    pub mongodb_extra: MongoExtra,
     pub database: Option<String>,
     pub backup_root: PathBuf,
     pub policies_dir: PathBuf,
     pub timezone: Tz,
     pub concurrency: usize,
+}
+
+/// Connection settings beyond the URI, with paths resolved.
+#[derive(Debug, Clone, Default)]
+pub struct MongoExtra {
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_certificate_key_file: Option<PathBuf>,
+    pub tls: bool,
 }
 
 impl Settings {
@@ -362,6 +402,19 @@ impl Settings {
             .filter(|v| !v.is_empty())
             .or_else(|| config.mongodb.uri.clone())
             .unwrap_or_else(|| DEFAULT_URI.to_string());
+        let tls = config.mongodb.tls.clone();
+        let mongodb_extra = MongoExtra {
+            username: config.mongodb.username.clone(),
+            password_file: env("DCB_MONGODB_PASSWORD_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| from_file(&config.mongodb.password_file)),
+            tls_ca_file: tls.as_ref().and_then(|t| from_file(&t.ca_file)),
+            tls_certificate_key_file: tls
+                .as_ref()
+                .and_then(|t| from_file(&t.certificate_key_file)),
+            tls: tls.is_some(),
+        };
         let timezone = match &config.timezone {
             Some(tz) => parse_timezone(tz).unwrap_or(Tz::UTC),
             None => system_timezone(),
@@ -374,6 +427,7 @@ impl Settings {
                 .map_or(DEFAULT_CONCURRENCY, |c| c as usize),
             config,
             mongodb_uri,
+            mongodb_extra,
             backup_root,
             policies_dir,
             timezone,

@@ -4,6 +4,7 @@
 //! export → storage, retention, state, alerts.
 
 pub mod alert;
+pub mod audit;
 pub mod bson_stream;
 pub mod catalog;
 pub mod cli;

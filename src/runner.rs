@@ -10,6 +10,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use mongodb::Client;
 use tokio::sync::Semaphore;
 
+use crate::audit;
 use crate::config::Settings;
 use crate::export::{self, ExportError, ExportJob, ExportOutcome, Progress};
 use crate::plan::{JobSpec, PolicyPlan};
@@ -213,6 +214,12 @@ async fn run_job(
         }
         Ok(o) => {
             record_success(settings, &job, o);
+            let mut entry = audit_entry(&job.spec, true)
+                .detail(format!("{} documents, {} bytes", o.documents, o.bytes));
+            if let Some(a) = &o.archive {
+                entry = entry.archive(crate::verify::log::archive_key(&settings.backup_root, a));
+            }
+            audit::append(&settings.backup_root, &entry);
             tracing::info!(
                 job = %id,
                 documents = o.documents,
@@ -227,6 +234,10 @@ async fn run_job(
         }
         Err(e) => {
             record_failure(settings, &job.spec, e);
+            audit::append(
+                &settings.backup_root,
+                &audit_entry(&job.spec, false).detail(e.clone()),
+            );
             tracing::error!(job = %id, error = %e, "export failed");
         }
     }
@@ -284,4 +295,10 @@ fn record_failure(settings: &Settings, spec: &JobSpec, error: &str) {
     if let Err(e) = result {
         tracing::error!(error = %e, "cannot write state.json");
     }
+}
+
+fn audit_entry(spec: &JobSpec, ok: bool) -> audit::Entry {
+    audit::Entry::new(audit::Operation::Run, ok)
+        .policy(spec.policy.clone())
+        .source(format!("{}.{}", spec.database, spec.collection.name))
 }

@@ -419,6 +419,7 @@ impl Service {
             .collect();
         let plan = retention::compute(&found, std::slice::from_ref(policy), Utc::now());
         let report = retention::apply(&plan);
+        crate::audit::prune(&settings.backup_root, &plan, &report);
         for (path, e) in &report.errors {
             tracing::error!(archive = %path.display(), error = %e, "retention could not delete an archive");
         }

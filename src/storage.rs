@@ -55,6 +55,19 @@ pub fn create_new(path: &Path) -> io::Result<File> {
     opts.open(path)
 }
 
+/// Open a log file for appending (created owner-only on Unix). Write each record with
+/// one `write_all`: with O_APPEND, concurrent writers never interleave lines.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
 /// Create a folder (and parents), owner-only on Unix.
 pub fn create_dir(path: &Path) -> io::Result<()> {
     let mut b = fs::DirBuilder::new();

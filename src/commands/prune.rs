@@ -116,6 +116,7 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Exit {
         .collect();
     let report = retention::apply(&plan);
     drop(locks);
+    crate::audit::prune(root, &plan, &report);
     let bytes: u64 = report.deleted.iter().filter_map(|p| sizes.get(p)).sum();
 
     for path in &report.deleted {

@@ -134,6 +134,17 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
         }
         match result {
             Ok(o) => {
+                crate::audit::append(
+                    root,
+                    &crate::audit::Entry::new(crate::audit::Operation::Restore, true)
+                        .policy(chain.policy.clone())
+                        .source(o.source.clone())
+                        .target(o.target.clone())
+                        .detail(format!(
+                            "{} archives, {} inserted, {} replaced, {} left out by --until",
+                            o.archives, o.inserted, o.replaced, o.skipped
+                        )),
+                );
                 tracing::info!(source = %o.source, target = %o.target, read = o.read, inserted = o.inserted, replaced = o.replaced, skipped = o.skipped, "restored");
                 if !args.quiet {
                     let mut line = format!(
@@ -158,6 +169,14 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
             }
             Err(e) => {
                 let e = crate::redact::text(&e, &settings.mongodb_uri);
+                crate::audit::append(
+                    root,
+                    &crate::audit::Entry::new(crate::audit::Operation::Restore, false)
+                        .policy(chain.policy.clone())
+                        .source(chain.source())
+                        .target(chain.target())
+                        .detail(e.clone()),
+                );
                 tracing::error!(error = %e, "restore failed");
                 eprintln!("error: {e}");
                 failed = true;

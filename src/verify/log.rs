@@ -53,14 +53,7 @@ pub fn append(root: &Path, record: &Record) -> std::io::Result<()> {
     storage::create_dir(&storage::logs_dir(root))?;
     let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    let mut opts = std::fs::OpenOptions::new();
-    opts.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path)?.write_all(&line)
+    storage::open_append(&path)?.write_all(&line)
 }
 
 /// The latest record of each archive. Unreadable lines are skipped.
@@ -90,5 +83,18 @@ pub fn record(root: &Path, report: &crate::verify::Report) -> Record {
     if let Err(e) = append(root, &record) {
         tracing::warn!(error = %e, "cannot record the verification in verify.log");
     }
+    let mut audit = crate::audit::Entry::new(crate::audit::Operation::Verify, record.ok)
+        .archive(record.archive.clone())
+        .detail(if record.ok {
+            format!("{} documents", record.documents)
+        } else {
+            record.problems.join("; ")
+        });
+    if let Some(m) = &report.manifest {
+        audit = audit
+            .policy(m.policy.clone())
+            .source(format!("{}.{}", m.database, m.collection));
+    }
+    crate::audit::append(root, &audit);
     record
 }

@@ -1,0 +1,158 @@
+//! `<backupRoot>/logs/audit.log`: one JSON line for every run of a collection, every
+//! archive deleted by retention, every verification and every restore: when, on which
+//! machine, by which OS user, what, and how it ended. Appended, never rewritten.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::storage;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Run,
+    Prune,
+    Verify,
+    Restore,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub time: DateTime<Utc>,
+    pub host: String,
+    pub user: String,
+    pub operation: Operation,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// `db.collection` the operation read or deleted from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `db.collection` a restore wrote to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// `ok` or `failed`.
+    pub result: &'static str,
+    /// Counts, or the error (already redacted by the caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Entry {
+    pub fn new(operation: Operation, ok: bool) -> Entry {
+        Entry {
+            time: Utc::now(),
+            host: crate::status::hostname(),
+            user: os_user(),
+            operation,
+            policy: None,
+            source: None,
+            target: None,
+            archive: None,
+            result: if ok { "ok" } else { "failed" },
+            detail: None,
+        }
+    }
+
+    pub fn policy(mut self, p: impl Into<String>) -> Entry {
+        self.policy = Some(p.into());
+        self
+    }
+
+    pub fn source(mut self, s: impl Into<String>) -> Entry {
+        self.source = Some(s.into());
+        self
+    }
+
+    pub fn target(mut self, t: impl Into<String>) -> Entry {
+        self.target = Some(t.into());
+        self
+    }
+
+    pub fn archive(mut self, a: impl Into<String>) -> Entry {
+        self.archive = Some(a.into());
+        self
+    }
+
+    pub fn detail(mut self, d: impl Into<String>) -> Entry {
+        self.detail = Some(d.into());
+        self
+    }
+}
+
+pub fn path(root: &Path) -> PathBuf {
+    storage::logs_dir(root).join("audit.log")
+}
+
+/// Append `entry`. An audit line that cannot be written is logged as an error but does
+/// not undo or fail the operation it describes (which has already happened).
+pub fn append(root: &Path, entry: &Entry) {
+    let write = || -> std::io::Result<()> {
+        storage::create_dir(&storage::logs_dir(root))?;
+        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        storage::open_append(&path(root))?.write_all(&line)
+    };
+    if let Err(e) = write() {
+        tracing::error!(error = %e, path = %path(root).display(), "cannot write the audit log");
+    }
+}
+
+/// The user this process runs as.
+pub fn os_user() -> String {
+    ["USER", "USERNAME", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .or_else(uid_name)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(unix)]
+fn uid_name() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's user.
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd
+        .lines()
+        .find(|l| l.split(':').nth(2) == Some(&uid.to_string()))
+        .and_then(|l| l.split(':').next().map(str::to_string))
+        .or(Some(format!("uid {uid}")))
+}
+
+#[cfg(not(unix))]
+fn uid_name() -> Option<String> {
+    None
+}
+
+/// One line per archive a retention run deleted, or failed to delete.
+pub fn prune(
+    root: &Path,
+    plan: &crate::retention::RetentionPlan,
+    report: &crate::retention::ApplyReport,
+) {
+    for d in &plan.delete {
+        let error = report
+            .errors
+            .iter()
+            .find(|(p, _)| *p == d.archive || *p == d.manifest);
+        let deleted = report.deleted.contains(&d.archive);
+        if !deleted && error.is_none() {
+            continue;
+        }
+        let entry = Entry::new(Operation::Prune, deleted)
+            .policy(d.policy.clone())
+            .source(format!("{}.{}", d.database, d.collection))
+            .archive(crate::verify::log::archive_key(root, &d.archive))
+            .detail(match error {
+                Some((_, e)) => e.clone(),
+                None => d.reason.clone(),
+            });
+        append(root, &entry);
+    }
+}
