@@ -102,6 +102,11 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// age identity file that opens encrypted archives (default: the config's
+    /// encryption.identityFile).
+    #[arg(long, env = "DCB_AGE_IDENTITY", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+
     /// Print only problems.
     #[arg(short, long)]
     pub quiet: bool,
@@ -145,6 +150,11 @@ pub struct RestoreArgs {
     /// Print the plan (archives, documents, targets); write nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// age identity file that opens encrypted archives (default: the config's
+    /// encryption.identityFile).
+    #[arg(long, env = "DCB_AGE_IDENTITY", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 
     /// Print nothing but failures.
     #[arg(short, long)]

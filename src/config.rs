@@ -70,6 +70,27 @@ pub struct ConfigFile {
     /// Checks of new archives by the running service.
     #[serde(default)]
     pub verify: VerifyConfig,
+
+    /// Encryption of archives at rest with age.
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
+}
+
+/// Encryption of archives at rest with age (X25519).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// Public keys (`age1…`, from `age-keygen -y`) every archive is encrypted to,
+    /// unless a policy sets its own. Empty: archives are not encrypted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+
+    /// Identity file (`age-keygen -o`) that opens the archives for verify and restore
+    /// (relative paths are read from this file's folder). Keep it off the backup host
+    /// if you can: the service then checks encrypted archives by their file hash.
+    /// `--identity` and `DCB_AGE_IDENTITY` override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<String>,
 }
 
 /// Checks of new archives by the running service.
@@ -289,6 +310,23 @@ impl ConfigFile {
         {
             diags.push(doc.at(Severity::Error, Code::InvalidDatabaseName, "/database", e));
         }
+        if let Some(list) = v
+            .pointer("/encryption/recipients")
+            .and_then(Value::as_array)
+        {
+            for (i, r) in list.iter().enumerate() {
+                if let Some(r) = r.as_str()
+                    && let Err(e) = crate::crypto::parse_recipients(&[r.to_string()])
+                {
+                    diags.push(doc.at(
+                        Severity::Error,
+                        Code::InvalidValue,
+                        &format!("/encryption/recipients/{i}"),
+                        e,
+                    ));
+                }
+            }
+        }
         for p in ["/health/interval", "/alerts/cooldown"] {
             if let Some(s) = v.pointer(p).and_then(Value::as_str)
                 && let Err(e) = s.parse::<HumanDuration>()
@@ -343,6 +381,8 @@ pub struct Settings {
     pub mongodb_uri: String,
     /// How to log in and encrypt beyond what the URI says.
     pub mongodb_extra: MongoExtra,
+    /// The age identity file from the config (`--identity` may override it).
+    pub identity_file: Option<PathBuf>,
     pub database: Option<String>,
     pub backup_root: PathBuf,
     pub policies_dir: PathBuf,
@@ -402,6 +442,7 @@ impl Settings {
             .filter(|v| !v.is_empty())
             .or_else(|| config.mongodb.uri.clone())
             .unwrap_or_else(|| DEFAULT_URI.to_string());
+        let identity_file = from_file(&config.encryption.identity_file);
         let tls = config.mongodb.tls.clone();
         let mongodb_extra = MongoExtra {
             username: config.mongodb.username.clone(),
@@ -428,6 +469,7 @@ impl Settings {
             config,
             mongodb_uri,
             mongodb_extra,
+            identity_file,
             backup_root,
             policies_dir,
             timezone,

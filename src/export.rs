@@ -62,6 +62,8 @@ pub enum ExportError {
     Transient(String),
     #[error("MongoDB error: {0}")]
     Mongo(String),
+    #[error("encryption: {0}")]
+    Encryption(String),
     #[error("interrupted")]
     Interrupted,
 }
@@ -120,6 +122,8 @@ pub struct ExportJob {
     pub spec: JobSpec,
     pub extent: Extent,
     pub compression_level: u32,
+    /// age recipients (`age1…`, already validated); empty: not encrypted.
+    pub recipients: Vec<String>,
     pub backup_root: PathBuf,
     /// Count the documents no window can select (a server-side count for ranged
     /// windows; free for scans).
@@ -193,7 +197,14 @@ pub async fn export(
     let dir = storage::policy_dir(&job.backup_root, &spec.policy);
     storage::create_dir(&dir).map_err(|e| ExportError::from_io(&dir, e))?;
     let stem = storage::archive_stem(to, &spec.database, coll_name);
-    let final_path = dir.join(format!("{stem}{}", storage::ARCHIVE_EXT));
+    let recipients =
+        crate::crypto::parse_recipients(&job.recipients).map_err(ExportError::Encryption)?;
+    let ext = if recipients.is_empty() {
+        storage::ARCHIVE_EXT
+    } else {
+        storage::ENCRYPTED_EXT
+    };
+    let final_path = dir.join(format!("{stem}{ext}"));
     let temp = storage::temp_path(&final_path);
     let bson_member = format!("{}/{}.bson", spec.database, coll_name);
     let writer = ArchiveWriter::create(
@@ -201,6 +212,7 @@ pub async fn export(
         &bson_member,
         job.compression_level,
         to.timestamp().max(0) as u64,
+        &recipients,
     )
     .map_err(|e| ExportError::from_io(&temp, e))?;
 
@@ -255,6 +267,7 @@ pub async fn export(
             .unwrap_or_default(),
         archive_sha256: None,
         archive_size: None,
+        encrypted: !recipients.is_empty(),
     };
     let meta_path = format!("{}/{}.metadata.json", spec.database, coll_name);
     let manifest_member = Manifest::member_path(&spec.policy, &spec.database, coll_name);

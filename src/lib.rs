@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod crypto;
 pub mod diag;
 pub mod document;
 pub mod duration;

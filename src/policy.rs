@@ -89,6 +89,19 @@ pub struct PolicyFile {
     /// Set to `false` to keep the policy on file without scheduling it.
     #[serde(default = "default_true")]
     pub enabled: bool,
+
+    /// Encrypt this policy's archives with age, instead of dcb.yaml's `encryption`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<PolicyEncryption>,
+}
+
+/// Encryption of one policy's archives.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyEncryption {
+    /// Public keys (`age1…`) the archives are encrypted to. An empty list turns
+    /// encryption off for this policy.
+    pub recipients: Vec<String>,
 }
 
 /// How a collection is exported.
@@ -229,6 +242,8 @@ pub struct Policy {
     pub compression_level: u32,
     pub concurrency: usize,
     pub enabled: bool,
+    /// age recipients of the archives; `None`: dcb.yaml's.
+    pub recipients: Option<Vec<String>>,
 }
 
 /// One collection of a policy, with its effective settings.

@@ -235,6 +235,7 @@ mod tests {
                 archive: format!("{stem}.tar.gz"),
                 archive_sha256: None,
                 archive_size: None,
+                encrypted: false,
             },
             manifest_path: PathBuf::from(format!("{policy}/{stem}.manifest.json")),
             archive_path: PathBuf::from(format!("{policy}/{stem}.tar.gz")),

@@ -149,6 +149,11 @@ pub async fn run_cancellable(
                 spec: spec.clone(),
                 extent,
                 compression_level: plan.policy.compression_level,
+                recipients: plan
+                    .policy
+                    .recipients
+                    .clone()
+                    .unwrap_or_else(|| settings.config.encryption.recipients.clone()),
                 backup_root: settings.backup_root.clone(),
                 count_untimed: entry
                     .and_then(|e| e.untimed_checked_at)

@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 /// the policy's lock is held.
 pub const TEMP_MARK: &str = ".dcb-tmp";
 pub const ARCHIVE_EXT: &str = ".tar.gz";
+/// An archive encrypted with age.
+pub const ENCRYPTED_EXT: &str = ".tar.gz.age";
 pub const MANIFEST_EXT: &str = ".manifest.json";
 
 /// The folder of one policy's archives.

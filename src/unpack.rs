@@ -9,6 +9,10 @@ use std::path::{Component, Path};
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::crypto::{self, Keys};
 use crate::export::archive::hex;
 
 /// Something wrong with an archive, and where.
@@ -118,6 +122,7 @@ pub fn describe_io(e: &io::Error) -> String {
 /// (also in `problems`).
 pub fn for_each_member(
     path: &Path,
+    keys: &Keys,
     problems: &mut Vec<Problem>,
     mut visit: impl FnMut(&str, u64, &mut dyn Read, &mut Vec<Problem>) -> io::Result<()>,
 ) -> Option<FileDigest> {
@@ -128,9 +133,33 @@ pub fn for_each_member(
             return None;
         }
     };
-    let mut archive = tar::Archive::new(MultiGzDecoder::new(Hashing::new(
-        BufReader::with_capacity(1 << 20, file),
-    )));
+    let hashed = Rc::new(RefCell::new((Sha256::new(), 0u64)));
+    let mut raw = BufReader::with_capacity(
+        1 << 20,
+        SharedHashing {
+            inner: file,
+            state: hashed.clone(),
+        },
+    );
+    let encrypted = match crypto::is_age(&mut raw) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(Problem::new("archive", describe_io(&e)));
+            return None;
+        }
+    };
+    let plain: Box<dyn Read> = if encrypted {
+        match keys.decrypt(raw) {
+            Ok(r) => Box::new(r),
+            Err(e) => {
+                problems.push(Problem::new("archive", e));
+                return None;
+            }
+        }
+    } else {
+        Box::new(raw)
+    };
+    let mut archive = tar::Archive::new(MultiGzDecoder::new(plain));
     let entries = match archive.entries() {
         Ok(e) => e,
         Err(e) => {
@@ -187,9 +216,38 @@ pub fn for_each_member(
         ));
         return None;
     }
-    let hashing = rest.into_inner();
-    let (sha256, size) = hashing.finish();
-    Some(FileDigest { sha256, size })
+    drop(rest);
+    let (hasher, size) = hashed.replace((Sha256::new(), 0));
+    // An age stream ends at its last chunk; anything after it is never read.
+    if let Ok(len) = std::fs::metadata(path).map(|m| m.len())
+        && len > size
+    {
+        problems.push(Problem::new(
+            "archive file",
+            format!("{} bytes follow the end of the archive", len - size),
+        ));
+    }
+    Some(FileDigest {
+        sha256: hex(&hasher.finalize()),
+        size,
+    })
+}
+
+/// Hashes what passes through, into state the caller keeps (the reader itself ends up
+/// boxed inside the decoders).
+struct SharedHashing<R> {
+    inner: R,
+    state: Rc<RefCell<(Sha256, u64)>>,
+}
+
+impl<R: Read> Read for SharedHashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut st = self.state.borrow_mut();
+        st.0.update(&buf[..n]);
+        st.1 += n as u64;
+        Ok(n)
+    }
 }
 
 /// The SHA-256 and size of a file, read from disk.

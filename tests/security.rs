@@ -394,3 +394,106 @@ async fn tls_with_a_private_ca_and_client_certificate() {
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     server.stop();
 }
+
+// Archives encrypted to an age recipient hold no plaintext; list works without a key;
+// verify and restore need the identity and say so clearly when it is missing or wrong.
+#[tokio::test]
+async fn encrypted_archives_round_trip_with_the_identity() {
+    use age::secrecy::ExposeSecret;
+    let client = support::client().await;
+    let db = support::unique_db("enc");
+    let marker = "PLAINTEXT-MARKER-91c2";
+    let now = DateTime::from_millis(DateTime::now().timestamp_millis() - 1000);
+    client
+        .database(&db)
+        .collection::<Document>("scans")
+        .insert_many((0..200).map(|i| doc! {"createdAt": now, "i": i, "note": marker}))
+        .await
+        .unwrap();
+    let s = Scratch::new();
+    let key = age::x25519::Identity::generate();
+    let other = age::x25519::Identity::generate();
+    s.write(
+        "keys/backup.key",
+        &format!("{}\n", key.to_string().expose_secret()),
+    );
+    s.write("keys/other.key", other.to_string().expose_secret());
+    s.write(
+        "policies/p.yaml",
+        &format!(
+            "name: p\nschedule: \"0 * * * *\"\ndatabase: {db}\nwindow: {{initial: all, settle: 0s}}\ncollections: [scans]\nretention: 7d\nencryption:\n  recipients: [{}]\n",
+            key.to_public()
+        ),
+    );
+    let env = [("DCB_MONGODB_URI", support::server().uri.as_str())];
+    let run = dcb(&s, &["run", "--all"], &env);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let root = s.path().join("backups");
+    let archives: Vec<PathBuf> = files(&root.join("p"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tar.gz.age"))
+        .collect();
+    assert_eq!(archives.len(), 1, "{:?}", files(&root.join("p")));
+    let bytes = std::fs::read(&archives[0]).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1"));
+    assert!(!contains(&bytes, marker));
+    for f in files(&root) {
+        assert!(
+            !contains(&std::fs::read(&f).unwrap(), marker),
+            "{} holds plaintext",
+            f.display()
+        );
+    }
+
+    let list = dcb(&s, &["list"], &env);
+    assert!(list.stdout.contains(".tar.gz.age"), "{}", list.stdout);
+    let run = dcb(&s, &["verify"], &env);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("--identity"), "{}", run.stdout);
+    let run = dcb(&s, &["verify", "--identity", "keys/other.key"], &env);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("no identity in keys/other.key opens"),
+        "{}",
+        run.stdout
+    );
+    let run = dcb(&s, &["verify", "--identity", "keys/backup.key"], &env);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+
+    let target = format!("{db}_restored");
+    let run = dcb(&s, &["restore", "--to-database", &target], &env);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("--identity"), "{}", run.stderr);
+    let run = dcb(
+        &s,
+        &[
+            "restore",
+            "--to-database",
+            &target,
+            "--identity",
+            "keys/backup.key",
+        ],
+        &env,
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let n = client
+        .database(&target)
+        .collection::<Document>("scans")
+        .count_documents(doc! {"note": marker})
+        .await
+        .unwrap();
+    assert_eq!(n, 200);
+
+    // A recipient that is not one is a validation error at its line.
+    s.write(
+        "policies/p.yaml",
+        &format!("name: p\nschedule: \"0 * * * *\"\ndatabase: {db}\ncollections: [scans]\nretention: 7d\nencryption:\n  recipients: [age1notakey]\n"),
+    );
+    let run = s.run(&["validate"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("p.yaml:7:") && run.stdout.contains("age1notakey"),
+        "{}",
+        run.stdout
+    );
+}

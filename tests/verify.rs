@@ -7,6 +7,7 @@ mod support;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use dcb::crypto::Keys;
 use dcb::export::archive::{ArchiveWriter, MemberInfo, hex};
 use dcb::export::manifest::Manifest;
 use dcb::policy::Mode;
@@ -39,6 +40,7 @@ fn manifest(archive: &str, members: Vec<MemberInfo>, documents: u64, bytes: u64)
         archive: archive.into(),
         archive_sha256: None,
         archive_size: None,
+        encrypted: false,
     }
 }
 
@@ -62,10 +64,25 @@ fn bson_docs(n: usize) -> Vec<u8> {
 
 /// A good archive as dcb writes it, with its manifest beside it.
 fn good_archive(dir: &Path, n: usize) -> (PathBuf, Manifest) {
-    let path = dir.join("20261101T000000.000Z_mes.scans.tar.gz");
+    good_archive_to(dir, n, &[])
+}
+
+/// The same, encrypted to `recipients` when there are any.
+fn good_archive_to(
+    dir: &Path,
+    n: usize,
+    recipients: &[age::x25519::Recipient],
+) -> (PathBuf, Manifest) {
+    let ext = if recipients.is_empty() {
+        "tar.gz"
+    } else {
+        "tar.gz.age"
+    };
+    let path = dir.join(format!("20261101T000000.000Z_mes.scans.{ext}"));
     let bson = bson_docs(n);
     let meta = br#"{"indexes":[{"v":2,"key":{"_id":1},"name":"_id_"}],"collectionName":"scans","type":"collection"}"#.to_vec();
-    let mut w = ArchiveWriter::create(&path, "mes/scans.bson", 6, 1_790_000_000).unwrap();
+    let mut w =
+        ArchiveWriter::create(&path, "mes/scans.bson", 6, 1_790_000_000, recipients).unwrap();
     w.write_bson(&bson).unwrap();
     let mut m = manifest(
         path.file_name().unwrap().to_str().unwrap(),
@@ -76,6 +93,7 @@ fn good_archive(dir: &Path, n: usize) -> (PathBuf, Manifest) {
         n as u64,
         bson.len() as u64,
     );
+    m.encrypted = !recipients.is_empty();
     let inner = m.clone();
     w.finish(|_| {
         vec![
@@ -138,13 +156,13 @@ fn messages(r: &verify::Report) -> String {
 fn a_good_archive_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let (path, m) = good_archive(dir.path(), 40);
-    let r = verify::check(&path, Some(&m), 5);
+    let r = verify::check(&path, Some(&m), 5, &Keys::default());
     assert!(r.ok(), "{}", messages(&r));
     assert_eq!(r.documents, 40);
     assert_eq!(r.sample.len(), 5);
     assert_eq!(r.metadata.unwrap()["collectionName"], "scans");
     // Without the manifest beside it, the copy inside is used.
-    let r = verify::check(&path, None, 0);
+    let r = verify::check(&path, None, 0, &Keys::default());
     assert!(r.ok(), "{}", messages(&r));
     assert_eq!(r.manifest.unwrap().documents, 40);
 }
@@ -161,7 +179,7 @@ fn a_flipped_byte_anywhere_is_caught() {
         let mut bytes = good.clone();
         bytes[at] ^= 0x01;
         std::fs::write(&bad_path, &bytes).unwrap();
-        let r = verify::check(&bad_path, Some(&m), 0);
+        let r = verify::check(&bad_path, Some(&m), 0, &Keys::default());
         assert!(
             !r.ok(),
             "a flip at byte {at} of {} went unnoticed",
@@ -192,7 +210,7 @@ fn truncated_archives_are_corrupt() {
         good.len() - 1,
     ] {
         std::fs::write(&path, &good[..keep]).unwrap();
-        let r = verify::check(&path, Some(&m), 0);
+        let r = verify::check(&path, Some(&m), 0, &Keys::default());
         assert!(!r.ok(), "cut at {keep}");
         let text = messages(&r);
         assert!(
@@ -241,7 +259,7 @@ fn hostile_members_are_refused() {
     ];
     for (entries, want) in cases {
         raw_archive(&path, &entries);
-        let r = verify::check(&path, Some(&m), 0);
+        let r = verify::check(&path, Some(&m), 0, &Keys::default());
         let text = messages(&r);
         assert!(!r.ok());
         assert!(text.contains(want), "want {want:?} in:\n{text}");
@@ -273,7 +291,7 @@ fn hostile_bson_is_refused_without_allocating() {
             data.len() as u64,
         );
         raw_archive(&path, &[Entry::File(b"mes/scans.bson", data)]);
-        let r = verify::check(&path, Some(&m), 0);
+        let r = verify::check(&path, Some(&m), 0, &Keys::default());
         let text = messages(&r);
         assert!(
             text.contains("mes/scans.bson") && text.contains(want),
@@ -292,7 +310,7 @@ fn a_manifest_that_lies_is_caught() {
         documents: 11,
         ..m.clone()
     };
-    let text = messages(&verify::check(&path, Some(&lie), 0));
+    let text = messages(&verify::check(&path, Some(&lie), 0, &Keys::default()));
     assert!(
         text.contains("holds 10 documents; the manifest says 11"),
         "{text}"
@@ -300,12 +318,12 @@ fn a_manifest_that_lies_is_caught() {
     // A member's hash.
     let mut lie = m.clone();
     lie.members[1].sha256 = "0".repeat(64);
-    let text = messages(&verify::check(&path, Some(&lie), 0));
+    let text = messages(&verify::check(&path, Some(&lie), 0, &Keys::default()));
     assert!(text.contains("mes/scans.metadata.json: SHA-256"), "{text}");
     // A member that is not there.
     let mut lie = m.clone();
     lie.members.push(info("mes/other.bson", b""));
-    let text = messages(&verify::check(&path, Some(&lie), 0));
+    let text = messages(&verify::check(&path, Some(&lie), 0, &Keys::default()));
     assert!(text.contains("mes/other.bson: is missing"), "{text}");
 }
 
@@ -353,4 +371,76 @@ fn verify_command_reports_and_exits() {
             .contains("outside its folder"),
         "{v:#}"
     );
+}
+
+/// An identity file for a new key, and the key's recipient.
+fn new_identity(dir: &Path, name: &str) -> (PathBuf, age::x25519::Recipient) {
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!("# test key\n{}\n", id.to_string().expose_secret()),
+    )
+    .unwrap();
+    (path, id.to_public())
+}
+
+// Encrypted archives verify with the right identity, fail clearly with none or the
+// wrong one, and every flipped byte is still caught.
+#[test]
+fn encrypted_archives_verify_with_the_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, recipient) = new_identity(dir.path(), "key.txt");
+    let (other_key, _) = new_identity(dir.path(), "other.txt");
+    let (path, m) = good_archive_to(dir.path(), 20, &[recipient]);
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1"));
+    assert!(
+        !contains(&bytes, b"mes/scans.bson"),
+        "plaintext in an encrypted archive"
+    );
+    let keys = Keys::load(&key).unwrap();
+    let r = verify::check(&path, Some(&m), 3, &keys);
+    assert!(r.ok(), "{}", messages(&r));
+    assert_eq!(r.documents, 20);
+    assert_eq!(r.sample.len(), 3);
+
+    let r = verify::check(&path, Some(&m), 0, &Keys::default());
+    assert!(messages(&r).contains("--identity"), "{}", messages(&r));
+    let r = verify::check(&path, Some(&m), 0, &Keys::load(&other_key).unwrap());
+    assert!(messages(&r).contains("no identity"), "{}", messages(&r));
+    // The service without an identity checks the file hash.
+    let mut locked = Keys::default();
+    locked.hash_only_when_locked = true;
+    assert!(verify::check(&path, Some(&m), 0, &locked).ok());
+
+    let bad = dir.path().join("bad.tar.gz.age");
+    for at in (0..bytes.len()).step_by(7) {
+        let mut b = bytes.clone();
+        b[at] ^= 0x04;
+        std::fs::write(&bad, &b).unwrap();
+        assert!(
+            !verify::check(&bad, Some(&m), 0, &keys).ok(),
+            "flip at {at}"
+        );
+        assert!(
+            !verify::check(&bad, Some(&m), 0, &locked).ok(),
+            "flip at {at} (hash only)"
+        );
+    }
+    // Bytes appended after the end are noticed (age then reads its last chunk as a
+    // middle one, which fails to decrypt; or the hash differs).
+    let mut b = bytes.clone();
+    b.extend_from_slice(b"tail");
+    std::fs::write(&bad, &b).unwrap();
+    let text = messages(&verify::check(&bad, Some(&m), 0, &keys));
+    assert!(
+        text.contains("follow the end") || text.contains("SHA-256") || text.contains("decryption"),
+        "{text}"
+    );
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

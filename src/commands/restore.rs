@@ -44,10 +44,17 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
             return Exit::Config;
         }
     };
+    let keys = match crate::crypto::keys_for(args.identity.as_deref(), &settings) {
+        Ok(k) => std::sync::Arc::new(k),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Config;
+        }
+    };
     let found = if args.archives.is_empty() {
         manifest::scan(root)
     } else {
-        match explicit(&args.archives) {
+        match explicit(&args.archives, &keys) {
             Ok(f) => f,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -88,7 +95,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
             early: Vec::new(),
         })
         .collect();
-    let reports = check_all(&targets, 0);
+    let reports = check_all(&targets, 0, &keys);
     for r in &reports {
         verify::log::record(root, r);
     }
@@ -127,7 +134,13 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
             }
         };
         let result = rt.block_on(write::chain(
-            &client, chain, meta, args.drop, until, &progress,
+            &client,
+            chain,
+            meta,
+            keys.clone(),
+            args.drop,
+            until,
+            &progress,
         ));
         if let Some(b) = bar {
             b.finish_and_clear();
@@ -187,7 +200,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
 }
 
 /// Archives named on the command line, with the manifest beside each (or inside it).
-fn explicit(paths: &[PathBuf]) -> Result<Vec<Found>, String> {
+fn explicit(paths: &[PathBuf], keys: &crate::crypto::Keys) -> Result<Vec<Found>, String> {
     let mut out = Vec::new();
     for path in paths {
         if !path.is_file() {
@@ -197,7 +210,7 @@ fn explicit(paths: &[PathBuf]) -> Result<Vec<Found>, String> {
         let manifest: Manifest = match beside {
             Some(m) => m,
             None => {
-                let report = verify::check(path, None, 0);
+                let report = verify::check(path, None, 0, keys);
                 match report.manifest {
                     Some(m) => m,
                     None => {

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{Exit, runtime, settings};
 use crate::cli::{Cli, VerifyArgs};
+use crate::crypto::Keys;
 use crate::export::manifest::{self, Manifest};
 use crate::human::{count, plural};
 use crate::unpack::Problem;
@@ -88,7 +89,14 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
         }
     }
 
-    let mut reports = check_all(&targets, args.sample);
+    let keys = match crate::crypto::keys_for(args.identity.as_deref(), &settings) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Config;
+        }
+    };
+    let mut reports = check_all(&targets, args.sample, &keys);
     let mut lines = Vec::new();
     let mut client = None;
     let mut connect_error = None;
@@ -206,7 +214,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
 }
 
 /// Check every target, two at a time (reading is decompression-bound).
-pub fn check_all(targets: &[Target], sample: usize) -> Vec<Report> {
+pub fn check_all(targets: &[Target], sample: usize, keys: &Keys) -> Vec<Report> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
     let workers = std::thread::available_parallelism()
@@ -219,7 +227,7 @@ pub fn check_all(targets: &[Target], sample: usize) -> Vec<Report> {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(t) = targets.get(i) else { break };
-                    let mut report = verify::check(&t.archive, t.beside.as_ref(), sample);
+                    let mut report = verify::check(&t.archive, t.beside.as_ref(), sample, keys);
                     let mut problems = t.early.clone();
                     problems.append(&mut report.problems);
                     report.problems = problems;

@@ -83,35 +83,103 @@ fn stored_gzip_member(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Where the compressed stream goes.
+enum Sink {
+    /// Straight into the archive file, after the reserved header space.
+    Plain(BufWriter<File>),
+    /// Encrypted archives cannot have their header patched in place, and plaintext
+    /// must never reach the disk: the body goes to a spool encrypted to a key that
+    /// exists only in memory, and `finish` writes the real file (header first) from it.
+    Spool(age::stream::StreamWriter<BufWriter<File>>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Spool(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Spool(w) => w.flush(),
+        }
+    }
+}
+
+struct Encryption {
+    recipients: Vec<age::x25519::Recipient>,
+    ephemeral: age::x25519::Identity,
+    spool: PathBuf,
+}
+
 /// Streams one collection's documents into a temporary archive file.
 pub struct ArchiveWriter {
     path: PathBuf,
     bson_path: String,
     mtime: u64,
     header_len: usize,
-    body: Option<GzEncoder<BufWriter<File>>>,
+    body: Option<GzEncoder<Sink>>,
     level: Compression,
     hasher: Sha256,
     bson_bytes: u64,
+    encryption: Option<Encryption>,
+}
+
+fn age_writer<W: Write>(
+    recipients: &[age::x25519::Recipient],
+    out: W,
+) -> io::Result<age::stream::StreamWriter<W>> {
+    age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+        .map_err(io::Error::other)?
+        .wrap_output(out)
 }
 
 impl ArchiveWriter {
-    /// Create `path` (which must not exist) for the member `bson_path`.
-    pub fn create(path: &Path, bson_path: &str, level: u32, mtime: u64) -> io::Result<Self> {
-        let file = crate::storage::create_new(path)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        let placeholder = stored_gzip_member(&tar_header(bson_path, 0, mtime));
-        out.write_all(&placeholder)?;
+    /// Create `path` (which must not exist) for the member `bson_path`; with
+    /// `recipients`, the file is an age file encrypted to them.
+    pub fn create(
+        path: &Path,
+        bson_path: &str,
+        level: u32,
+        mtime: u64,
+        recipients: &[age::x25519::Recipient],
+    ) -> io::Result<Self> {
         let level = Compression::new(level.min(9));
+        let placeholder = stored_gzip_member(&tar_header(bson_path, 0, mtime));
+        let (sink, encryption) = if recipients.is_empty() {
+            let file = crate::storage::create_new(path)?;
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            out.write_all(&placeholder)?;
+            (Sink::Plain(out), None)
+        } else {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let spool = path.with_file_name(format!("{name}.spool{}", crate::storage::TEMP_MARK));
+            let ephemeral = age::x25519::Identity::generate();
+            let file = crate::storage::create_new(&spool)?;
+            let out = age_writer(
+                &[ephemeral.to_public()],
+                BufWriter::with_capacity(1 << 20, file),
+            )?;
+            let encryption = Encryption {
+                recipients: recipients.to_vec(),
+                ephemeral,
+                spool,
+            };
+            (Sink::Spool(out), Some(encryption))
+        };
         Ok(ArchiveWriter {
             path: path.to_path_buf(),
             bson_path: bson_path.to_string(),
             mtime,
             header_len: placeholder.len(),
-            body: Some(GzEncoder::new(out, level)),
+            body: Some(GzEncoder::new(sink, level)),
             level,
             hasher: Sha256::new(),
             bson_bytes: 0,
+            encryption,
         })
     }
 
@@ -153,18 +221,45 @@ impl ArchiveWriter {
             });
         }
         tail.write_all(&[0; BLOCK * 2])?;
-        let mut out = tail.finish()?;
         let header = stored_gzip_member(&tar_header(&self.bson_path, self.bson_bytes, self.mtime));
         debug_assert_eq!(header.len(), self.header_len);
-        out.seek(SeekFrom::Start(0))?;
-        out.write_all(&header)?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
+        let file = match tail.finish()? {
+            Sink::Plain(mut out) => {
+                out.seek(SeekFrom::Start(0))?;
+                out.write_all(&header)?;
+                out.into_inner().map_err(|e| e.into_error())?
+            }
+            Sink::Spool(spool) => {
+                let enc = self
+                    .encryption
+                    .as_ref()
+                    .ok_or_else(|| io::Error::other("no recipients"))?;
+                spool.finish()?.flush()?;
+                let file = crate::storage::create_new(&self.path)?;
+                let mut out = age_writer(&enc.recipients, BufWriter::with_capacity(1 << 20, file))?;
+                out.write_all(&header)?;
+                let spooled = io::BufReader::with_capacity(1 << 20, File::open(&enc.spool)?);
+                let mut body = age::Decryptor::new_buffered(spooled)
+                    .and_then(|d| d.decrypt(std::iter::once(&enc.ephemeral as &dyn age::Identity)))
+                    .map_err(io::Error::other)?;
+                io::copy(&mut body, &mut out)?;
+                out.finish()?.into_inner().map_err(|e| e.into_error())?
+            }
+        };
         file.sync_all()?;
         Ok(members)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for ArchiveWriter {
+    fn drop(&mut self) {
+        if let Some(enc) = &self.encryption {
+            let _ = std::fs::remove_file(&enc.spool);
+        }
     }
 }
 
@@ -211,7 +306,7 @@ mod tests {
         ] {
             let path = dir.path().join(format!("a{n}.tar.gz"));
             let bson_path = bson_path.to_string();
-            let mut w = ArchiveWriter::create(&path, &bson_path, 6, 1_700_000_000).unwrap();
+            let mut w = ArchiveWriter::create(&path, &bson_path, 6, 1_700_000_000, &[]).unwrap();
             let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
             for chunk in body.chunks(1000) {
                 w.write_bson(chunk).unwrap();

@@ -47,6 +47,9 @@ pub struct Manifest {
     /// Size of the archive file in bytes; beside the archive only, like the hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_size: Option<u64>,
+    /// The archive is an age file (`.tar.gz.age`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 impl Manifest {
@@ -62,7 +65,10 @@ impl Manifest {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let stem = name.strip_suffix(storage::ARCHIVE_EXT).unwrap_or(&name);
+        let stem = name
+            .strip_suffix(storage::ENCRYPTED_EXT)
+            .or_else(|| name.strip_suffix(storage::ARCHIVE_EXT))
+            .unwrap_or(&name);
         archive.with_file_name(format!("{stem}{}", storage::MANIFEST_EXT))
     }
 

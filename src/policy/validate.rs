@@ -107,6 +107,25 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
     {
         out.push(err(Code::InvalidValue, "/timeField", e));
     }
+    if let Some(list) = v
+        .pointer("/encryption/recipients")
+        .and_then(Value::as_array)
+    {
+        for (i, r) in list.iter().enumerate() {
+            if let Some(r) = r.as_str()
+                && let Err(e) = crate::crypto::parse_recipients(&[r.to_string()])
+            {
+                out.push(
+                    err(
+                        Code::InvalidValue,
+                        &format!("/encryption/recipients/{i}"),
+                        e,
+                    )
+                    .with_hint("the public key printed by `age-keygen -y KEYFILE`"),
+                );
+            }
+        }
+    }
     for pointer in [
         "/retention",
         "/window/settle",
@@ -254,6 +273,7 @@ fn build(path: &Path, raw: PolicyFile, defaults: &Defaults) -> Result<Policy, St
         compression_level: raw.compression.level,
         concurrency: raw.concurrency.map_or(defaults.concurrency, |c| c as usize),
         enabled: raw.enabled,
+        recipients: raw.encryption.as_ref().map(|e| e.recipients.clone()),
     })
 }
 

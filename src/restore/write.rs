@@ -11,8 +11,11 @@ use mongodb::error::ErrorKind;
 use mongodb::{Client, Collection, Database};
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use super::Chain;
 use crate::bson_stream::BsonReader;
+use crate::crypto::Keys;
 use crate::export::source::{Timed, time_of};
 use crate::unpack::{self, Problem};
 
@@ -47,6 +50,7 @@ pub async fn chain(
     client: &Client,
     chain: &Chain,
     metadata: Option<&Value>,
+    keys: Arc<Keys>,
     drop_first: bool,
     until: Option<DateTime<Utc>>,
     progress: &(dyn Fn(u64) + Send + Sync),
@@ -81,8 +85,9 @@ pub async fn chain(
             found.manifest.database, found.manifest.collection
         );
         let time_field = chain.time_field.clone();
+        let keys = keys.clone();
         let reader = tokio::task::spawn_blocking(move || {
-            read_batches(archive, &member, &time_field, until, tx)
+            read_batches(archive, &keys, &member, &time_field, until, tx)
         });
         let mut failed = None;
         while let Some(batch) = rx.recv().await {
@@ -121,6 +126,7 @@ pub async fn chain(
 /// (by the chain's time field) are skipped. Returns (read, skipped).
 fn read_batches(
     archive: PathBuf,
+    keys: &Keys,
     member: &str,
     time_field: &str,
     until: Option<DateTime<Utc>>,
@@ -133,7 +139,7 @@ fn read_batches(
     let mut skipped = 0u64;
     let mut found = false;
     let mut stopped = false;
-    let digest = unpack::for_each_member(&archive, &mut problems, |name, _, r, problems| {
+    let digest = unpack::for_each_member(&archive, keys, &mut problems, |name, _, r, problems| {
         if name != member || stopped {
             return Ok(());
         }

@@ -1,0 +1,166 @@
+//! Encryption at rest with age (X25519 recipients). The backup host needs only the
+//! public recipients; reading archives back (verify, restore) needs an identity file.
+
+use std::io::{self, BufRead, Read};
+use std::path::Path;
+use std::str::FromStr;
+
+use age::x25519::{Identity, Recipient};
+
+/// The first bytes of every age file.
+pub const MAGIC: &[u8] = b"age-encryption.org/v1";
+
+/// Parse `age1…` public keys.
+pub fn parse_recipients(list: &[String]) -> Result<Vec<Recipient>, String> {
+    list.iter()
+        .map(|r| {
+            Recipient::from_str(r.trim())
+                .map_err(|e| format!("`{r}` is not an age X25519 recipient (age1…): {e}"))
+        })
+        .collect()
+}
+
+/// The keys that open encrypted archives.
+#[derive(Default)]
+pub struct Keys {
+    identities: Vec<Identity>,
+    /// Where they came from, for messages.
+    source: Option<String>,
+    /// Without identities, check an encrypted archive's file hash only (the service
+    /// on a backup host that holds only public keys) instead of failing.
+    pub hash_only_when_locked: bool,
+}
+
+impl Keys {
+    /// Read an identity file as `age-keygen` writes it: `AGE-SECRET-KEY-1…` lines,
+    /// `#` comments and blank lines. Errors never echo the file's content.
+    pub fn load(path: &Path) -> Result<Keys, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the identity file {}: {e}", path.display()))?;
+        let mut identities = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let id = Identity::from_str(line).map_err(|_| {
+                format!(
+                    "{}:{}: not an age X25519 identity (AGE-SECRET-KEY-1…)",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+            identities.push(id);
+        }
+        if identities.is_empty() {
+            return Err(format!(
+                "the identity file {} holds no identity",
+                path.display()
+            ));
+        }
+        Ok(Keys {
+            identities,
+            source: Some(path.display().to_string()),
+            hash_only_when_locked: false,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.identities.is_empty()
+    }
+
+    /// A reader of the plaintext of an age stream.
+    pub fn decrypt<R: Read>(&self, input: R) -> Result<impl Read, String> {
+        if self.identities.is_empty() {
+            return Err(
+                "the archive is encrypted (age): give an identity with --identity FILE or encryption.identityFile"
+                    .into(),
+            );
+        }
+        let decryptor =
+            age::Decryptor::new(input).map_err(|e| format!("not a readable age file: {e}"))?;
+        decryptor
+            .decrypt(self.identities.iter().map(|i| i as &dyn age::Identity))
+            .map_err(|e| match e {
+                age::DecryptError::NoMatchingKeys => format!(
+                    "no identity in {} opens this archive (it was encrypted to other recipients)",
+                    self.source.as_deref().unwrap_or("the identity file")
+                ),
+                other => format!("cannot decrypt: {other}"),
+            })
+    }
+}
+
+/// Keys from `--identity`, else the config's identity file, else none.
+pub fn keys_for(
+    cli_identity: Option<&Path>,
+    settings: &crate::config::Settings,
+) -> Result<Keys, String> {
+    match cli_identity.or(settings.identity_file.as_deref()) {
+        Some(path) => Keys::load(path),
+        None => Ok(Keys::default()),
+    }
+}
+
+/// Is the file at `path` an age file?
+pub fn file_is_age(path: &Path) -> bool {
+    std::fs::File::open(path)
+        .map(io::BufReader::new)
+        .and_then(|mut r| is_age(&mut r))
+        .unwrap_or(false)
+}
+
+/// Does this buffered stream start like an age file? (Does not consume.)
+pub fn is_age(r: &mut impl BufRead) -> io::Result<bool> {
+    let buf = r.fill_buf()?;
+    Ok(buf.starts_with(MAGIC))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use age::secrecy::ExposeSecret;
+    use std::io::Write;
+
+    #[test]
+    fn round_trip_and_wrong_keys() {
+        let id = Identity::generate();
+        let other = Identity::generate();
+        let recipients = parse_recipients(&[id.to_public().to_string()]).unwrap();
+        let enc =
+            age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+                .unwrap();
+        let mut out = Vec::new();
+        let mut w = enc.wrap_output(&mut out).unwrap();
+        w.write_all(b"factory data").unwrap();
+        w.finish().unwrap();
+        assert!(is_age(&mut &out[..]).unwrap());
+
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.txt");
+        std::fs::write(
+            &good,
+            format!("# created: now\n{}\n", id.to_string().expose_secret()),
+        )
+        .unwrap();
+        let keys = Keys::load(&good).unwrap();
+        let mut plain = String::new();
+        keys.decrypt(&out[..])
+            .unwrap()
+            .read_to_string(&mut plain)
+            .unwrap();
+        assert_eq!(plain, "factory data");
+
+        let wrong = dir.path().join("wrong.txt");
+        std::fs::write(&wrong, other.to_string().expose_secret()).unwrap();
+        let e = Keys::load(&wrong).unwrap().decrypt(&out[..]).err().unwrap();
+        assert!(e.contains("no identity"), "{e}");
+        let e = Keys::default().decrypt(&out[..]).err().unwrap();
+        assert!(e.contains("--identity"), "{e}");
+
+        std::fs::write(&wrong, "AGE-SECRET-KEY-1NOTAKEY\n").unwrap();
+        let e = Keys::load(&wrong).err().unwrap();
+        assert!(e.contains(":1:") && !e.contains("NOTAKEY"), "{e}");
+        assert!(parse_recipients(&["age1nope".into()]).is_err());
+    }
+}
