@@ -444,3 +444,69 @@ fn encrypted_archives_verify_with_the_identity() {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        // Any damage (flips, cuts, inserted bytes) is reported, never a panic.
+        #[test]
+        fn damaged_archives_never_panic(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+            cut in prop::option::of(any::<prop::sample::Index>()),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, m) = good_archive(dir.path(), 15);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let original = bytes.clone();
+            for (at, value, kind) in edits {
+                let i = at.index(bytes.len());
+                match kind {
+                    0 => bytes[i] ^= value | 1,
+                    1 => bytes.insert(i, value),
+                    _ => { bytes.remove(i); }
+                }
+            }
+            if let Some(c) = cut {
+                bytes.truncate(c.index(bytes.len()));
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            let r = verify::check(&path, Some(&m), 2, &Keys::default());
+            prop_assert_eq!(r.ok(), bytes == original, "{}", messages(&r));
+            // Without the manifest beside it, the copy inside is all there is.
+            let _ = verify::check(&path, None, 2, &Keys::default());
+        }
+
+        // Arbitrary bytes as a `.bson` stream: documents or an error, never a panic.
+        #[test]
+        fn arbitrary_bson_streams_never_panic(data in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let mut r = dcb::bson_stream::BsonReader::new(&data[..]);
+            for _ in 0..1000 {
+                match r.next_document() {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+
+        // Arbitrary manifests beside archives: skipped or reported, never a panic.
+        #[test]
+        fn arbitrary_manifests_never_panic(text in ".{0,300}", json in prop::bool::ANY) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("p");
+            std::fs::create_dir(&p).unwrap();
+            let body = if json {
+                format!("{{\"format\":1,\"archive\":{text:?},\"documents\":-1}}")
+            } else {
+                text.clone()
+            };
+            std::fs::write(p.join("x.manifest.json"), body).unwrap();
+            let (found, broken) = dcb::export::manifest::scan_all(dir.path());
+            prop_assert!(found.is_empty());
+            prop_assert_eq!(broken.len(), 1);
+        }
+    }
+}
