@@ -52,8 +52,8 @@ pub enum ExportError {
         database: String,
         collection: String,
     },
-    #[error("disk full writing {}", .0.display())]
-    DiskFull(PathBuf),
+    #[error("{1} writing {path}", path = .0.display())]
+    DiskFull(PathBuf, &'static str),
     #[error("cannot write to {path}: {1}", path = .0.display())]
     NotWritable(PathBuf, io::Error),
     #[error("I/O error on {path}: {1}", path = .0.display())]
@@ -94,8 +94,15 @@ impl ExportError {
     }
 
     pub fn from_io(path: &Path, e: io::Error) -> ExportError {
-        if e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
-            ExportError::DiskFull(path.to_path_buf())
+        let full = match e.kind() {
+            io::ErrorKind::StorageFull => Some("disk full"),
+            io::ErrorKind::QuotaExceeded => Some("disk quota exceeded"),
+            io::ErrorKind::FileTooLarge => Some("file size limit reached"),
+            _ if e.raw_os_error() == Some(28) => Some("disk full"),
+            _ => None,
+        };
+        if let Some(why) = full {
+            ExportError::DiskFull(path.to_path_buf(), why)
         } else if matches!(
             e.kind(),
             io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem

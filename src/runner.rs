@@ -73,10 +73,18 @@ pub async fn run_cancellable(
     cancel: Arc<AtomicBool>,
 ) -> RunReport {
     let mut report = RunReport::default();
-    let fail_all = |report: &mut RunReport, plans: &[PolicyPlan], msg: &str| {
+    // `record`: false when the backup itself is fine (another process is running it).
+    let fail_all = |report: &mut RunReport, plans: &[PolicyPlan], msg: &str, record: bool| {
         for plan in plans {
             for spec in &plan.jobs {
-                record_failure(settings, spec, msg);
+                tracing::error!(job = %spec.id(), error = %msg, "run failed before its export started");
+                if record {
+                    record_failure(settings, spec, msg);
+                    audit::append(
+                        &settings.backup_root,
+                        &audit_entry(spec, false).detail(msg.to_string()),
+                    );
+                }
                 report.results.push(JobResult {
                     spec: spec.clone(),
                     extent: None,
@@ -91,11 +99,7 @@ pub async fn run_cancellable(
     let client = match crate::mongo::connect(settings, Duration::from_secs(15)).await {
         Ok(c) => c,
         Err(e) => {
-            fail_all(
-                &mut report,
-                plans,
-                &format!("invalid connection string: {e}"),
-            );
+            fail_all(&mut report, plans, &format!("cannot connect: {e}"), true);
             return report;
         }
     };
@@ -103,12 +107,12 @@ pub async fn run_cancellable(
         Ok(v) => v,
         Err(e) => {
             let msg = redact::text(&e.to_string(), &settings.mongodb_uri);
-            fail_all(&mut report, plans, &msg);
+            fail_all(&mut report, plans, &msg, true);
             return report;
         }
     };
 
-    let state = State::load(&settings.backup_root);
+    let state = State::load_for_run(&settings.backup_root);
     let now = now_ms();
     let mut locks = Vec::new();
     let mut tasks = Vec::new();
@@ -123,12 +127,12 @@ pub async fn run_cancellable(
                     plan.policy.name,
                     lock_path.display()
                 );
-                fail_all(&mut report, std::slice::from_ref(plan), &msg);
+                fail_all(&mut report, std::slice::from_ref(plan), &msg, false);
                 continue;
             }
             Err(e) => {
                 let msg = ExportError::from_io(&lock_path, e).to_string();
-                fail_all(&mut report, std::slice::from_ref(plan), &msg);
+                fail_all(&mut report, std::slice::from_ref(plan), &msg, true);
                 continue;
             }
         }

@@ -421,9 +421,16 @@ impl Service {
     /// Retention for one policy, after its run.
     fn prune(&self, policy: &Policy, settings: &Settings) {
         let dir = storage::policy_dir(&settings.backup_root, &policy.name);
-        let Ok(Some(_lock)) = storage::try_lock(&dir.join(".dcb.lock")) else {
-            tracing::info!(policy = %policy.name, "retention skipped: the policy is busy");
-            return;
+        let _lock = match storage::try_lock(&dir.join(".dcb.lock")) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                tracing::info!(policy = %policy.name, "retention skipped: the policy is busy");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(policy = %policy.name, error = %e, "retention skipped: cannot take the policy's lock");
+                return;
+            }
         };
         let found: Vec<_> = crate::export::manifest::scan(&settings.backup_root)
             .into_iter()

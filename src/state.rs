@@ -63,6 +63,23 @@ impl State {
         Self::load_inner(root, true)
     }
 
+    /// As [`State::load`], for a run that is about to write: a rebuilt state is saved
+    /// at once, so the updates at the end of the run start from it instead of
+    /// rebuilding again from manifests that then include the run's own archives.
+    pub fn load_for_run(root: &Path) -> State {
+        let Ok(_lock) = storage::lock(&lock_path(root)) else {
+            return State::load(root);
+        };
+        let state = Self::load_inner(root, true);
+        if !path(root).is_file() {
+            let bytes = serde_json::to_vec_pretty(&state).expect("state serializes");
+            if let Err(e) = storage::write_atomic(&path(root), &bytes) {
+                tracing::warn!(error = %e, "cannot save the rebuilt state.json");
+            }
+        }
+        state
+    }
+
     fn load_inner(root: &Path, announce: bool) -> State {
         let p = path(root);
         let why = match std::fs::read(&p) {

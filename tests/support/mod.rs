@@ -423,3 +423,69 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[cfg(unix)]
+impl TestServer {
+    /// Kill the server process itself (not its launcher) with SIGKILL, as a crash or
+    /// the OOM killer would, then let the launcher exit. The data stays in its storage
+    /// folder for [`start_server_at`] to open again.
+    pub fn kill_9(mut self) {
+        let mut launcher = self
+            ._child
+            .take()
+            .expect("only a server this test started can be killed");
+        let servers = children_of(launcher.id());
+        assert!(
+            !servers.is_empty(),
+            "cannot find the server process started by launcher {}",
+            launcher.id()
+        );
+        for pid in servers {
+            // SAFETY: kill(2) with a pid read from the process table; no memory involved.
+            let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            assert_eq!(rc, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
+        }
+        drop(launcher.stdin.take());
+        let _ = launcher.wait();
+    }
+}
+
+/// The processes whose parent is `parent`: from /proc on Linux, else from `ps`.
+#[cfg(unix)]
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            // /proc/PID/stat: "pid (comm) state ppid ...", and comm may hold spaces.
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(parent) {
+                found.push(pid);
+            }
+        }
+        if !found.is_empty() {
+            return found;
+        }
+    }
+    let out = Command::new("ps")
+        .args(["-A", "-o", "pid=,ppid="])
+        .output()
+        .expect("run ps");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut it = line.split_whitespace().map(|f| f.parse::<u32>().ok());
+        if let (Some(Some(pid)), Some(Some(ppid))) = (it.next(), it.next())
+            && ppid == parent
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
