@@ -6,7 +6,7 @@
 use std::fmt;
 use std::io::{self, Read};
 
-use bson::{RawBsonRef, RawDocument};
+use bson::RawDocument;
 
 /// The largest document accepted: MongoDB's 16 MiB limit plus the 16 KiB of headroom
 /// the server itself allows internally.
@@ -125,8 +125,8 @@ impl<R: Read> BsonReader<R> {
             offset: start,
             message,
         };
+        walk(&self.buf, 0).map_err(malformed)?;
         let doc = RawDocument::from_bytes(&self.buf).map_err(|e| malformed(e.to_string()))?;
-        walk(doc, 0).map_err(malformed)?;
         Ok(Some(doc))
     }
 }
@@ -145,33 +145,109 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Check every element, recursively.
-fn walk(doc: &RawDocument, depth: usize) -> Result<(), String> {
+/// Check the structure of every element, recursively: types, lengths and terminators,
+/// as `mongod` validates. Invalid UTF-8 inside strings is not an error here: MongoDB
+/// stores such strings and mongodump keeps them, so a faithful backup must too.
+fn walk(doc: &[u8], depth: usize) -> Result<(), String> {
     if depth > MAX_DEPTH {
         return Err(format!("nested more than {MAX_DEPTH} levels deep"));
     }
-    for element in doc.iter() {
-        let (_, value) = element.map_err(|e| e.to_string())?;
-        walk_value(value, depth)?;
+    // The caller has checked that the length prefix equals `doc.len()` (>= 5).
+    let end = doc.len() - 1;
+    if doc[end] != 0 {
+        return Err("the document does not end with a zero byte".into());
+    }
+    let mut at = 4;
+    while at < end {
+        let kind = doc[at];
+        at += 1;
+        let key_end = cstring_end(doc, at, end).ok_or("an element name runs past the document")?;
+        at = key_end + 1;
+        let need = |n: usize, at: usize| -> Result<usize, String> {
+            at.checked_add(n)
+                .filter(|&e| e <= end)
+                .ok_or_else(|| format!("a value of type {kind:#04x} runs past the document"))
+        };
+        at = match kind {
+            0x01 | 0x09 | 0x11 | 0x12 => need(8, at)?,
+            0x10 => need(4, at)?,
+            0x13 => need(16, at)?,
+            0x07 => need(12, at)?,
+            0x08 => {
+                let e = need(1, at)?;
+                if doc[at] > 1 {
+                    return Err("a boolean is neither 0 nor 1".into());
+                }
+                e
+            }
+            0x06 | 0x0A | 0x7F | 0xFF => at,
+            0x02 | 0x0D | 0x0E => string_end(doc, at, end)?,
+            0x0C => need(12, string_end(doc, at, end)?)?,
+            0x03 | 0x04 => {
+                let len = length_at(doc, at, end)?;
+                let e = need(len, at)?;
+                if len < 5 {
+                    return Err("an embedded document is shorter than 5 bytes".into());
+                }
+                walk(&doc[at..e], depth + 1)?;
+                e
+            }
+            0x05 => {
+                let len = length_at(doc, at, end)?;
+                need(len, need(5, at)?)?
+            }
+            0x0B => {
+                let pattern = cstring_end(doc, at, end).ok_or("a regex runs past the document")?;
+                cstring_end(doc, pattern + 1, end).ok_or("a regex runs past the document")? + 1
+            }
+            0x0F => {
+                let total = length_at(doc, at, end)?;
+                let e = need(total, at)?;
+                let code_end = string_end(doc, at + 4, e)?;
+                let scope_len = length_at(doc, code_end, e)?;
+                if code_end + scope_len != e || scope_len < 5 {
+                    return Err("a code-with-scope value has inconsistent lengths".into());
+                }
+                walk(&doc[code_end..e], depth + 1)?;
+                e
+            }
+            other => return Err(format!("unknown element type {other:#04x}")),
+        };
+    }
+    if at != end {
+        return Err("the last element runs past the document".into());
     }
     Ok(())
 }
 
-fn walk_value(value: RawBsonRef<'_>, depth: usize) -> Result<(), String> {
-    match value {
-        RawBsonRef::Document(d) => walk(d, depth + 1),
-        RawBsonRef::Array(a) => {
-            if depth + 1 > MAX_DEPTH {
-                return Err(format!("nested more than {MAX_DEPTH} levels deep"));
-            }
-            for v in a {
-                walk_value(v.map_err(|e| e.to_string())?, depth + 1)?;
-            }
-            Ok(())
-        }
-        RawBsonRef::JavaScriptCodeWithScope(c) => walk(c.scope, depth + 1),
-        _ => Ok(()),
+/// The index of the zero byte ending a C string that starts at `at`, before `end`.
+fn cstring_end(doc: &[u8], at: usize, end: usize) -> Option<usize> {
+    doc.get(at..end)?
+        .iter()
+        .position(|&b| b == 0)
+        .map(|p| at + p)
+}
+
+/// A little-endian i32 length at `at`, as a usize (negative is an error).
+fn length_at(doc: &[u8], at: usize, end: usize) -> Result<usize, String> {
+    let bytes: [u8; 4] = doc
+        .get(at..at.saturating_add(4).min(end))
+        .and_then(|b| b.try_into().ok())
+        .ok_or("a length runs past the document")?;
+    usize::try_from(i32::from_le_bytes(bytes)).map_err(|_| "a negative length".to_string())
+}
+
+/// Where a BSON string (i32 length, bytes, zero) starting at `at` ends.
+fn string_end(doc: &[u8], at: usize, end: usize) -> Result<usize, String> {
+    let len = length_at(doc, at, end)?;
+    let e = (at + 4)
+        .checked_add(len)
+        .filter(|&e| e <= end && len >= 1)
+        .ok_or("a string runs past the document")?;
+    if doc[e - 1] != 0 {
+        return Err("a string does not end with a zero byte".into());
     }
+    Ok(e)
 }
 
 #[cfg(test)]
@@ -245,6 +321,33 @@ mod tests {
         let n = bad.len();
         bad[n - 1] = 1;
         assert!(matches!(read_all(&bad), Err(BsonError::Malformed { .. })));
+    }
+
+    // Invalid UTF-8 in a string is kept (MongoDB stores it); types and lengths are not.
+    #[test]
+    fn structure_is_checked_not_utf8() {
+        let mut data = bytes(&[doc! {"s": "abc"}]);
+        // "abc" sits after: length(4) type(1) key "s\0"(2) strlen(4).
+        data[11] = 0xff;
+        assert_eq!(read_all(&data).unwrap().len(), 1);
+        let mut bad = bytes(&[doc! {"a": 1}]);
+        bad[4] = 0x42; // an element type that does not exist
+        assert!(matches!(read_all(&bad), Err(BsonError::Malformed { .. })));
+        let mut bad = bytes(&[doc! {"b": true}]);
+        bad[7] = 2; // a boolean that is neither
+        assert!(matches!(read_all(&bad), Err(BsonError::Malformed { .. })));
+        // Every kind of value dcb may meet passes.
+        let all = doc! {
+            "d": 1.5, "s": "x", "o": {"a": [1, "b", {"c": null}]}, "bin": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![1, 2] },
+            "oid": bson::oid::ObjectId::new(), "t": true, "dt": bson::DateTime::now(), "n": null,
+            "re": bson::Regex { pattern: "a.*".try_into().unwrap(), options: "i".try_into().unwrap() },
+            "js": bson::Bson::JavaScriptCode("f()".into()),
+            "jss": bson::Bson::JavaScriptCodeWithScope(bson::JavaScriptCodeWithScope { code: "g()".into(), scope: doc! {"x": 1} }),
+            "i": 1i32, "ts": bson::Timestamp { time: 1, increment: 2 }, "l": 2i64,
+            "dec": bson::Decimal128::from_bytes([0; 16]), "min": bson::Bson::MinKey, "max": bson::Bson::MaxKey,
+            "u": bson::Bson::Undefined,
+        };
+        assert_eq!(read_all(&bytes(&[all])).unwrap().len(), 1);
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub struct Verified {
 /// The archives under `root`, oldest window end first within each collection.
 pub fn entries(root: &Path, policies: &[String], collections: &[String]) -> Vec<Entry> {
     let verified = log::latest(root);
-    let mut out: Vec<Entry> = manifest::scan(root)
+    let mut out: Vec<Entry> = manifest::scan_all(root)
+        .0
         .into_iter()
         .filter(|f| policies.is_empty() || policies.contains(&f.manifest.policy))
         .filter(|f| collections.is_empty() || collections.contains(&f.manifest.collection))

@@ -69,7 +69,17 @@ impl fmt::Display for PlanError {
 /// - snapshot: only the newest snapshot taken at or before `until` (the newest without
 ///   it): an older snapshot would bring back documents deleted since.
 pub fn plan(found: &[Found], req: &Request) -> Result<Vec<Chain>, PlanError> {
+    plan_with_skipped(found, req).map(|(chains, _)| chains)
+}
+
+/// As [`plan`], also naming the selected collections that have nothing to restore
+/// (no archive from before `until`).
+pub fn plan_with_skipped(
+    found: &[Found],
+    req: &Request,
+) -> Result<(Vec<Chain>, Vec<String>), PlanError> {
     let err = |s: String| Err(PlanError(s));
+    let mut skipped = Vec::new();
     if let Err(e) = crate::names::check_database(&req.to_database) {
         return err(format!("--to-database: {e}"));
     }
@@ -97,14 +107,29 @@ pub fn plan(found: &[Found], req: &Request) -> Result<Vec<Chain>, PlanError> {
                 &b.archive_path,
             ))
         });
-        let newest = archives.last().expect("groups are never empty");
+        let Some(newest) = archives.last() else {
+            continue;
+        };
         let mode = newest.manifest.mode;
         let time_field = newest.manifest.time_field.clone();
+        if archives.iter().any(|f| f.manifest.mode != mode) {
+            return err(format!(
+                "the archives of {policy}:{database}.{collection} mix snapshot and incremental modes (the policy changed); restore the ones you want with --archive"
+            ));
+        }
+        if let Err(e) = crate::names::check_database(&database)
+            .and_then(|()| crate::names::check_collection(&collection))
+        {
+            return err(format!(
+                "a manifest of policy `{policy}` names `{database}.{collection}`: {e}"
+            ));
+        }
         let chosen: Vec<Found> = match mode {
+            // A snapshot counts from when its read finished.
             Mode::Snapshot => archives
                 .iter()
                 .rev()
-                .find(|f| req.until.is_none_or(|t| f.manifest.to <= t))
+                .find(|f| req.until.is_none_or(|t| f.manifest.finished_at <= t))
                 .map(|f| vec![(*f).clone()])
                 .unwrap_or_default(),
             Mode::Incremental => archives
@@ -117,6 +142,7 @@ pub fn plan(found: &[Found], req: &Request) -> Result<Vec<Chain>, PlanError> {
                 .collect(),
         };
         if chosen.is_empty() {
+            skipped.push(format!("{policy}:{database}.{collection}"));
             continue;
         }
         chains.push(Chain {
@@ -173,7 +199,7 @@ pub fn plan(found: &[Found], req: &Request) -> Result<Vec<Chain>, PlanError> {
             c.source()
         ));
     }
-    Ok(chains)
+    Ok((chains, skipped))
 }
 
 /// A point in time from the command line: RFC 3339, or a local date and time in `tz`
@@ -311,6 +337,23 @@ mod tests {
         assert_eq!(tos(&plan(&all, &req(Some(4))).unwrap()[0]), [3]);
         assert_eq!(tos(&plan(&all, &req(Some(3))).unwrap()[0]), [3]);
         assert!(plan(&all, &req(Some(0))).is_err());
+    }
+
+    #[test]
+    fn mixed_modes_are_refused_and_empty_collections_named() {
+        let all = [
+            found("hot", "roles", Mode::Incremental, None, 2),
+            found("hot", "roles", Mode::Snapshot, None, 4),
+        ];
+        let e = plan(&all, &req(None)).unwrap_err();
+        assert!(e.0.contains("mix snapshot and incremental"), "{e}");
+        let all = [
+            found("hot", "scans", Mode::Incremental, None, 2),
+            found("hot", "logs", Mode::Incremental, Some(5), 6),
+        ];
+        let (chains, skipped) = plan_with_skipped(&all, &req(Some(3))).unwrap();
+        assert_eq!(chains.len(), 1);
+        assert_eq!(skipped, ["hot:mes.logs"]);
     }
 
     #[test]

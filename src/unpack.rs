@@ -15,6 +15,13 @@ use std::rc::Rc;
 use crate::crypto::{self, Keys};
 use crate::export::archive::hex;
 
+/// dcb writes 3 members (plus a long-name record for long paths); anything far
+/// beyond that is not a dcb archive, and reading on only piles up problems.
+const MAX_ENTRIES: usize = 64;
+const MAX_PROBLEMS: usize = 20;
+/// The longest member path accepted in a long-name record.
+const MAX_NAME: u64 = 4096;
+
 /// Something wrong with an archive, and where.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
@@ -172,7 +179,9 @@ pub fn for_each_member(
         Some(m) => format!("the tar header after {m}"),
         None => "the first tar header".to_string(),
     };
-    for entry in entries {
+    let mut long_name: Option<Vec<u8>> = None;
+    let mut count = 0usize;
+    for entry in entries.raw(true) {
         let mut entry = match entry {
             Ok(e) => e,
             Err(e) => {
@@ -180,9 +189,48 @@ pub fn for_each_member(
                 return None;
             }
         };
-        let raw = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw).into_owned();
+        count += 1;
+        if count > MAX_ENTRIES {
+            problems.push(Problem::new(
+                "archive",
+                format!("holds more than {MAX_ENTRIES} entries (dcb writes 3); stopped reading"),
+            ));
+            return None;
+        }
+        if problems.len() >= MAX_PROBLEMS {
+            problems.push(Problem::new(
+                "archive",
+                "too many problems; stopped reading",
+            ));
+            return None;
+        }
         let kind = entry.header().entry_type();
+        // Read in raw mode so that a long-name record is bounded before it is read
+        // (the tar crate would read any size into memory).
+        if kind.is_gnu_longname() {
+            let size = entry.header().size().unwrap_or(u64::MAX);
+            if size > MAX_NAME {
+                problems.push(Problem::new(
+                    where_header(&last),
+                    format!("a long-name record of {size} bytes (refused)"),
+                ));
+                return None;
+            }
+            let mut name = Vec::with_capacity(size as usize);
+            if let Err(e) = entry.read_to_end(&mut name) {
+                problems.push(Problem::new(where_header(&last), describe_io(&e)));
+                return None;
+            }
+            while name.last() == Some(&0) {
+                name.pop();
+            }
+            long_name = Some(name);
+            continue;
+        }
+        let raw = long_name
+            .take()
+            .unwrap_or_else(|| entry.path_bytes().into_owned());
+        let shown = String::from_utf8_lossy(&raw[..raw.len().min(200)]).into_owned();
         if !kind.is_file() {
             problems.push(Problem::new(
                 shown.clone(),
@@ -207,14 +255,30 @@ pub fn for_each_member(
         last = Some(name);
     }
     // Read to the real end: the gzip trailers after the tar's end blocks, and
-    // anything appended after them, must pass through the decoder and the hash too.
+    // anything appended after them, must pass through the decoder and the hash too;
+    // after the end-of-archive block there may be only zeros.
     let mut rest = archive.into_inner();
-    if let Err(e) = io::copy(&mut rest, &mut io::sink()) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut nonzero = false;
+    loop {
+        match rest.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => nonzero |= buf[..n].iter().any(|&b| b != 0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                problems.push(Problem::new(
+                    "the end of the archive (after the last member)",
+                    describe_io(&e),
+                ));
+                return None;
+            }
+        }
+    }
+    if nonzero {
         problems.push(Problem::new(
             "the end of the archive (after the last member)",
-            describe_io(&e),
+            "holds data after the end-of-archive block",
         ));
-        return None;
     }
     drop(rest);
     let (hasher, size) = hashed.replace((Sha256::new(), 0));

@@ -241,12 +241,29 @@ fn compare(
         }
     }
     let bson_path = format!("{}/{}.bson", m.database, m.collection);
-    if let Some((_, count)) = bson_members.iter().find(|(p, _)| *p == bson_path)
-        && *count != m.documents
+    match bson_members.iter().find(|(p, _)| *p == bson_path) {
+        Some((_, count)) if *count != m.documents => problems.push(Problem::new(
+            &bson_path,
+            format!("holds {count} documents; the manifest says {}", m.documents),
+        )),
+        Some(_) => {}
+        None if complete && !m.members.iter().any(|e| e.path == bson_path) => {
+            problems.push(Problem::new(
+                &bson_path,
+                "is neither in the archive nor in the manifest's member list",
+            ))
+        }
+        None => {}
+    }
+    if let Some(seen_bson) = seen.get(&bson_path)
+        && seen_bson.size != m.bytes
     {
         problems.push(Problem::new(
             &bson_path,
-            format!("holds {count} documents; the manifest says {}", m.documents),
+            format!(
+                "holds {} bytes; the manifest says {}",
+                seen_bson.size, m.bytes
+            ),
         ));
     }
     if is_beside && complete {
@@ -287,8 +304,9 @@ fn compare(
     }
 }
 
+/// The start of a hash, for messages (a lying manifest may hold anything there).
 fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(16)]
+    sha.get(..16).unwrap_or(sha)
 }
 
 /// The manifest beside `archive`, if there is a readable one.

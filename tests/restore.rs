@@ -198,7 +198,23 @@ async fn incremental_runs_restore_byte_for_byte_and_idempotently() {
         ["_id_", "barcode_1", "createdAt_1"]
     );
 
-    // Again: everything is already there, so everything is replaced by itself.
+    // Again, after the target drifted: 40 documents edited and 25 deleted there. The
+    // archive's version wins, the deleted come back, and batches that mix new and
+    // existing documents map each to the right write.
+    let dst_scans = dst.collection::<Document>("scans");
+    let ids: Vec<ObjectId> = want_scans
+        .keys()
+        .map(|h| ObjectId::parse_str(h).unwrap())
+        .collect();
+    for id in &ids[..40] {
+        dst_scans
+            .update_one(doc! {"_id": id}, doc! {"$set": {"station": "EDITED"}})
+            .await
+            .unwrap();
+    }
+    for id in &ids[100..125] {
+        dst_scans.delete_one(doc! {"_id": id}).await.unwrap();
+    }
     let run = dcb(
         &s,
         &["restore", "--policy", "p", "--to-database", &dst_name],
@@ -206,7 +222,7 @@ async fn incremental_runs_restore_byte_for_byte_and_idempotently() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout
-            .contains("600 documents (0 inserted, 600 replaced)"),
+            .contains("600 documents (25 inserted, 575 replaced)"),
         "{}",
         run.stdout
     );
@@ -324,8 +340,9 @@ async fn until_restores_exactly_the_documents_before_time() {
         2
     );
 
+    // TIME exactly on a document: that document is after the cut.
     for (minutes_ago, archives) in [(120, 1), (60, 2), (45, 2)] {
-        let until_ms = now - minutes_ago * minute + 1;
+        let until_ms = now - minutes_ago * minute;
         let until = chrono::DateTime::from_timestamp_millis(until_ms)
             .unwrap()
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -368,6 +385,42 @@ async fn until_restores_exactly_the_documents_before_time() {
         got.sort();
         assert_eq!(got, want, "until {until}");
     }
+    // TIME exactly at the second archive's window start: that archive is not needed.
+    let second = support::archives(&s.path().join("backups"), "p", "scans").remove(1);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            second
+                .to_string_lossy()
+                .replace(".tar.gz", ".manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let from = manifest["from"].as_str().unwrap();
+    let target = format!("{dst_name}_edge");
+    let args = [
+        "restore",
+        "--policy",
+        "p",
+        "--collection",
+        "scans",
+        "--until",
+        from,
+        "--to-database",
+        &target,
+    ];
+    let run = dcb(&s, &args);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("1 archive,"), "{}", run.stdout);
+    // Again into the now non-empty target: refused without --drop, which would keep
+    // documents written after TIME.
+    let run = dcb(&s, &args);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("already holds"), "{}", run.stderr);
+    let mut with_drop = args.to_vec();
+    with_drop.push("--drop");
+    assert_eq!(dcb(&s, &with_drop).code, 0);
+
     // Before the first document's archive window ends there is still the first
     // archive (it starts at the beginning), but nothing before any document.
     let run = dcb(
@@ -448,9 +501,20 @@ async fn corrupt_archive_stops_restore_with_target_untouched() {
     let listed = list_json(&s);
     assert_eq!(listed[0]["verified"]["ok"], false, "{listed:#?}");
 
-    // A missing archive is reported by verify too.
+    // A missing archive is reported by verify too, and a restore refuses to leave a
+    // hole in the data.
     std::fs::remove_file(&archive).unwrap();
     let run = dcb(&s, &["verify"]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("is missing"), "{}", run.stdout);
+    let run = dcb(&s, &["restore", "--to-database", &dst_name]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("cannot be read"), "{}", run.stderr);
+    assert!(
+        !client
+            .list_database_names()
+            .await
+            .unwrap()
+            .contains(&dst_name)
+    );
 }

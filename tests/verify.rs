@@ -112,6 +112,9 @@ fn good_archive_to(
 enum Entry<'a> {
     File(&'a [u8], &'a [u8]),
     Symlink(&'a [u8], &'a str),
+    /// A GNU long-name record claiming `size` bytes, holding `name`.
+    LongName(&'a [u8], u64),
+    Dir(&'a [u8]),
 }
 
 /// A tar.gz with exactly these entries; names are written raw, so they may be hostile.
@@ -129,6 +132,16 @@ fn raw_archive(path: &Path, entries: &[Entry]) {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_size(0);
                 h.set_link_name(target).unwrap();
+                (name, &[])
+            }
+            Entry::LongName(name, size) => {
+                h.set_entry_type(tar::EntryType::GNULongName);
+                h.set_size(*size);
+                (b"././@LongLink", name)
+            }
+            Entry::Dir(name) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
                 (name, &[])
             }
         };
@@ -256,6 +269,20 @@ fn hostile_members_are_refused() {
             ],
             "unexpected member",
         ),
+        // A long name that escapes, given the way GNU tar gives long names.
+        (
+            vec![
+                Entry::LongName(b"mes/../../../../etc/evil.bson\0", 30),
+                Entry::File(b"short", &bson),
+            ],
+            "escapes",
+        ),
+        // A long-name record claiming a gigabyte is refused before it is read.
+        (
+            vec![Entry::LongName(b"x", 1 << 30)],
+            "long-name record of 1073741824 bytes",
+        ),
+        (vec![Entry::Dir(b"mes/")], "Directory entry"),
     ];
     for (entries, want) in cases {
         raw_archive(&path, &entries);
@@ -509,4 +536,19 @@ mod fuzz {
             prop_assert_eq!(broken.len(), 1);
         }
     }
+}
+
+// An archive of thousands of entries stops early with a bounded report.
+#[test]
+fn many_entries_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.tar.gz");
+    let names: Vec<String> = (0..5000).map(|i| format!("d{i}/")).collect();
+    let entries: Vec<Entry> = names.iter().map(|n| Entry::Dir(n.as_bytes())).collect();
+    raw_archive(&path, &entries);
+    let m = manifest("a.tar.gz", vec![], 0, 0);
+    let r = verify::check(&path, Some(&m), 0, &Keys::default());
+    assert!(!r.ok());
+    assert!(r.problems.len() < 40, "{} problems", r.problems.len());
+    assert!(messages(&r).contains("stopped reading"), "{}", messages(&r));
 }

@@ -13,6 +13,14 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Exit {
         Err(e) => return e,
     };
     let entries = catalog::entries(&settings.backup_root, &args.policies, &args.collections);
+    let (_, broken) = crate::export::manifest::scan_all(&settings.backup_root);
+    for b in &broken {
+        eprintln!(
+            "warning: {}: {} (not listed; `dcb verify` reports it)",
+            b.manifest_path.display(),
+            b.problem
+        );
+    }
     if args.json {
         println!(
             "{}",

@@ -52,7 +52,31 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
         }
     };
     let found = if args.archives.is_empty() {
-        manifest::scan(root)
+        let (found, broken) = manifest::scan_all(root);
+        // A manifest whose archive is gone is a hole in a chain: restoring around it
+        // would exit 0 with data missing.
+        let selected = |p: &std::path::Path| {
+            let policy = p
+                .parent()
+                .and_then(std::path::Path::file_name)
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            args.policies.is_empty() || args.policies.contains(&policy)
+        };
+        let holes: Vec<_> = broken
+            .iter()
+            .filter(|b| selected(&b.manifest_path))
+            .collect();
+        if !holes.is_empty() {
+            for b in &holes {
+                eprintln!("error: {}: {}", b.manifest_path.display(), b.problem);
+            }
+            eprintln!(
+                "error: the selection has archives that cannot be read, so the restore would miss data; nothing was written (restore the others with --archive, or remove those manifests if the loss is accepted)"
+            );
+            return Exit::Failed;
+        }
+        found
     } else {
         match explicit(&args.archives, &keys) {
             Ok(f) => f,
@@ -70,7 +94,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
         to_collection: args.to_collection.clone(),
         in_place: args.in_place,
     };
-    let chains = match restore::plan(&found, &req) {
+    let (chains, skipped) = match restore::plan_with_skipped(&found, &req) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -79,6 +103,9 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
     };
     if args.dry_run || !args.quiet {
         print!("{}", render_plan(root, &chains, args, until));
+        for s in &skipped {
+            println!("  {s}: nothing from before --until; not restored");
+        }
     }
     if args.dry_run {
         println!("dry run: nothing was written");
@@ -123,6 +150,33 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
             return Exit::Failed;
         }
     };
+    // A point in time over documents already there would keep those written after it.
+    if until.is_some() && !args.drop {
+        for chain in &chains {
+            let coll = client
+                .database(&chain.target_database)
+                .collection::<mongodb::bson::Document>(&chain.target_collection);
+            let n = rt.block_on(async { coll.estimated_document_count().await });
+            match n {
+                Ok(0) => {}
+                Ok(n) => {
+                    eprintln!(
+                        "error: {} already holds {n} documents: a restore --until into it would keep any written after that time; add --drop or choose an empty target. Nothing was written",
+                        chain.target()
+                    );
+                    return Exit::Failed;
+                }
+                Err(e) => {
+                    eprintln!(
+                        "error: {}: {}",
+                        chain.target(),
+                        crate::redact::text(&e.to_string(), &settings.mongodb_uri)
+                    );
+                    return Exit::Failed;
+                }
+            }
+        }
+    }
     let mut failed = false;
     for chain in &chains {
         let newest = chain.archives.last().map(|f| &f.archive_path);
@@ -178,6 +232,9 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
                         }
                     }
                     println!("{line}");
+                    for note in &o.notes {
+                        println!("  note: {note}");
+                    }
                 }
             }
             Err(e) => {

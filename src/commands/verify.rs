@@ -213,7 +213,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
     }
 }
 
-/// Check every target, two at a time (reading is decompression-bound).
+/// Check every target, one per core up to four (reading is decompression-bound).
 pub fn check_all(targets: &[Target], sample: usize, keys: &Keys) -> Vec<Report> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());

@@ -42,6 +42,8 @@ pub struct Outcome {
     /// Already in the target (by `_id`) and replaced by the archive's version.
     pub replaced: u64,
     pub indexes: usize,
+    /// Things the operator should know (indexes changed, metadata unreadable).
+    pub notes: Vec<String>,
 }
 
 /// Restore one chain into its target. `metadata` is the newest archive's
@@ -59,8 +61,24 @@ pub async fn chain(
     let coll = db.collection::<RawDocumentBuf>(&chain.target_collection);
     let target = chain.target();
     let mongo = |what: &str, e: mongodb::error::Error| format!("{target}: {what}: {e}");
-    let meta = metadata.and_then(|m| Bson::try_from(m.clone()).ok());
-    let meta = meta.as_ref().and_then(Bson::as_document);
+    let mut notes = Vec::new();
+    let meta = match metadata.map(|m| Bson::try_from(m.clone())) {
+        Some(Ok(Bson::Document(d))) => Some(d),
+        Some(_) => {
+            notes.push(
+                "the metadata is unreadable: no collection options or indexes restored".to_string(),
+            );
+            None
+        }
+        None => {
+            notes.push(
+                "the archive has no metadata: no collection options or indexes restored"
+                    .to_string(),
+            );
+            None
+        }
+    };
+    let meta = meta.as_ref();
 
     if drop_first {
         coll.drop()
@@ -75,6 +93,7 @@ pub async fn chain(
         source: chain.source(),
         target: target.clone(),
         archives: chain.archives.len(),
+        notes,
         ..Outcome::default()
     };
     for found in &chain.archives {
@@ -84,7 +103,8 @@ pub async fn chain(
             "{}/{}.bson",
             found.manifest.database, found.manifest.collection
         );
-        let time_field = chain.time_field.clone();
+        // Each archive by its own time field: a policy may have changed it.
+        let time_field = found.manifest.time_field.clone();
         let keys = keys.clone();
         let reader = tokio::task::spawn_blocking(move || {
             read_batches(archive, &keys, &member, &time_field, until, tx)
@@ -110,20 +130,41 @@ pub async fn chain(
         if let Some(e) = failed {
             return Err(e);
         }
-        let (read, skipped) = read.map_err(|p| format!("{}: {p}", found.archive_path.display()))?;
+        let (read, skipped, digest) =
+            read.map_err(|p| format!("{}: {p}", found.archive_path.display()))?;
+        // The file was verified before the first write; it must not have changed since.
+        let changed = read != found.manifest.documents
+            || found
+                .manifest
+                .archive_sha256
+                .as_ref()
+                .is_some_and(|sha| *sha != digest.sha256);
+        if changed {
+            return Err(format!(
+                "{}: the archive changed after it was verified (read {read} documents; the manifest says {}); the restore stopped",
+                found.archive_path.display(),
+                found.manifest.documents
+            ));
+        }
         out.read += read;
         out.skipped += skipped;
     }
     if let Some(meta) = meta {
-        out.indexes = create_indexes(&db, &chain.target_collection, meta)
+        let (n, ttl) = create_indexes(&db, &chain.target_collection, meta)
             .await
             .map_err(|e| mongo("cannot create the indexes", e))?;
+        out.indexes = n;
+        for name in ttl {
+            out.notes.push(format!(
+                "TTL index `{name}` restored without expireAfterSeconds, or the server would delete the restored documents; add it back with collMod when you mean it"
+            ));
+        }
     }
     Ok(out)
 }
 
 /// Stream the archive's `.bson` member into batches; documents at or after `until`
-/// (by the chain's time field) are skipped. Returns (read, skipped).
+/// (by the archive's time field) are skipped. Returns (read, skipped, file digest).
 fn read_batches(
     archive: PathBuf,
     keys: &Keys,
@@ -131,7 +172,7 @@ fn read_batches(
     time_field: &str,
     until: Option<DateTime<Utc>>,
     tx: tokio::sync::mpsc::Sender<Vec<RawDocumentBuf>>,
-) -> Result<(u64, u64), Problem> {
+) -> Result<(u64, u64, unpack::FileDigest), Problem> {
     let path: Vec<&str> = time_field.split('.').collect();
     let until_ms = until.map(|t| t.timestamp_millis());
     let mut problems = Vec::new();
@@ -183,15 +224,15 @@ fn read_batches(
         return Err(p);
     }
     if stopped {
-        return Ok((read, skipped));
+        return Err(Problem::new(member, "the writer stopped reading"));
     }
-    if digest.is_none() {
+    let Some(digest) = digest else {
         return Err(Problem::new("archive", "unreadable"));
-    }
+    };
     if !found {
         return Err(Problem::new(member, "is missing from the archive"));
     }
-    Ok((read, skipped))
+    Ok((read, skipped, digest))
 }
 
 /// Insert a batch; documents whose `_id` is already there are replaced instead.
@@ -219,7 +260,13 @@ async fn write_batch(
             other.message
         ));
     }
-    let dups: Vec<&RawDocumentBuf> = errors.iter().filter_map(|w| batch.get(w.index)).collect();
+    let mut indexes: Vec<usize> = errors.iter().map(|w| w.index).collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    if indexes.len() != errors.len() || indexes.last().is_some_and(|&i| i >= batch.len()) {
+        return Err("the server reported write errors that do not match the batch".into());
+    }
+    let dups: Vec<&RawDocumentBuf> = indexes.iter().map(|&i| &batch[i]).collect();
     replace(db, coll.name(), &dups).await?;
     Ok(((batch.len() - dups.len()) as u64, dups.len() as u64))
 }
@@ -227,28 +274,60 @@ async fn write_batch(
 /// Replace documents by `_id` (upsert), in as few commands as fit.
 async fn replace(db: &Database, coll: &str, docs: &[&RawDocumentBuf]) -> Result<(), String> {
     let mut updates = RawArrayBuf::new();
-    let mut size = 0;
-    for (i, doc) in docs.iter().enumerate() {
+    let mut pending = 0usize;
+    let mut size = 0usize;
+    for doc in docs {
+        let len = doc.as_bytes().len();
+        // Send what is pending before this document would push the command past the cap.
+        if pending > 0 && size + len > REPLACE_BYTES {
+            send_replacements(db, coll, std::mem::take(&mut updates), pending).await?;
+            pending = 0;
+            size = 0;
+        }
         let id = doc
             .get("_id")
             .map_err(|e| e.to_string())?
             .ok_or("a document without `_id` collided with another")?;
         updates.push(rawdoc! {"q": {"_id": id}, "u": (*doc).clone(), "upsert": true});
-        size += doc.as_bytes().len();
-        if size >= REPLACE_BYTES || i + 1 == docs.len() {
-            let cmd =
-                rawdoc! {"update": coll, "updates": std::mem::take(&mut updates), "ordered": false};
-            size = 0;
-            let reply = db.run_raw_command(cmd).await.map_err(|e| e.to_string())?;
-            if let Ok(errors) = reply.get_array("writeErrors")
-                && let Some(Bson::Document(first)) = errors.first()
-            {
-                return Err(format!(
-                    "a document could not be replaced: {}",
-                    first.get_str("errmsg").unwrap_or("unknown error")
-                ));
-            }
-        }
+        pending += 1;
+        // The statement's keys and the `_id` in `q` on top of the document.
+        size += len + 64;
+    }
+    if pending > 0 {
+        send_replacements(db, coll, updates, pending).await?;
+    }
+    Ok(())
+}
+
+async fn send_replacements(
+    db: &Database,
+    coll: &str,
+    updates: RawArrayBuf,
+    expected: usize,
+) -> Result<(), String> {
+    let cmd = rawdoc! {"update": coll, "updates": updates, "ordered": false};
+    let reply = db.run_raw_command(cmd).await.map_err(|e| e.to_string())?;
+    if let Ok(errors) = reply.get_array("writeErrors")
+        && let Some(Bson::Document(first)) = errors.first()
+    {
+        return Err(format!(
+            "a document could not be replaced: {}",
+            first.get_str("errmsg").unwrap_or("unknown error")
+        ));
+    }
+    if let Ok(wce) = reply.get_document("writeConcernError") {
+        return Err(format!(
+            "write concern: {}",
+            wce.get_str("errmsg").unwrap_or("unknown error")
+        ));
+    }
+    let n = reply
+        .get_i32("n")
+        .map(i64::from)
+        .or_else(|_| reply.get_i64("n"))
+        .unwrap_or(-1);
+    if n != expected as i64 {
+        return Err(format!("the server replaced {n} of {expected} documents"));
     }
     Ok(())
 }
@@ -279,13 +358,15 @@ async fn ensure_collection(
     }
 }
 
-/// Recreate the indexes of the metadata (all but `_id`'s). Returns how many.
+/// Recreate the indexes of the metadata (all but `_id`'s), TTL indexes without their
+/// expiry. Returns how many, and the names of the TTL ones.
 async fn create_indexes(
     db: &Database,
     coll: &str,
     meta: &Document,
-) -> Result<usize, mongodb::error::Error> {
+) -> Result<(usize, Vec<String>), mongodb::error::Error> {
     let mut specs = Vec::new();
+    let mut ttl = Vec::new();
     for ix in meta
         .get_array("indexes")
         .map(|a| a.as_slice())
@@ -299,13 +380,16 @@ async fn create_indexes(
         for server_owned in ["v", "ns", "background"] {
             spec.remove(server_owned);
         }
+        if spec.remove("expireAfterSeconds").is_some() {
+            ttl.push(spec.get_str("name").unwrap_or("?").to_string());
+        }
         specs.push(Bson::Document(spec));
     }
     if specs.is_empty() {
-        return Ok(0);
+        return Ok((0, ttl));
     }
     let n = specs.len();
     db.run_command(doc! {"createIndexes": coll, "indexes": specs})
         .await?;
-    Ok(n)
+    Ok((n, ttl))
 }

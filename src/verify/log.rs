@@ -59,11 +59,12 @@ pub fn append(root: &Path, record: &Record) -> std::io::Result<()> {
 /// The latest record of each archive. Unreadable lines are skipped.
 pub fn latest(root: &Path) -> HashMap<String, Record> {
     let mut out = HashMap::new();
-    let Ok(text) = std::fs::read_to_string(path(root)) else {
+    let Ok(bytes) = std::fs::read(path(root)) else {
         return out;
     };
-    for line in text.lines() {
-        if let Ok(r) = serde_json::from_str::<Record>(line) {
+    // Line by line from bytes: one torn line must not hide the others.
+    for line in bytes.split(|&b| b == b'\n') {
+        if let Ok(r) = serde_json::from_slice::<Record>(line) {
             out.insert(r.archive.clone(), r);
         }
     }
