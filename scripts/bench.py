@@ -1,14 +1,16 @@
-"""dcb's export benchmark: `dcb run` against the bare read of the same query (the read
-limit), the real `mongodump --gzip --archive`, and `gzip` on the same bytes, all
-measured side by side in one run.
+"""dcb's export and restore benchmark: `dcb run` against the bare read of the same
+query (the read limit), the real `mongodump --gzip --archive`, and `gzip` on the same
+bytes; `dcb restore` against a bare `insert_many` of the same documents (the write
+limit) and the real `mongorestore --gzip --archive`; all measured side by side in one
+run.
 
     .venv/bin/python scripts/bench.py [--docs 1000000] [--runs 3] [--level 6]
-                                      [--concurrency 2] [--no-build]
+                                      [--concurrency 2] [--no-restore] [--no-build]
 
 It starts its own SecantusDB test server (on-disk storage in a temporary folder),
 loads --docs MES-like documents of about 430 B (`createdAt` spread uniformly over the
 10 days ending at load time, indexed), builds the release binaries (`dcb` and the
-`bare_read` example), then for each case
+`bare_read` and `bare_insert` examples), then for each export case
 
 - whole collection: dcb `initial: all` (natural-order scan, no server filter) against
   a bare read with no filter, and plain `mongodump`;
@@ -22,6 +24,18 @@ the CPU comparison, dcb's `.bson` member is extracted once and `gzip -<level> -c
 timed on it. With --concurrency N > 1 it also loads N collections of --docs/N
 documents and compares one `dcb run` exporting all N with `concurrency: N` against
 the sum of N single-collection runs.
+
+Restore (last, unless --no-restore): the last whole-collection export is kept (dcb's
+backup root, its `.bson` member extracted, and mongodump's archive) and restored into
+an empty database --runs times, interleaved: `bare_insert` streaming the extracted
+`.bson` through `insert_many(..).ordered(false)` in dcb's batches (10,000 documents or
+16 MiB) and then creating the `createdAt` index; `dcb restore --to-database` from its
+`.tar.gz` (which verifies the archive, inserts, then creates the index from the
+metadata); `mongorestore --gzip --archive` of mongodump's archive with
+--nsFrom/--nsTo; and `dcb verify` alone, to show what the verification before a
+restore costs. Each target database is dropped before and after every run, and
+checked in between: it must hold every document and the `createdAt` index, or the
+benchmark stops with an error.
 
 The server and every temporary file are removed at the end, also on error or Ctrl-C.
 """
@@ -111,8 +125,10 @@ def measure(cmd, env=None, cwd=None, stdin_path=None):
 def median(results):
     """The median of each figure separately; everything else (output, counts, sizes)
     from the last run."""
+    keys = ("wall", "cpu", "rss", "insert_s", "index_s")
     return {**results[-1], "n": len(results),
-            **{k: statistics.median(r[k] for r in results) for k in ("wall", "cpu", "rss")}}
+            **{k: statistics.median(r[k] for r in results) for k in keys
+               if all(k in r for r in results)}}
 
 
 def interleaved(runs, tools):
@@ -248,9 +264,9 @@ def plan_stage(client, coll_name, flt):
 
 
 class Bench:
-    def __init__(self, args, work, uri, dcb, bare, tools):
+    def __init__(self, args, work, uri, dcb, bare, bare_insert, tools):
         self.args, self.work, self.uri = args, work, uri
-        self.dcb, self.bare, self.tools = dcb, bare, tools
+        self.dcb, self.bare, self.bare_insert, self.tools = dcb, bare, bare_insert, tools
         self.policies = os.path.join(work, "policies")
         os.makedirs(self.policies)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("DCB_")}
@@ -301,7 +317,7 @@ class Bench:
         docs, nbytes = map(int, r["out"].split())
         return {**r, "docs": docs, "bytes": nbytes}
 
-    def run_mongodump(self, coll, bounds):
+    def run_mongodump(self, coll, bounds, keep_as=None):
         archive = os.path.join(self.work, "dump.archive")
         cmd = [os.path.join(self.tools, "mongodump"), "--uri", with_direct(self.uri), "-d", DB,
                "-c", coll, "--gzip", f"--archive={archive}", "--quiet"]
@@ -311,7 +327,10 @@ class Bench:
                 "$lt": {"$date": {"$numberLong": str(bounds[1])}}}})]
         r = measure(cmd, cwd=self.work)
         r["archive_mb"] = os.path.getsize(archive) / 1e6
-        os.remove(archive)
+        if keep_as:
+            os.replace(archive, keep_as)
+        else:
+            os.remove(archive)
         return r
 
     def dcb_output(self, root, policy):
@@ -345,7 +364,10 @@ class Bench:
 # Cases
 
 
-def run_case(b, name, bounds, window_fn):
+def run_case(b, name, bounds, window_fn, keep=None):
+    """keep: a dict to receive, for the restore case, the last run's dcb backup root
+    (`root`), its `.bson` member extracted (`bson`) and mongodump's archive (`dump`),
+    kept on disk instead of removed."""
     log(f"case: {name}")
     last = {}
 
@@ -358,7 +380,9 @@ def run_case(b, name, bounds, window_fn):
     tools = {
         "bare read": lambda: b.run_bare(COLL, bounds),
         "dcb run": dcb,
-        "mongodump": lambda: b.run_mongodump(COLL, bounds),
+        "mongodump": lambda: b.run_mongodump(
+            COLL, bounds, keep_as=os.path.join(b.work, "restore.dump") if keep is not None
+            else None),
     }
     if bounds is not None:
         # A bounded window is where dcb's daily count of untimed documents runs (a
@@ -371,8 +395,18 @@ def run_case(b, name, bounds, window_fn):
     bson = b.extract_bson(last["root"], "bench", COLL)
     log(f"  gzip -{b.args.level} on dcb's {os.path.getsize(bson) / 1e6:.0f} MB .bson member")
     g = median([b.run_gzip(bson) for _ in range(b.args.runs)])
-    os.remove(bson)
-    shutil.rmtree(last["root"], ignore_errors=True)
+    if keep is None:
+        os.remove(bson)
+        shutil.rmtree(last["root"], ignore_errors=True)
+    else:
+        # Out of fresh_root()'s way, which removes the previous run's root.
+        keep["root"] = os.path.join(b.work, "restore-root")
+        keep["bson"] = os.path.join(b.work, "restore.bson")
+        keep["dump"] = os.path.join(b.work, "restore.dump")
+        keep["docs"] = ddocs
+        keep["bytes"] = dbytes
+        os.replace(last["root"], keep["root"])
+        os.replace(bson, keep["bson"])
     return {"name": name, "docs": docs, "bytes": nbytes, "dcb_docs": ddocs, "dcb_bytes": dbytes,
             "dcb_mb": dsize, "bare": res["bare read"], "dcb": res["dcb run"],
             "dump": res["mongodump"], "gzip": g,
@@ -406,6 +440,79 @@ def run_concurrency(b, n, end_ms):
             "bare_together": res[f"bare reads {n} at once"]}
 
 
+RESTORE_DBS = {"bare insert": "restore_bare", "dcb restore": "restore_dcb",
+               "mongorestore": "restore_mongorestore"}
+
+
+def run_restore(b, kept):
+    """The whole-collection export restored into an empty database: `dcb restore` from
+    its `.tar.gz` against the bare insert_many of the same documents from the `.bson`
+    member extracted, and `mongorestore --gzip --archive` of mongodump's archive of the
+    same collection. Every target database is dropped before and after each run and
+    checked in between: every document there, and the `createdAt` index."""
+    import pymongo
+
+    log(f"case: restore of the whole-collection export ({kept['docs']:,} documents)")
+    client = pymongo.MongoClient(b.uri)
+    mongorestore = os.path.join(b.tools, "mongorestore")
+
+    def checked(tool, fn):
+        def run():
+            db = RESTORE_DBS.get(tool)
+            if db:
+                client.drop_database(db)
+            r = fn(db)
+            if db:
+                coll = client[db][COLL]
+                n = coll.count_documents({})
+                keys = [dict(ix["key"]) for ix in coll.list_indexes()]
+                client.drop_database(db)
+                if n != kept["docs"] or {"createdAt": 1} not in keys:
+                    raise RuntimeError(f"{tool}: {db}.{COLL} holds {n:,} documents (expected "
+                                       f"{kept['docs']:,}) and the indexes {keys}")
+                r["docs"] = n
+            return r
+        return run
+
+    def bare(db):
+        r = measure([b.bare_insert, b.uri, db, COLL, kept["bson"]], cwd=b.work)
+        docs, nbytes, insert_s, index_s = r["out"].split()
+        return {**r, "inserted": int(docs), "bytes": int(nbytes), "insert_s": float(insert_s),
+                "index_s": float(index_s)}
+
+    def dcb(db):
+        return measure([b.dcb, "--policies", b.policies, "--backup-root", kept["root"],
+                        "restore", "--policy", "bench", "--to-database", db, "--quiet"],
+                       env=b.env, cwd=b.work)
+
+    def verify(_db):
+        return measure([b.dcb, "--policies", b.policies, "--backup-root", kept["root"],
+                        "verify", "--policy", "bench", "--quiet"], env=b.env, cwd=b.work)
+
+    def dump(db):
+        return measure([mongorestore, "--uri", with_direct(b.uri), "--gzip",
+                        f"--archive={kept['dump']}", f"--nsInclude={DB}.{COLL}",
+                        f"--nsFrom={DB}.{COLL}", f"--nsTo={db}.{COLL}", "--quiet"], cwd=b.work)
+
+    tools = {"bare insert": checked("bare insert", bare),
+             "dcb restore": checked("dcb restore", dcb),
+             "dcb verify": checked("dcb verify", verify)}
+    if os.path.exists(mongorestore) and os.path.exists(kept["dump"]):
+        tools["mongorestore"] = checked("mongorestore", dump)
+    else:
+        log("  no mongorestore beside mongodump: that row is left out")
+    res = interleaved(b.args.runs, tools)
+    client.close()
+    return {"docs": kept["docs"], "bytes": kept["bytes"],
+            "archive_mb": os.path.getsize(next(
+                os.path.join(kept["root"], "bench", x)
+                for x in os.listdir(os.path.join(kept["root"], "bench"))
+                if x.endswith(".tar.gz"))) / 1e6,
+            "dump_mb": os.path.getsize(kept["dump"]) / 1e6 if os.path.exists(kept["dump"])
+            else None,
+            **{k.replace(" ", "_"): v for k, v in res.items()}}
+
+
 # ---------------------------------------------------------------------------------
 # Report
 
@@ -414,7 +521,7 @@ def verdict(ok):
     return "**met**" if ok else "**missed**"
 
 
-def report(args, cases, conc, stages):
+def report(args, cases, conc, stages, restore=None):
     lines = []
     p = lines.append
     p(f"{args.docs:,} documents, compression level {args.level}, median of {args.runs} runs "
@@ -490,6 +597,11 @@ def report(args, cases, conc, stages):
                      f"(the server: {conc['n']} bare reads at once {bare_speed:.2f}x)",
                      verdict(speed >= 1.2) + ("" if bare_speed >= 1.2 else
                                               ": the server does not allow it")))
+    if restore:
+        bw, dw = restore["bare_insert"]["wall"], restore["dcb_restore"]["wall"]
+        rows.append(("6. restore speed >= 0.85x the bare insert_many (whole collection into an "
+                     "empty database, index included)",
+                     f"{dw:.2f} s vs {bw:.2f} s: {bw / dw:.2f}x", verdict(bw / dw >= 0.85)))
     rows.append(("(baseline) whole collection <= 1.0x mongodump",
                  f"{whole['dcb']['wall'] / whole['dump']['wall']:.2f}x",
                  verdict(whole["dcb"]["wall"] <= whole["dump"]["wall"])))
@@ -521,6 +633,32 @@ def report(args, cases, conc, stages):
         t = conc["bare_together"]
         p(f"| {conc['n']} bare reads at once (separate processes) | {t['wall']:.2f} | "
           f"{t['cpu']:.2f} | {t['rss']:.0f} (largest) |")
+    if restore:
+        r = restore
+        mb = r["bytes"] / 1e6
+        bare = r["bare_insert"]
+        p("")
+        p(f"Restore case: the whole-collection export ({r['docs']:,} documents, {mb:.0f} MB of "
+          f"BSON, a {r['archive_mb']:.1f} MB archive) into an empty database, the `createdAt` "
+          f"index included; speed vs bare = the bare insert's wall / the tool's wall.")
+        p("")
+        p("| tool | docs | wall s | docs/s | MB/s | CPU s | peak RSS MB | speed vs bare |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|")
+        rows = [("bare insert_many (Rust driver, raw BSON, from the extracted .bson)", bare),
+                ("dcb restore (from its .tar.gz: verify, insert, index)", r["dcb_restore"])]
+        if "mongorestore" in r:
+            rows.append((f"mongorestore --gzip --archive (mongodump's {r['dump_mb']:.1f} MB "
+                         f"archive)", r["mongorestore"]))
+        for tool, x in rows:
+            p(f"| {tool} | {x['docs']:,} | {x['wall']:.2f} | {r['docs'] / x['wall']:,.0f} | "
+              f"{mb / x['wall']:.1f} | {x['cpu']:.2f} | {x['rss']:.0f} | "
+              f"{bare['wall'] / x['wall']:.2f}x |")
+        v = r["dcb_verify"]
+        p(f"| dcb verify alone (the check restore runs first) | | {v['wall']:.2f} | | "
+          f"{mb / v['wall']:.1f} | {v['cpu']:.2f} | {v['rss']:.0f} | |")
+        p("")
+        p(f"The bare insert's own split: {bare['insert_s']:.2f} s in `insert_many`, "
+          f"{bare['index_s']:.2f} s building the index.")
     return "\n".join(lines)
 
 
@@ -534,6 +672,7 @@ def main():
     ap.add_argument("--level", type=int, default=6, help="compression level for dcb and gzip")
     ap.add_argument("--concurrency", type=int, default=2,
                     help="N collections exported at once vs one by one (0 or 1: skip)")
+    ap.add_argument("--no-restore", action="store_true", help="skip the restore case")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
     args = ap.parse_args()
 
@@ -545,10 +684,12 @@ def main():
     if not args.no_build:
         log("building release binaries")
         subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "dcb",
-                        "--example", "bare_read"], cwd=ROOT, check=True)
+                        "--example", "bare_read", "--example", "bare_insert"],
+                       cwd=ROOT, check=True)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     dcb = os.path.join(target, "release", "dcb")
     bare = os.path.join(target, "release", "examples", "bare_read")
+    bare_insert = os.path.join(target, "release", "examples", "bare_insert")
 
     work = tempfile.mkdtemp(prefix="dcb-bench-")
     server = None
@@ -572,7 +713,7 @@ def main():
                 "$lt": dt.datetime.fromtimestamp(day[1] / 1000, dt.timezone.utc)}}),
         }
         client.close()
-        b = Bench(args, work, server.uri, dcb, bare, tools)
+        b = Bench(args, work, server.uri, dcb, bare, bare_insert, tools)
 
         def day_window():
             # dcb computes [now - initial, now - settle); written a moment before the
@@ -580,12 +721,16 @@ def main():
             now = int(time.time() * 1000)
             return f"  initial: {now - day[0]}ms\n  settle: {now - day[1]}ms\n"
 
+        kept = None if args.no_restore else {}
         cases = [
-            run_case(b, "whole collection", None, lambda: "  initial: all\n  settle: 0s\n"),
+            run_case(b, "whole collection", None, lambda: "  initial: all\n  settle: 0s\n",
+                     keep=kept),
             run_case(b, "one day", day, day_window),
         ]
         conc = run_concurrency(b, conc_n, end_ms) if conc_n else None
-        print(report(args, cases, conc, stages))
+        # Last, so the export cases run against the same server state as before.
+        restore = run_restore(b, kept) if kept is not None else None
+        print(report(args, cases, conc, stages, restore))
     except KeyboardInterrupt:
         log("interrupted")
         sys.exit(130)

@@ -37,14 +37,18 @@ echo "==> dcb validate --online"
 echo "==> dcb run --all   (policies start at midnight today, Asia/Shanghai, as the seed did)"
 "$dcb" run --all
 
-echo "==> what was written"
-(cd demo/backups && find . -name '*.tar.gz' | sort)
+echo "==> dcb list (the catalog, from the manifests)"
+"$dcb" list
 first=$(find demo/backups/hot -name '*api_logs.tar.gz' | sort | head -n 1)
 if [ -n "$first" ]; then
   echo "==> tar tzvf $first"
   tar tzvf "$first"
 fi
+echo "==> dcb verify (checksums, BSON, counts; 5 documents each compared with the database)"
+"$dcb" verify --sample 5 --quiet
+echo "==> dcb restore --policy hot --to-database dcMes_check (every archive verified first)"
+"$dcb" restore --policy hot --to-database dcMes_check --drop
 echo "==> dcb plan --policy hot (the next window starts at the new watermark)"
 "$dcb" plan --policy hot
 echo
-echo "Archives are in demo/backups; restore one with: tar xzf ARCHIVE -C out && mongorestore --dir out"
+echo "Archives are in demo/backups. Stock tools read them too: tar xzf ARCHIVE -C out && mongorestore --dir out"

@@ -290,6 +290,33 @@ async fn incremental_runs_restore_byte_for_byte_and_idempotently() {
     // Round 0's snapshot: role1, role2 changed, role4, role5 deleted; round 1's: role2
     // changed, role5 deleted.
     assert_eq!(roles_moved, 6, "{v:#}");
+    // Quietly, only the samples that found something are shown, each naming its
+    // archive, and the totals agree with the JSON.
+    let run = dcb(&s, &["verify", "--sample", "20", "--quiet"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let named: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("sample   "))
+        .collect();
+    assert!(!named.is_empty(), "{}", run.stdout);
+    assert!(
+        named.iter().all(|l| l.contains(".roles.tar.gz: sample of")),
+        "{}",
+        run.stdout
+    );
+    let total = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("sampled against the database"))
+        .unwrap_or_else(|| panic!("no sample totals: {}", run.stdout));
+    assert!(total.contains("changed since the backup"), "{total}");
+    let moved: u64 = total
+        .split(", ")
+        .skip(1)
+        .map(|part| part.split(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(moved, 6, "{total}");
     let listed = list_json(&s);
     assert!(
         listed.iter().all(|e| e["verified"]["ok"] == true),

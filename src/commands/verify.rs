@@ -151,11 +151,15 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
                 })
             })
             .collect();
-        let v =
-            serde_json::json!({"archives": lines, "brokenManifests": broken, "ok": corrupt == 0});
+        let v = serde_json::json!({
+            "archives": lines,
+            "brokenManifests": broken,
+            "ok": corrupt == 0 && !sample_failed,
+        });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         let mut out = String::new();
+        let mut sampled = (0, 0, 0, 0);
         for l in &lines {
             if l.ok && !args.quiet {
                 let _ = writeln!(
@@ -170,23 +174,37 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
                     let _ = writeln!(out, "         {p}");
                 }
             }
+            // Under --quiet an ok archive has no line of its own: its sample is shown,
+            // named, only when it found something.
+            let shown = !(l.ok && args.quiet);
+            let lead = if shown {
+                "         ".to_string()
+            } else {
+                format!("sample   {}: ", l.archive)
+            };
             if let Some(s) = &l.sample {
-                let _ = writeln!(
-                    out,
-                    "         sample of {}: {} unchanged, {} changed since the backup, {} deleted since{}",
-                    s.checked,
-                    s.unchanged,
-                    s.changed,
-                    s.deleted,
-                    if s.without_id > 0 {
-                        format!(", {} without _id", s.without_id)
-                    } else {
-                        String::new()
-                    }
-                );
+                sampled.0 += s.checked;
+                sampled.1 += s.unchanged;
+                sampled.2 += s.changed;
+                sampled.3 += s.deleted;
+                if shown || s.changed + s.deleted > 0 {
+                    let _ = writeln!(
+                        out,
+                        "{lead}sample of {}: {} unchanged, {} changed since the backup, {} deleted since{}",
+                        s.checked,
+                        s.unchanged,
+                        s.changed,
+                        s.deleted,
+                        if s.without_id > 0 {
+                            format!(", {} without _id", s.without_id)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
             }
             if let Some(e) = &l.sample_error {
-                let _ = writeln!(out, "         sample not checked: {e}");
+                let _ = writeln!(out, "{lead}sample not checked: {e}");
             }
         }
         for b in &orphans {
@@ -204,6 +222,16 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
             lines.len() + orphans.len() - corrupt,
             corrupt
         );
+        if args.sample > 0 {
+            let _ = writeln!(
+                out,
+                "{} sampled against the database: {} unchanged, {} changed since the backup, {} deleted since",
+                plural(sampled.0, "document"),
+                count(sampled.1 as u64),
+                count(sampled.2 as u64),
+                count(sampled.3 as u64)
+            );
+        }
         print!("{out}");
     }
     if corrupt > 0 || sample_failed {
