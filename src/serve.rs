@@ -421,14 +421,14 @@ impl Service {
     /// Retention for one policy, after its run.
     fn prune(&self, policy: &Policy, settings: &Settings) {
         let dir = storage::policy_dir(&settings.backup_root, &policy.name);
-        let _lock = match storage::try_lock(&dir.join(".dcb.lock")) {
-            Ok(Some(lock)) => lock,
-            Ok(None) => {
-                tracing::info!(policy = %policy.name, "retention skipped: the policy is busy");
+        let _locks = match crate::commands::prune::lock_for_prune(&dir) {
+            Ok(locks) => locks,
+            Err((true, why)) => {
+                tracing::info!(policy = %policy.name, "retention skipped until the next run: {why}");
                 return;
             }
-            Err(e) => {
-                tracing::warn!(policy = %policy.name, error = %e, "retention skipped: cannot take the policy's lock");
+            Err((false, why)) => {
+                tracing::warn!(policy = %policy.name, "retention skipped: {why}");
                 return;
             }
         };

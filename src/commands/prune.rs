@@ -84,17 +84,10 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Exit {
     let mut locks = Vec::new();
     let mut skipped: Vec<(String, String)> = Vec::new();
     for policy in affected {
-        let path = storage::policy_dir(root, policy).join(".dcb.lock");
-        match storage::try_lock(&path) {
-            Ok(Some(lock)) => locks.push((policy.to_string(), lock)),
-            Ok(None) => skipped.push((
-                policy.to_string(),
-                "a run is in progress; try again when it has finished".into(),
-            )),
-            Err(e) => skipped.push((
-                policy.to_string(),
-                format!("cannot take its lock {}: {e}", path.display()),
-            )),
+        let dir = storage::policy_dir(root, policy);
+        match lock_for_prune(&dir) {
+            Ok(lock) => locks.push((policy.to_string(), lock)),
+            Err((_, why)) => skipped.push((policy.to_string(), why)),
         }
     }
     let mut plan = if locks.is_empty() { plan } else { plan_now() };
@@ -182,4 +175,28 @@ fn rel(root: &Path, p: &Path) -> String {
 
 fn archives(n: usize) -> String {
     format!("{n} archive{}", if n == 1 { "" } else { "s" })
+}
+
+/// The run lock, then the readers lock, both exclusive and without waiting: a prune
+/// never deletes beside a running export or under a verify or restore reading the
+/// policy's archives. The error says which, for the user, and whether the policy is
+/// merely busy (`true`) or its lock cannot be taken at all.
+pub fn lock_for_prune(dir: &std::path::Path) -> Result<[storage::Lock; 2], (bool, String)> {
+    let take = |path: std::path::PathBuf, busy: &str| match storage::try_lock(&path) {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err((true, busy.to_string())),
+        Err(e) => Err((
+            false,
+            format!("cannot take its lock {}: {e}", path.display()),
+        )),
+    };
+    let run = take(
+        dir.join(".dcb.lock"),
+        "a run is in progress; try again when it has finished",
+    )?;
+    let readers = take(
+        storage::readers_lock(dir),
+        "its archives are being read by dcb verify or restore; try again when they have finished",
+    )?;
+    Ok([run, readers])
 }

@@ -51,6 +51,16 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
             return Exit::Config;
         }
     };
+    // A prune waits for this restore (and it for a prune in progress), so no archive
+    // goes between the scan, the verification and the last write. A dry run only
+    // reads manifests and leaves no lock file behind.
+    let _readers = if args.dry_run {
+        Vec::new()
+    } else if args.archives.is_empty() {
+        crate::storage::lock_readers(root, &args.policies)
+    } else {
+        crate::storage::lock_readers_of(root, &args.archives)
+    };
     let found = if args.archives.is_empty() {
         let (found, broken) = manifest::scan_all(root);
         // A manifest whose archive is gone is a hole in a chain: restoring around it

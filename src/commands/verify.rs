@@ -42,6 +42,13 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
         Err(e) => return e,
     };
     let root = &settings.backup_root;
+    // A prune waits for this verify (and it for a prune in progress), so no archive
+    // goes between the scan and the read.
+    let _readers = if args.archives.is_empty() {
+        crate::storage::lock_readers(root, &args.policies)
+    } else {
+        crate::storage::lock_readers_of(root, &args.archives)
+    };
     let mut targets = Vec::new();
     let mut orphans = Vec::new();
     if args.archives.is_empty() {
