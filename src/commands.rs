@@ -50,10 +50,12 @@ pub fn overrides(cli: &Cli) -> Overrides {
 
 /// Resolve settings or print why not.
 pub fn settings(cli: &Cli) -> Result<Settings, Exit> {
-    Settings::resolve(&overrides(cli), &process_env).map_err(|diags| {
+    let settings = Settings::resolve(&overrides(cli), &process_env).map_err(|diags| {
         report_config_errors(&diags);
         Exit::Config
-    })
+    })?;
+    crate::redact::remember_uri(&settings.mongodb_uri);
+    Ok(settings)
 }
 
 pub fn report_config_errors(diags: &[Diagnostic]) {

@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod manifest;
 pub mod metadata;
+pub mod recover;
 pub mod source;
 
 use std::io;
@@ -64,9 +65,32 @@ pub enum ExportError {
     Mongo(String),
     #[error("encryption: {0}")]
     Encryption(String),
+    /// A bug in dcb (a thread of the export panicked); reported as a failure.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("interrupted")]
     Interrupted,
 }
+
+/// Server error codes that mean "the server or the network went away for a moment":
+/// the driver's retryable read codes, plus a cursor the server lost or killed.
+const TRANSIENT_CODES: &[i32] = &[
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    43,    // CursorNotFound (e.g. the server restarted)
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    134,   // ReadConcernMajorityNotAvailableYet
+    189,   // PrimarySteppedDown
+    237,   // CursorKilled
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+];
 
 impl ExportError {
     pub fn from_mongo(e: mongodb::error::Error) -> ExportError {
@@ -81,6 +105,9 @@ impl ExportError {
                 ExportError::NotAuthorized(c.message.clone())
             }
             ErrorKind::Command(c) if c.code == 18 => ExportError::AuthFailed(c.message.clone()),
+            ErrorKind::Command(c) if TRANSIENT_CODES.contains(&c.code) => {
+                ExportError::Transient(msg)
+            }
             ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => {
                 ExportError::Transient(msg)
             }
@@ -116,6 +143,20 @@ impl ExportError {
     /// Worth another attempt after a pause.
     pub fn is_transient(&self) -> bool {
         matches!(self, ExportError::Transient(_))
+    }
+
+    /// A task of the export ended without a result: cancelled by a shutdown, or a bug.
+    fn from_join(e: tokio::task::JoinError, what: &str) -> ExportError {
+        if e.is_cancelled() {
+            return ExportError::Interrupted;
+        }
+        let panic = e.into_panic();
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        ExportError::Internal(format!("{what} panicked: {why}"))
     }
 }
 
@@ -153,6 +194,9 @@ pub struct ExportOutcome {
 
 /// Progress reports from an export.
 pub trait Progress: Send + Sync {
+    /// An attempt starts reading (again, after a retry), expecting about `total`
+    /// documents when that is known cheaply.
+    fn start(&self, _total: Option<u64>) {}
     fn advance(&self, documents: u64, bytes: u64);
 }
 
@@ -214,6 +258,8 @@ pub async fn export(
     let final_path = dir.join(format!("{stem}{ext}"));
     let temp = storage::temp_path(&final_path);
     let bson_member = format!("{}/{}.bson", spec.database, coll_name);
+    // From here on, any early return, panic or cancellation removes the temp file.
+    let temp_guard = storage::TempGuard::new(temp.clone());
     let writer = ArchiveWriter::create(
         &temp,
         &bson_member,
@@ -223,21 +269,24 @@ pub async fn export(
     )
     .map_err(|e| ExportError::from_io(&temp, e))?;
 
-    let result = stream(client, job, &query, writer, progress).await;
-    let (writer, documents, untimed_scan) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_file(&temp);
-            return Err(e);
-        }
+    // A count is cheap only for a whole collection (the server keeps it).
+    let total = match &query {
+        Query::Scan { from: None, .. } => db
+            .collection::<RawDocumentBuf>(coll_name)
+            .estimated_document_count()
+            .await
+            .ok(),
+        _ => None,
     };
+    progress.start(total);
+    let (writer, documents, untimed_scan) = stream(client, job, &query, writer, progress).await?;
     let untimed = untimed_scan.or(untimed_server);
     // An incremental window with no documents needs no archive: the run still succeeds
     // and moves the watermark. A snapshot is kept even when empty: it records that the
     // collection was empty.
     if documents == 0 && matches!(job.extent, Extent::Window(_)) {
         drop(writer);
-        let _ = std::fs::remove_file(&temp);
+        drop(temp_guard);
         return Ok(ExportOutcome {
             manifest: None,
             archive: None,
@@ -310,24 +359,25 @@ pub async fn export(
                 .map_err(|e| ExportError::from_io(&temp, e))
         })
         .await
-        .map_err(|_| ExportError::Interrupted)?
+        .map_err(|e| ExportError::from_join(e, "the archive's finishing thread"))?
     };
-    manifest = match finished {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = std::fs::remove_file(&temp);
-            return Err(e);
-        }
-    };
-    // The archive takes its final name only when complete and on disk; its manifest
-    // follows. A crash in between leaves an archive the next run re-covers.
-    if let Err(e) = storage::commit(&temp, &final_path) {
-        let _ = std::fs::remove_file(&temp);
-        return Err(ExportError::from_io(&final_path, e));
-    }
+    manifest = finished?;
+    // The manifest is written (and fsynced) before the archive takes its final name, so
+    // a full disk fails here with nothing placed. Then the archive is renamed, then the
+    // manifest: a crash between the two renames leaves an archive whose manifest the
+    // next run recovers from the copy inside it.
     let manifest_path = dir.join(format!("{stem}{}", storage::MANIFEST_EXT));
-    storage::write_atomic(&manifest_path, &manifest.to_json())
+    let prepared = storage::Prepared::write(&manifest_path, &manifest.to_json())
         .map_err(|e| ExportError::from_io(&manifest_path, e))?;
+    storage::commit(&temp, &final_path).map_err(|e| ExportError::from_io(&final_path, e))?;
+    temp_guard.disarm();
+    if let Err(e) = prepared.commit() {
+        // Without its manifest the archive is invisible to list, restore and
+        // retention; the window has not moved, so the next run exports it again.
+        let _ = std::fs::remove_file(&final_path);
+        let _ = storage::sync_dir(&dir);
+        return Err(ExportError::from_io(&manifest_path, e));
+    }
     Ok(ExportOutcome {
         archive: Some(final_path),
         documents,
@@ -371,7 +421,9 @@ async fn stream(
     )
     .await;
     drop(tx);
-    let written = writer_thread.await.map_err(|_| ExportError::Interrupted)?;
+    let written = writer_thread
+        .await
+        .map_err(|e| ExportError::from_join(e, "the archive writer"))?;
     match (read, written) {
         (Ok((docs, untimed)), Ok(writer)) => Ok((writer, docs, untimed)),
         // A failed write closes the channel, which the reader sees as a send error:
@@ -405,7 +457,18 @@ async fn read_cursor(
     let mut docs = 0u64;
     let mut buf = Vec::with_capacity(CHUNK + 64 * 1024);
     let mut batch_docs = 0u64;
-    while cursor.advance().await.map_err(ExportError::from_mongo)? {
+    // A getMore can wait on the server for long; a shutdown must not wait with it.
+    let cancelled = cancelled(cancel);
+    tokio::pin!(cancelled);
+    loop {
+        let more = tokio::select! {
+            biased;
+            more = cursor.advance() => more.map_err(ExportError::from_mongo)?,
+            () = &mut cancelled => return Err(ExportError::Interrupted),
+        };
+        if !more {
+            break;
+        }
         if cancel.load(Ordering::Relaxed) {
             return Err(ExportError::Interrupted);
         }
@@ -437,6 +500,13 @@ async fn read_cursor(
         progress.advance(batch_docs, len);
     }
     Ok((docs, cutoff.map(|_| untimed)))
+}
+
+/// Resolves once `cancel` is set (polled: the flag is shared with sync code).
+pub async fn cancelled(cancel: &AtomicBool) {
+    while !cancel.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Hand a chunk to the writer thread; waits while it is busy (bounded memory).

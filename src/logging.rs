@@ -1,8 +1,13 @@
 //! tracing to stderr and, for commands that change things, to a daily-rotated
-//! `<backupRoot>/logs/dcb.log`.
+//! `<backupRoot>/logs/dcb.<date>.log`. Every line is scrubbed of known secrets, and
+//! on a terminal lines are printed above the progress bars instead of through them.
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write};
 use std::path::Path;
+use std::sync::OnceLock;
+
+use indicatif::MultiProgress;
+use tracing_subscriber::fmt::MakeWriter;
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
@@ -20,16 +25,75 @@ fn filter(verbose: u8, quiet: bool) -> EnvFilter {
     EnvFilter::try_from_env("DCB_LOG").unwrap_or_else(|_| EnvFilter::new(default))
 }
 
+/// The progress bars being drawn on stderr, if any: log lines go above them.
+static BARS: OnceLock<MultiProgress> = OnceLock::new();
+
+/// Print log lines above these bars from now on.
+pub fn draw_above(bars: &MultiProgress) {
+    let _ = BARS.set(bars.clone());
+}
+
+/// stderr, scrubbed, and printed above the progress bars when there are any.
+#[derive(Clone, Copy)]
+struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let clean = crate::redact::scrub(&text);
+        let out = |bytes: &[u8]| std::io::stderr().lock().write_all(bytes);
+        match BARS.get() {
+            Some(bars) => bars.suspend(|| out(clean.as_bytes()))?,
+            None => out(clean.as_bytes())?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = Stderr;
+    fn make_writer(&'a self) -> Stderr {
+        Stderr
+    }
+}
+
+/// A writer whose output is scrubbed of known secrets (one event per write).
+#[derive(Clone)]
+struct Scrubbed<W>(W);
+
+impl<W: Write> Write for Scrubbed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.0.write_all(crate::redact::scrub(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<'a, W: Write + Clone + 'a> MakeWriter<'a> for Scrubbed<W> {
+    type Writer = Scrubbed<W>;
+    fn make_writer(&'a self) -> Scrubbed<W> {
+        self.clone()
+    }
+}
+
 /// Log to stderr only.
 pub fn init_stderr(verbose: u8, quiet: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter(verbose, quiet))
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_writer(Stderr)
         .try_init();
 }
 
-/// Log to stderr and to `<logs_dir>/dcb.log.<date>`. Keep the guard alive: it flushes
+/// Log to stderr and to `<logs_dir>/dcb.<date>.log`. Keep the guard alive: it flushes
 /// the file on drop. Falls back to stderr alone if the folder cannot be created.
 pub fn init_with_file(verbose: u8, quiet: bool, logs_dir: &Path) -> Option<WorkerGuard> {
     if let Err(e) = crate::storage::create_dir(logs_dir) {
@@ -53,14 +117,14 @@ pub fn init_with_file(verbose: u8, quiet: bool, logs_dir: &Path) -> Option<Worke
     let (file, guard) = tracing_appender::non_blocking(appender);
     let stderr_layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr.with_max_level(if quiet {
+        .with_writer(Stderr.with_max_level(if quiet {
             tracing::Level::WARN
         } else {
             tracing::Level::TRACE
         }));
     let file_layer = tracing_subscriber::fmt::layer()
         .with_ansi(false)
-        .with_writer(file);
+        .with_writer(Scrubbed(file));
     let _ = tracing_subscriber::registry()
         .with(filter(verbose, false))
         .with(stderr_layer)

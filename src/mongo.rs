@@ -11,6 +11,7 @@ use crate::redact;
 
 /// A client for `settings`' URI; `selection_timeout` applies unless the URI sets one.
 pub async fn connect(settings: &Settings, selection_timeout: Duration) -> Result<Client, String> {
+    redact::remember_uri(&settings.mongodb_uri);
     let mut opts = ClientOptions::parse(&settings.mongodb_uri)
         .await
         .map_err(|e| redact::text(&e.to_string(), &settings.mongodb_uri))?;
@@ -21,6 +22,7 @@ pub async fn connect(settings: &Settings, selection_timeout: Duration) -> Result
     let extra = &settings.mongodb_extra;
     if let Some(file) = &extra.password_file {
         let password = read_password(file)?;
+        redact::remember(&password);
         let credential = opts.credential.get_or_insert_with(Default::default);
         if let Some(user) = &extra.username {
             credential.username = Some(user.clone());

@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 
 use crate::audit;
 use crate::config::Settings;
+use crate::export::recover;
 use crate::export::{self, ExportError, ExportJob, ExportOutcome, Progress};
 use crate::plan::{JobSpec, PolicyPlan};
 use crate::state::{CollectionState, State};
@@ -32,6 +33,9 @@ pub struct JobResult {
     pub attempts: u32,
     /// Stopped by a shutdown: not a failure, nothing recorded.
     pub interrupted: bool,
+    /// When this run did not count the documents no window can select: the last count
+    /// and when it was made.
+    pub untimed_known: Option<(u64, DateTime<Utc>)>,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +96,7 @@ pub async fn run_cancellable(
                     elapsed: Duration::ZERO,
                     attempts: 0,
                     interrupted: false,
+                    untimed_known: None,
                 });
             }
         }
@@ -112,15 +117,16 @@ pub async fn run_cancellable(
         }
     };
 
-    let state = State::load_for_run(&settings.backup_root);
-    let now = now_ms();
     let mut locks = Vec::new();
-    let mut tasks = Vec::new();
+    let mut locked = Vec::new();
     for plan in plans {
         let dir = storage::policy_dir(&settings.backup_root, &plan.policy.name);
         let lock_path = dir.join(".dcb.lock");
         match storage::try_lock(&lock_path) {
-            Ok(Some(lock)) => locks.push(lock),
+            Ok(Some(lock)) => {
+                locks.push(lock);
+                locked.push(plan);
+            }
             Ok(None) => {
                 let msg = format!(
                     "another dcb is running policy `{}` (lock {}); not started twice",
@@ -136,9 +142,21 @@ pub async fn run_cancellable(
                 continue;
             }
         }
+    }
+    // Only with the locks held: a run of the same policy that ended a moment ago has
+    // then written its state, so no window starts from a stale watermark.
+    let mut recovered = Vec::new();
+    for plan in &locked {
+        let dir = storage::policy_dir(&settings.backup_root, &plan.policy.name);
         for leftover in storage::remove_leftovers(&dir) {
             tracing::info!(file = %leftover.display(), "removed an unfinished file from an earlier run");
         }
+        recovered.extend(recover::orphans(&dir, settings));
+    }
+    let state = State::load_for_run(&settings.backup_root);
+    let now = now_ms();
+    let mut tasks = Tasks(Vec::new());
+    for plan in locked {
         let limit = Arc::new(Semaphore::new(plan.policy.concurrency.max(1)));
         for spec in &plan.jobs {
             let entry = state.collections.get(&spec.id());
@@ -165,24 +183,73 @@ pub async fn run_cancellable(
                 server_version: server_version.clone(),
                 cancel: cancel.clone(),
             };
+            let untimed_known = entry.and_then(|e| Some((e.untimed?, e.untimed_checked_at?)));
             let client = client.clone();
             let limit = limit.clone();
             let settings = settings.clone();
             let progress = progress(spec);
-            tasks.push(tokio::spawn(async move {
+            let handle = tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await.expect("semaphore open");
-                run_job(&client, &settings, job, progress).await
-            }));
+                run_job(&client, &settings, job, progress, untimed_known).await
+            });
+            tasks.0.push((spec.clone(), extent, handle));
         }
     }
-    for task in tasks {
+    for (spec, extent, task) in std::mem::take(&mut tasks.0) {
         match task.await {
             Ok(r) => report.results.push(r),
-            Err(e) => tracing::error!(error = %e, "an export task panicked"),
+            Err(e) => {
+                // A bug, not the backup's fault, but the window was not exported: a
+                // failure like any other, so it is counted, alerted and retried.
+                let msg = format!("internal error: the export task {}", describe_join(e));
+                tracing::error!(job = %spec.id(), error = %msg, "export failed");
+                record_failure(settings, &spec, &msg);
+                audit::append(
+                    &settings.backup_root,
+                    &audit_entry(&spec, false).detail(msg.clone()),
+                );
+                report.results.push(JobResult {
+                    spec,
+                    extent: Some(extent),
+                    outcome: Err(msg),
+                    elapsed: Duration::ZERO,
+                    attempts: 1,
+                    interrupted: false,
+                    untimed_known: None,
+                });
+            }
         }
     }
     drop(locks);
+    for path in recovered {
+        tracing::info!(archive = %path.display(), "recovered the manifest of an archive an interrupted run left without one");
+    }
     report
+}
+
+/// The export tasks of a run, aborted if the run itself is dropped (a service that
+/// stops waiting), so none outlives it; each removes its temp file as it ends.
+struct Tasks(Vec<(JobSpec, Extent, tokio::task::JoinHandle<JobResult>)>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for (_, _, handle) in &self.0 {
+            handle.abort();
+        }
+    }
+}
+
+fn describe_join(e: tokio::task::JoinError) -> String {
+    if e.is_cancelled() {
+        return "was cancelled".into();
+    }
+    let panic = e.into_panic();
+    let why = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("panicked: {why}")
 }
 
 async fn run_job(
@@ -190,6 +257,7 @@ async fn run_job(
     settings: &Settings,
     job: ExportJob,
     progress: Arc<dyn Progress>,
+    untimed_known: Option<(u64, DateTime<Utc>)>,
 ) -> JobResult {
     let started = Instant::now();
     let id = job.spec.id();
@@ -205,11 +273,21 @@ async fn run_job(
             break Err(ExportError::Interrupted);
         }
         attempts += 1;
-        match export::export(client, &job, progress.as_ref()).await {
+        // Dropping the export at any await point removes its temp file and moves
+        // nothing (it commits only after its last await).
+        let attempt = tokio::select! {
+            r = export::export(client, &job, progress.as_ref()) => r,
+            () = export::cancelled(&job.cancel) => Err(ExportError::Interrupted),
+        };
+        match attempt {
             Err(e) if e.is_transient() && attempts < ATTEMPTS => {
                 let pause = Duration::from_secs(1 << (attempts - 1));
-                tracing::warn!(job = %id, error = %e, attempt = attempts, "transient failure; retrying in {pause:?}");
-                tokio::time::sleep(pause).await;
+                let error = redact::text(&e.to_string(), &settings.mongodb_uri);
+                tracing::warn!(job = %id, %error, attempt = attempts, "transient failure; retrying in {pause:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = export::cancelled(&job.cancel) => {}
+                }
             }
             other => break other,
         }
@@ -239,6 +317,11 @@ async fn run_job(
             if let Some(n) = o.untimed.filter(|n| *n > 0) {
                 tracing::warn!(job = %id, documents = n, time_field = %job.spec.collection.time_field,
                     "documents without a valid date in the time field are not in any window");
+            } else if let Some((n, at)) =
+                untimed_known.filter(|(n, _)| o.untimed.is_none() && *n > 0)
+            {
+                tracing::warn!(job = %id, documents = n, counted_at = %at, time_field = %job.spec.collection.time_field,
+                    "documents without a valid date in the time field were not in any window at the last count");
             }
         }
         Err(e) => {
@@ -250,6 +333,7 @@ async fn run_job(
             tracing::error!(job = %id, error = %e, "export failed");
         }
     }
+    let counted = matches!(&outcome, Ok(o) if o.untimed.is_some());
     JobResult {
         spec: job.spec,
         extent: Some(job.extent),
@@ -257,6 +341,7 @@ async fn run_job(
         elapsed: started.elapsed(),
         attempts,
         interrupted,
+        untimed_known: if counted { None } else { untimed_known },
     }
 }
 

@@ -66,18 +66,67 @@ impl State {
     /// As [`State::load`], for a run that is about to write: a rebuilt state is saved
     /// at once, so the updates at the end of the run start from it instead of
     /// rebuilding again from manifests that then include the run's own archives.
+    ///
+    /// A state file that is behind the manifests (dcb stopped, or could not write the
+    /// state, after an archive was committed) catches up with them, so that window is
+    /// not exported twice. Call with the locks of the policies to run held.
     pub fn load_for_run(root: &Path) -> State {
         let Ok(_lock) = storage::lock(&lock_path(root)) else {
             return State::load(root);
         };
-        let state = Self::load_inner(root, true);
-        if !path(root).is_file() {
+        remove_temp_leftovers(root);
+        let mut state = Self::load_inner(root, true);
+        let mut save = !path(root).is_file();
+        if !save {
+            for id in state.catch_up(&manifest::scan(root)) {
+                tracing::warn!(job = %id, "state.json was behind the archives on disk; took the watermark from the newest manifest");
+                save = true;
+            }
+        }
+        if save {
             let bytes = serde_json::to_vec_pretty(&state).expect("state serializes");
             if let Err(e) = storage::write_atomic(&path(root), &bytes) {
-                tracing::warn!(error = %e, "cannot save the rebuilt state.json");
+                tracing::warn!(error = %e, "cannot save state.json");
             }
         }
         state
+    }
+
+    /// Bring watermarks and last successes up to the manifests in `found`; returns the
+    /// job ids that moved.
+    pub fn catch_up(&mut self, found: &[manifest::Found]) -> Vec<String> {
+        let mut moved = Vec::new();
+        for f in found {
+            let m = &f.manifest;
+            let id = job_id(&m.policy, &m.database, &m.collection);
+            let entry = self
+                .collections
+                .entry(id.clone())
+                .or_insert_with(|| CollectionState {
+                    policy: m.policy.clone(),
+                    database: m.database.clone(),
+                    collection: m.collection.clone(),
+                    ..CollectionState::default()
+                });
+            let ahead = m.mode == Mode::Incremental && entry.watermark.is_none_or(|w| m.to > w);
+            let newer = entry.last_success.is_none_or(|t| m.finished_at > t);
+            if ahead {
+                entry.watermark = Some(m.to);
+            }
+            if newer {
+                entry.last_success = Some(m.finished_at);
+                entry.last_documents = m.documents;
+                entry.last_bytes = m.bytes;
+                entry.last_archive = Some(m.archive.clone());
+                entry.consecutive_failures = 0;
+                entry.successes += 1;
+                entry.runs += 1;
+            }
+            if (ahead || newer) && !moved.contains(&id) {
+                moved.push(id);
+            }
+        }
+        moved
     }
 
     fn load_inner(root: &Path, announce: bool) -> State {
@@ -114,7 +163,7 @@ impl State {
             ..State::default()
         };
         for found in manifest::scan(root) {
-            let m = found.manifest;
+            let m = &found.manifest;
             let entry = state
                 .collections
                 .entry(job_id(&m.policy, &m.database, &m.collection))
@@ -156,5 +205,105 @@ impl State {
         let bytes = serde_json::to_vec_pretty(&state).expect("state serializes");
         storage::write_atomic(&path(root), &bytes)?;
         Ok(out)
+    }
+}
+
+/// Temp files of state.json writes cut short by a crash. Only writers holding the
+/// state lock create them, so with the lock held every one is a leftover.
+fn remove_temp_leftovers(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(storage::logs_dir(root)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&format!(".{FILE}.")) && name.ends_with(storage::TEMP_MARK) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::manifest::{FORMAT, Found, Manifest};
+
+    fn manifest(collection: &str, to: &str, mode: Mode) -> Found {
+        let to = DateTime::parse_from_rfc3339(to).unwrap().to_utc();
+        Found {
+            manifest: Manifest {
+                format: FORMAT,
+                dcb_version: "0".into(),
+                policy: "hot".into(),
+                database: "db".into(),
+                collection: collection.into(),
+                time_field: "createdAt".into(),
+                mode,
+                from: None,
+                to,
+                documents: 3,
+                bytes: 30,
+                untimed: None,
+                members: Vec::new(),
+                server_version: "x".into(),
+                started_at: to,
+                finished_at: to,
+                archive: format!("{collection}.tar.gz"),
+                archive_sha256: None,
+                archive_size: None,
+                encrypted: false,
+            },
+            manifest_path: PathBuf::new(),
+            archive_path: PathBuf::new(),
+        }
+    }
+
+    // A state behind the manifests takes their watermark; one ahead of them keeps its own.
+    #[test]
+    fn catch_up_moves_only_forward() {
+        let mut state = State::default();
+        let behind = state
+            .collections
+            .entry(job_id("hot", "db", "a"))
+            .or_default();
+        behind.watermark = Some(
+            DateTime::parse_from_rfc3339("2026-11-25T08:00:00Z")
+                .unwrap()
+                .to_utc(),
+        );
+        let ahead = state
+            .collections
+            .entry(job_id("hot", "db", "b"))
+            .or_default();
+        let b_mark = DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        ahead.watermark = Some(b_mark);
+        ahead.last_success = Some(b_mark);
+
+        let found = [
+            manifest("a", "2026-11-25T09:00:00Z", Mode::Incremental),
+            manifest("b", "2026-11-25T10:00:00Z", Mode::Incremental),
+            manifest("c", "2026-11-25T10:00:00Z", Mode::Snapshot),
+        ];
+        let moved = state.catch_up(&found);
+        assert_eq!(
+            moved,
+            vec![job_id("hot", "db", "a"), job_id("hot", "db", "c")]
+        );
+        let a = &state.collections[&job_id("hot", "db", "a")];
+        assert_eq!(a.watermark, Some(found[0].manifest.to));
+        assert_eq!(a.last_archive.as_deref(), Some("a.tar.gz"));
+        assert_eq!(
+            state.collections[&job_id("hot", "db", "b")].watermark,
+            Some(b_mark)
+        );
+        let c = &state.collections[&job_id("hot", "db", "c")];
+        assert_eq!(c.watermark, None, "a snapshot has no watermark");
+        assert_eq!(c.last_success, Some(found[2].manifest.to));
+        assert!(
+            state.catch_up(&found).is_empty(),
+            "a second catch-up changes nothing"
+        );
     }
 }

@@ -70,8 +70,12 @@ pub fn open_append(path: &Path) -> io::Result<File> {
     opts.open(path)
 }
 
-/// Create a folder (and parents), owner-only on Unix.
+/// Create a folder (and parents), owner-only on Unix. A new folder is made durable in
+/// its parent, so a crash cannot lose the folder of a committed archive.
 pub fn create_dir(path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
     let mut b = fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]
@@ -79,7 +83,11 @@ pub fn create_dir(path: &Path) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         b.mode(0o700);
     }
-    b.create(path)
+    b.create(path)?;
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
 }
 
 /// Make a rename inside `dir` durable.
@@ -109,22 +117,77 @@ pub fn commit(temp: &Path, final_path: &Path) -> io::Result<()> {
 
 /// Write a whole file atomically: temp, fsync, rename (replacing), fsync folder.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    create_dir(dir)?;
-    let temp = temp_path(path);
-    let _ = fs::remove_file(&temp);
-    let result = (|| {
-        let mut f = create_new(&temp)?;
+    Prepared::write(path, data)?.replace()
+}
+
+/// A file whose content is written and fsynced under a temporary name, waiting to
+/// take its final name. Dropped without being placed, it is removed.
+#[derive(Debug)]
+pub struct Prepared {
+    temp: TempGuard,
+    path: PathBuf,
+}
+
+impl Prepared {
+    /// Write `data` durably beside `path`, under a temporary name.
+    pub fn write(path: &Path, data: &[u8]) -> io::Result<Prepared> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        create_dir(dir)?;
+        let temp = TempGuard::new(temp_path(path));
+        let _ = fs::remove_file(temp.path());
+        let mut f = create_new(temp.path())?;
         f.write_all(data)?;
         f.sync_all()?;
-        drop(f);
-        fs::rename(&temp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
+        Ok(Prepared {
+            temp,
+            path: path.to_path_buf(),
+        })
     }
-    result
+
+    /// Give the file its final name, replacing what was there, durably.
+    pub fn replace(self) -> io::Result<()> {
+        fs::rename(self.temp.path(), &self.path)?;
+        self.temp.disarm();
+        sync_dir(self.path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Give the file its final name; refuses to overwrite.
+    pub fn commit(self) -> io::Result<()> {
+        commit(self.temp.path(), &self.path)?;
+        self.temp.disarm();
+        Ok(())
+    }
+}
+
+/// A temporary file that is removed when this is dropped, unless disarmed once the file
+/// has its final name: an error, a panic or a cancelled task never leaves it behind.
+#[derive(Debug)]
+pub struct TempGuard {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempGuard {
+    pub fn new(path: PathBuf) -> TempGuard {
+        TempGuard { path, armed: true }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file was renamed: nothing to remove.
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Delete unfinished temp files left in `dir` by a crash. Call with the lock held.
@@ -282,6 +345,35 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    // A temp guard removes its file unless disarmed; a prepared file not placed is gone.
+    #[test]
+    fn temp_files_are_removed_unless_placed() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("t");
+        fs::write(&t, b"x").unwrap();
+        drop(TempGuard::new(t.clone()));
+        assert!(!t.exists());
+        let kept = dir.path().join("kept");
+        fs::write(&kept, b"x").unwrap();
+        TempGuard::new(kept.clone()).disarm();
+        assert!(kept.exists());
+
+        let m = dir.path().join("m.json");
+        drop(Prepared::write(&m, b"{}").unwrap());
+        assert!(!m.exists());
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only `kept` is left"
+        );
+        Prepared::write(&m, b"{}").unwrap().commit().unwrap();
+        assert_eq!(fs::read(&m).unwrap(), b"{}");
+        let again = Prepared::write(&m, b"[]").unwrap().commit();
+        assert_eq!(again.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&m).unwrap(), b"{}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     // Leftover temp files are removed; finished files are kept.

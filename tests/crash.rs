@@ -219,3 +219,25 @@ async fn dropped_connection_is_retried() {
     assert_eq!(all.len(), 1);
     assert_eq!(ids_in(&read_archives(&all)[0]).len(), ids.len());
 }
+
+// A server error that means "gone for a moment" (here ShutdownInProgress on getMore,
+// as during a failover or restart) is retried like a dropped connection.
+#[tokio::test]
+async fn transient_server_errors_are_retried() {
+    let _turn = exclusive().await;
+    let db = support::unique_db("retrycode");
+    let ids = seed(&db, 6000).await;
+    let s = scratch(&db);
+    fail_point(doc! {"failCommands": ["getMore"], "errorCode": 91}).await;
+    let out = run(&s);
+    fail_point_off().await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("transient failure; retrying"),
+        "{}",
+        out.stderr
+    );
+    let all = archives(&s.path().join("backups"), "p", "api_logs");
+    assert_eq!(all.len(), 1);
+    assert_eq!(ids_in(&read_archives(&all)[0]).len(), ids.len());
+}

@@ -214,6 +214,82 @@ async fn lost_state_is_rebuilt_from_manifests() {
     assert!(aside, "the corrupt file is kept for inspection");
 }
 
+// A state.json that is behind the archives on disk (dcb stopped, or could not write
+// it, after an archive was committed) catches up with the manifests: the window is not
+// exported twice.
+#[tokio::test]
+async fn stale_state_catches_up_with_the_manifests() {
+    let db = support::unique_db("stale");
+    let uri = support::server().uri.clone();
+    let first = seed(&uri, &db, 300, 2).await;
+    seed_roles(&uri, &db).await;
+    let s = Scratch::new();
+    s.write("policies/p.yaml", &policy(&db));
+    assert_eq!(run_policy(&s, &uri).code, 0);
+    let root = s.path().join("backups");
+    let old_state = std::fs::read(root.join("logs/state.json")).unwrap();
+
+    let later = seed(&uri, &db, 50, 0).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(run_policy(&s, &uri).code, 0);
+    assert_eq!(archives(&root, "p", "api_logs").len(), 2);
+    // As if the second run had died before writing its state.
+    std::fs::write(root.join("logs/state.json"), &old_state).unwrap();
+
+    let run = run_policy(&s, &uri);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("state.json was behind the archives on disk"),
+        "{}",
+        run.stderr
+    );
+    let all = archives(&root, "p", "api_logs");
+    assert_eq!(all.len(), 2, "the second window is not exported again");
+    assert_eq!(exactly_once(&all).len(), first.len() + later.len());
+    let st = state(&root);
+    let to = std::fs::read(support::manifest_of(&all[1])).unwrap();
+    let to: serde_json::Value = serde_json::from_slice(&to).unwrap();
+    // The third run's (empty) window started where the second archive ended.
+    let watermark = st["collections"][format!("p/{db}/api_logs")]["watermark"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(watermark.as_str() >= to["to"].as_str().unwrap(), "{watermark} {}", to["to"]);
+}
+
+// An archive left without its manifest (dcb stopped between the two renames) gets it
+// back from the copy inside, so list, restore and retention see it again.
+#[tokio::test]
+async fn an_archive_without_its_manifest_is_recovered() {
+    let db = support::unique_db("orphan");
+    let uri = support::server().uri.clone();
+    seed(&uri, &db, 200, 1).await;
+    seed_roles(&uri, &db).await;
+    let s = Scratch::new();
+    s.write("policies/p.yaml", &policy(&db));
+    assert_eq!(run_policy(&s, &uri).code, 0);
+    let root = s.path().join("backups");
+    let archive = archives(&root, "p", "api_logs").pop().unwrap();
+    let beside = support::manifest_of(&archive);
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&beside).unwrap()).unwrap();
+    std::fs::remove_file(&beside).unwrap();
+
+    let run = run_policy(&s, &uri);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("recovered the manifest"),
+        "{}",
+        run.stderr
+    );
+    let recovered: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&beside).unwrap()).unwrap();
+    assert_eq!(recovered, original, "the same manifest, file hash included");
+    assert_eq!(archives(&root, "p", "api_logs").len(), 1, "nothing re-exported");
+    let verify = s.run(&["verify", "--policy", "p"]);
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+}
+
 // Documents whose time field is missing or not a date are counted and reported, in
 // the output and in the manifest.
 #[tokio::test]

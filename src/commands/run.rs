@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -36,10 +38,15 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Exit {
         tracing::warn!(policy = %p.policy.name, "policy is disabled; running it because it was named");
     }
     let bars = (!args.quiet && std::io::stderr().is_terminal()).then(MultiProgress::new);
+    if let Some(multi) = &bars {
+        crate::logging::draw_above(multi);
+    }
+    let quiet = args.quiet;
     let factory = move |spec: &JobSpec| -> Arc<dyn Progress> {
         match &bars {
             Some(multi) => Arc::new(Bar::new(multi, spec)),
-            None => Arc::new(()),
+            None if quiet => Arc::new(()),
+            None => Arc::new(LogLines::new(spec)),
         }
     };
     let report = runtime().block_on(runner::run(&settings, &plans, &factory));
@@ -53,11 +60,16 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Exit {
     }
 }
 
-/// A spinner per collection: documents, megabytes, rate.
+/// A bar per collection (a spinner when the total is unknown): documents,
+/// megabytes, rate.
 struct Bar {
     bar: ProgressBar,
     bytes: AtomicU64,
 }
+
+const SPINNER: &str = "{spinner} {prefix:40} {human_pos:>10} docs {msg:>10} {per_sec:>14}";
+const BAR: &str =
+    "{spinner} {prefix:40} {bar:20} {human_pos:>10}/{human_len} docs {msg:>10} {per_sec:>14} {eta}";
 
 impl Bar {
     fn new(multi: &MultiProgress, spec: &JobSpec) -> Bar {
@@ -66,10 +78,8 @@ impl Bar {
             ProgressDrawTarget::stderr(),
         ));
         bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {prefix:40} {human_pos:>10} docs {msg:>10} {per_sec:>14}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ProgressStyle::with_template(SPINNER)
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.set_prefix(format!("{}/{}", spec.policy, spec.collection.name));
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -81,6 +91,18 @@ impl Bar {
 }
 
 impl Progress for Bar {
+    fn start(&self, total: Option<u64>) {
+        self.bytes.store(0, Ordering::Relaxed);
+        self.bar.reset();
+        self.bar.set_message(mb(0));
+        if let Some(total) = total {
+            self.bar.set_length(total);
+            if let Ok(style) = ProgressStyle::with_template(BAR) {
+                self.bar.set_style(style);
+            }
+        }
+    }
+
     fn advance(&self, documents: u64, bytes: u64) {
         let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.bar.inc(documents);
@@ -91,6 +113,71 @@ impl Progress for Bar {
 impl Drop for Bar {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
+    }
+}
+
+/// Without a terminal: a log line per collection every [`LogLines::EVERY`].
+struct LogLines {
+    job: String,
+    started: Mutex<Instant>,
+    last: Mutex<Instant>,
+    documents: AtomicU64,
+    bytes: AtomicU64,
+    total: Mutex<Option<u64>>,
+}
+
+impl LogLines {
+    const EVERY: Duration = Duration::from_secs(30);
+
+    fn new(spec: &JobSpec) -> LogLines {
+        LogLines {
+            job: spec.id(),
+            started: Mutex::new(Instant::now()),
+            last: Mutex::new(Instant::now()),
+            documents: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            total: Mutex::new(None),
+        }
+    }
+}
+
+impl Progress for LogLines {
+    fn start(&self, total: Option<u64>) {
+        self.documents.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+        if let Ok(mut t) = self.total.lock() {
+            *t = total;
+        }
+        if let Ok(mut s) = self.started.lock() {
+            *s = Instant::now();
+        }
+    }
+
+    fn advance(&self, documents: u64, bytes: u64) {
+        let docs = self.documents.fetch_add(documents, Ordering::Relaxed) + documents;
+        let bytes = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if last.elapsed() < Self::EVERY {
+            return;
+        }
+        *last = Instant::now();
+        let secs = self
+            .started
+            .lock()
+            .map(|s| s.elapsed().as_secs_f64())
+            .unwrap_or(0.0)
+            .max(0.001);
+        let total = self.total.lock().ok().and_then(|t| *t);
+        tracing::info!(
+            job = %self.job,
+            documents = docs,
+            of = total.map_or_else(|| "?".into(), |t| t.to_string()),
+            mb = format!("{:.1}", bytes as f64 / 1e6),
+            docs_per_s = format!("{:.0}", docs as f64 / secs),
+            "export in progress"
+        );
     }
 }
 
@@ -124,6 +211,13 @@ fn summary(report: &RunReport, root: &std::path::Path) -> String {
                         out,
                         "  ({n} documents have no date in `{}`; no window selects them)",
                         r.spec.collection.time_field
+                    );
+                } else if let Some((n, at)) = r.untimed_known.filter(|(n, _)| *n > 0) {
+                    let _ = write!(
+                        out,
+                        "  ({n} documents had no date in `{}` at the last count, {}; no window selects them)",
+                        r.spec.collection.time_field,
+                        at.format("%Y-%m-%d %H:%M UTC")
                     );
                 }
                 out.push('\n');

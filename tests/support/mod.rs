@@ -45,10 +45,21 @@ fn launch(launcher: &[&std::ffi::OsStr], extra: &[&str]) -> TestServer {
     if !extra.is_empty() {
         cmd.arg("--").args(extra);
     }
+    // The server's own log goes to a file: a server still shutting down after its test
+    // must not hold the test's stderr open (the test runner would call it a leak).
+    static LOGS: AtomicUsize = AtomicUsize::new(0);
+    let log_dir = project_root().join("target/test-servers");
+    std::fs::create_dir_all(&log_dir).expect("create target/test-servers");
+    let log_path = log_dir.join(format!(
+        "{}-{}.log",
+        std::process::id(),
+        LOGS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let log = std::fs::File::create(&log_path).expect("create the test server's log");
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start the test server ({e}); {HOW_TO_GET_A_SERVER}"));
     let stdout = child.stdout.take().expect("piped stdout");
@@ -63,7 +74,13 @@ fn launch(launcher: &[&std::ffi::OsStr], extra: &[&str]) -> TestServer {
     });
     let uri = rx
         .recv_timeout(Duration::from_secs(90))
-        .unwrap_or_else(|_| panic!("the test server did not become ready in 90 s"));
+        .unwrap_or_else(|_| {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!(
+                "the test server did not become ready in 90 s; its log ({}):\n{log}",
+                log_path.display()
+            )
+        });
     TestServer {
         uri,
         _child: Some(child),
@@ -211,6 +228,16 @@ pub fn archives(root: &Path, policy: &str, collection: &str) -> Vec<PathBuf> {
     });
     found.sort();
     found
+}
+
+/// The manifest beside an archive (`<stem>.manifest.json`).
+pub fn manifest_of(archive: &Path) -> PathBuf {
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    let stem = name
+        .strip_suffix(".tar.gz.age")
+        .or_else(|| name.strip_suffix(".tar.gz"))
+        .unwrap_or(&name);
+    archive.with_file_name(format!("{stem}.manifest.json"))
 }
 
 /// The `_id`s in one archive's `.bson` member, as extended JSON strings.
