@@ -5,6 +5,19 @@ mod support;
 
 use support::{Scratch, VALID_POLICY};
 
+/// Windows writes `policies\demo.yaml`: a `\` before a file name shows as `/`, so one
+/// snapshot serves every platform.
+const PATH_FILTERS: &[(&str, &str)] = &[(r"\\([\w.-]+\.ya?ml)\b", "/$1")];
+
+/// `insta::assert_snapshot!` with [`PATH_FILTERS`].
+macro_rules! snapshot {
+    ($($arg:tt)*) => {
+        insta::with_settings!({ filters => PATH_FILTERS.to_vec() }, {
+            insta::assert_snapshot!($($arg)*);
+        })
+    };
+}
+
 /// Validate one policy file written as `policies/<name>.yaml`; return the transcript.
 fn validate_one(name: &str, text: &str) -> (i32, String) {
     let s = Scratch::new();
@@ -94,7 +107,7 @@ fn malformed_yaml() {
         "demo",
         "name: demo\nschedule: \"0 * * * *\ncollections: [a\n",
     );
-    insta::assert_snapshot!(transcript(code, &out));
+    snapshot!(transcript(code, &out));
 }
 
 // Values of the wrong type name the expected type and what was found.
@@ -110,7 +123,7 @@ fn wrong_types() {
             "timezone: Asia/Shanghai\ncompression: 6\n",
         );
     let (code, out) = validate_one("demo", &text);
-    insta::assert_snapshot!(transcript(code, &out));
+    snapshot!(transcript(code, &out));
 }
 
 // Unknown keys are errors at the key, with a "did you mean" hint, at any depth.
@@ -120,7 +133,7 @@ fn unknown_keys() {
         .replace("retention: 72h", "retension: 72h\nwindow:\n  setle: 1m")
         .replace("timeField: updatedAt", "timefield: updatedAt");
     let (code, out) = validate_one("demo", &text);
-    insta::assert_snapshot!(transcript(code, &out));
+    snapshot!(transcript(code, &out));
 }
 
 // A cron expression with the wrong number of fields, an out-of-range value, or no
@@ -130,7 +143,7 @@ fn bad_cron() {
     for (i, cron) in ["0 */1 * *", "61 * * * *", "0 0 30 2 *"].iter().enumerate() {
         let text = VALID_POLICY.replace("0 */1 * * *", cron);
         let (code, out) = validate_one("demo", &text);
-        insta::assert_snapshot!(format!("bad_cron_{i}"), transcript(code, &out));
+        snapshot!(format!("bad_cron_{i}"), transcript(code, &out));
     }
 }
 
@@ -139,7 +152,7 @@ fn bad_cron() {
 fn unknown_timezone() {
     let text = VALID_POLICY.replace("Asia/Shanghai", "Asia/Shanghia");
     let (code, out) = validate_one("demo", &text);
-    insta::assert_snapshot!(transcript(code, &out));
+    snapshot!(transcript(code, &out));
 }
 
 // Durations that do not parse, and a zero retention, are invalid-duration errors.
@@ -150,9 +163,9 @@ fn bad_durations() {
         "retention: 3 days\nwindow:\n  initial: yesterday\n  settle: 1y\n  overlap: 99999999999999999999d",
     );
     let (code, out) = validate_one("demo", &text);
-    insta::assert_snapshot!("bad_durations", transcript(code, &out));
+    snapshot!("bad_durations", transcript(code, &out));
     let (code, out) = validate_one("demo", &VALID_POLICY.replace("72h", "0s"));
-    insta::assert_snapshot!("zero_retention", transcript(code, &out));
+    snapshot!("zero_retention", transcript(code, &out));
 }
 
 // Policy names that would escape the backup folder, or differ from the file name,
@@ -162,7 +175,7 @@ fn bad_policy_names() {
     for (i, name) in ["../etc", "a/b", "Hot", "nul\\0x"].iter().enumerate() {
         let text = VALID_POLICY.replace("name: demo", &format!("name: \"{name}\""));
         let (code, out) = validate_one("demo", &text);
-        insta::assert_snapshot!(format!("bad_policy_name_{i}"), transcript(code, &out));
+        snapshot!(format!("bad_policy_name_{i}"), transcript(code, &out));
     }
 }
 
@@ -174,7 +187,7 @@ fn bad_collection_names() {
         "  - api_logs\n  - \"../../etc/passwd\"\n  - \"a\\\\b\"\n  - \"x\\0y\"\n  - name: \"c:d\"\n  - api_logs\n",
     );
     let (code, out) = validate_one("demo", &text);
-    insta::assert_snapshot!(transcript(code, &out));
+    snapshot!(transcript(code, &out));
 }
 
 // Missing required fields and repeated keys are reported, all in one pass.
@@ -182,16 +195,16 @@ fn bad_collection_names() {
 fn missing_fields_and_duplicate_keys() {
     let text = "name: demo\nname: demo\ncollections: []\n";
     let (code, out) = validate_one("demo", text);
-    insta::assert_snapshot!(transcript(code, &out));
+    snapshot!(transcript(code, &out));
 }
 
 // An empty file or a YAML list is not a policy.
 #[test]
 fn not_a_mapping() {
     let (code, out) = validate_one("demo", "");
-    insta::assert_snapshot!("empty_file", transcript(code, &out));
+    snapshot!("empty_file", transcript(code, &out));
     let (code, out) = validate_one("demo", "- a\n- b\n");
-    insta::assert_snapshot!("list_file", transcript(code, &out));
+    snapshot!("list_file", transcript(code, &out));
 }
 
 // Two files with one name are an error; one collection in two policies and a
@@ -209,7 +222,7 @@ fn cross_file_checks_and_warnings() {
     );
     let run = s.run(&["validate"]);
     assert_eq!(run.code, 0, "warnings alone pass: {}", run.stdout);
-    insta::assert_snapshot!("warnings", run.stdout);
+    snapshot!("warnings", run.stdout);
     let run = s.run(&["validate", "--deny-warnings"]);
     assert_eq!(run.code, 1);
 
@@ -306,7 +319,7 @@ fn config_errors_are_located() {
     );
     let run = s.run(&["validate"]);
     assert_eq!(run.code, 1);
-    insta::assert_snapshot!(run.stdout);
+    snapshot!(run.stdout);
     // Other commands refuse to run on a broken config: exit 2.
     let run = s.run(&["plan"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
@@ -372,4 +385,17 @@ fn bad_notifier_fields_are_located() {
     );
     let run = s.run(&["plan"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
+}
+
+// Snapshots read the same on Windows: the `\` before a file name shows as `/`.
+#[test]
+fn snapshots_show_forward_slashes() {
+    snapshot!(
+        "  --> policies\\demo.yaml:3:11\nalso defined in elsewhere\\demo.yml\nnot a path: \"a\\\\b\"",
+        @r#"
+    --> policies/demo.yaml:3:11
+  also defined in elsewhere/demo.yml
+  not a path: "a\\b"
+  "#
+    );
 }
