@@ -81,7 +81,7 @@ pub async fn check(settings: &Settings, policies: &[Policy]) -> Vec<Diagnostic> 
             continue;
         }
         for (i, c) in policy.collections.iter().enumerate() {
-            let pointer = entry_pointer(&doc, i);
+            let pointer = crate::policy::validate::collection_pointer(&doc, i);
             if !existing.iter().any(|n| n == &c.name) {
                 let hint = match crate::document::did_you_mean(&c.name, &existing) {
                     Some(s) => format!("did you mean `{s}`?"),
@@ -120,16 +120,6 @@ pub async fn check(settings: &Settings, policies: &[Policy]) -> Vec<Diagnostic> 
         }
     }
     out
-}
-
-/// The pointer of collection entry `i`: its `name` when written as an object.
-fn entry_pointer(doc: &Document, i: usize) -> String {
-    let item = format!("/collections/{i}");
-    if doc.value.pointer(&format!("{item}/name")).is_some() {
-        format!("{item}/name")
-    } else {
-        item
-    }
 }
 
 /// Ask the planner: does a range filter on the time field avoid a collection scan?

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{Scratch, VALID_POLICY};
+use support::{Run, Scratch, VALID_POLICY};
 
 /// Windows writes `policies\demo.yaml`: a `\` before a file name shows as `/`, so one
 /// snapshot serves every platform.
@@ -18,11 +18,26 @@ macro_rules! snapshot {
     };
 }
 
+/// A deployment's connection URI: policies without a `database` (VALID_POLICY) back up
+/// its database.
+const URI: &str = "mongodb://127.0.0.1:27017/dcMes";
+
+/// `dcb ARGS` in `s`, with a database in the connection URI.
+fn dcb(s: &Scratch, args: &[&str]) -> Run {
+    Run::from(
+        s.dcb()
+            .args(args)
+            .env("DCB_MONGODB_URI", URI)
+            .output()
+            .unwrap(),
+    )
+}
+
 /// Validate one policy file written as `policies/<name>.yaml`; return the transcript.
 fn validate_one(name: &str, text: &str) -> (i32, String) {
     let s = Scratch::new();
     s.write(&format!("policies/{name}.yaml"), text);
-    let run = s.run(&["validate"]);
+    let run = dcb(&s, &["validate"]);
     (run.code, run.stdout)
 }
 
@@ -35,11 +50,14 @@ fn transcript(code: i32, out: &str) -> String {
 fn shipped_policies_are_valid() {
     let s = Scratch::new();
     let root = support::project_root();
-    let run = s.run(&[
-        "validate",
-        "--deny-warnings",
-        root.join("policies").to_str().unwrap(),
-    ]);
+    let run = dcb(
+        &s,
+        &[
+            "validate",
+            "--deny-warnings",
+            root.join("policies").to_str().unwrap(),
+        ],
+    );
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("4 policies valid, 0 warnings"),
@@ -53,12 +71,15 @@ fn shipped_policies_are_valid() {
 fn example_config_is_valid() {
     let s = Scratch::new();
     let cfg = support::project_root().join("examples/dcb.yaml");
-    let run = s.run(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "validate",
-        "--deny-warnings",
-    ]);
+    let run = dcb(
+        &s,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "validate",
+            "--deny-warnings",
+        ],
+    );
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("4 policies valid"), "{}", run.stdout);
 }
@@ -68,7 +89,7 @@ fn example_config_is_valid() {
 fn example_policies_are_valid() {
     let s = Scratch::new();
     let dir = support::project_root().join("examples/policies");
-    let run = s.run(&["validate", "--deny-warnings", dir.to_str().unwrap()]);
+    let run = dcb(&s, &["validate", "--deny-warnings", dir.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("1 policy valid, 0 warnings"),
@@ -220,10 +241,10 @@ fn cross_file_checks_and_warnings() {
             .replace("0 */1 * * *", "0 2 * * *")
             .replace("72h", "36h"),
     );
-    let run = s.run(&["validate"]);
+    let run = dcb(&s, &["validate"]);
     assert_eq!(run.code, 0, "warnings alone pass: {}", run.stdout);
     snapshot!("warnings", run.stdout);
-    let run = s.run(&["validate", "--deny-warnings"]);
+    let run = dcb(&s, &["validate", "--deny-warnings"]);
     assert_eq!(run.code, 1);
 
     s.write(
@@ -231,7 +252,7 @@ fn cross_file_checks_and_warnings() {
         &VALID_POLICY.replace("name: demo", "name: copy"),
     );
     s.write("elsewhere/demo.yaml", VALID_POLICY);
-    let run = s.run(&["validate", "policies", "elsewhere/demo.yaml"]);
+    let run = dcb(&s, &["validate", "policies", "elsewhere/demo.yaml"]);
     assert_eq!(run.code, 1);
     assert!(
         run.stdout.contains(
@@ -255,7 +276,7 @@ fn json_format() {
         "policies/demo.yaml",
         &VALID_POLICY.replace("Asia/Shanghai", "Mars/Olympus"),
     );
-    let run = s.run(&["validate", "--format", "json"]);
+    let run = dcb(&s, &["validate", "--format", "json"]);
     assert_eq!(run.code, 1);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["errors"], 1);
@@ -282,7 +303,7 @@ fn github_format() {
         "policies/demo.yaml",
         &VALID_POLICY.replace("retention: 72h", "retention: 72h\nretension: 1d"),
     );
-    let run = s.run(&["validate", "--format", "github"]);
+    let run = dcb(&s, &["validate", "--format", "github"]);
     assert_eq!(run.code, 1);
     assert_eq!(
         run.stdout,
@@ -294,16 +315,16 @@ fn github_format() {
 #[test]
 fn exit_codes() {
     let s = Scratch::new();
-    assert_eq!(s.run(&["validate", "--format", "xml"]).code, 2);
-    assert_eq!(s.run(&["frobnicate"]).code, 2);
-    let run = s.run(&["validate", "nope.yaml"]);
+    assert_eq!(dcb(&s, &["validate", "--format", "xml"]).code, 2);
+    assert_eq!(dcb(&s, &["frobnicate"]).code, 2);
+    let run = dcb(&s, &["validate", "nope.yaml"]);
     assert_eq!(run.code, 1);
     assert!(
         run.stdout.contains("error[io-error]: cannot read file"),
         "{}",
         run.stdout
     );
-    let run = s.run(&["validate", "policies"]);
+    let run = dcb(&s, &["validate", "policies"]);
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("error[no-policies]"), "{}", run.stdout);
 }
@@ -317,11 +338,11 @@ fn config_errors_are_located() {
         "dcb.yaml",
         "mongodb:\n  uri: mongodb://backup:${DCB_TEST_UNSET_PASSWORD}@db/dcMes\nbackupRot: /srv\ntimezone: Asia/Shangai\n",
     );
-    let run = s.run(&["validate"]);
+    let run = dcb(&s, &["validate"]);
     assert_eq!(run.code, 1);
     snapshot!(run.stdout);
     // Other commands refuse to run on a broken config: exit 2.
-    let run = s.run(&["plan"]);
+    let run = dcb(&s, &["plan"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("dcb.yaml:2:8"), "{}", run.stderr);
 }
@@ -335,12 +356,12 @@ fn config_interpolation_and_precedence() {
         "cfg/dcb.yaml",
         "database: ${DCB_TEST_DB:-fallbackdb}\npoliciesDir: ../policies\n",
     );
-    let run = s.run(&["--config", "cfg/dcb.yaml", "plan", "--json"]);
+    let run = dcb(&s, &["--config", "cfg/dcb.yaml", "plan", "--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v[0]["database"], "fallbackdb");
 
-    let run = support::Run::from(
+    let run = Run::from(
         s.dcb()
             .args(["plan", "--json"])
             .env("DCB_CONFIG", "cfg/dcb.yaml")
@@ -353,7 +374,7 @@ fn config_interpolation_and_precedence() {
 
     // A flag wins over the environment: this folder has no policies.
     std::fs::create_dir(s.path().join("empty")).unwrap();
-    let run = support::Run::from(
+    let run = Run::from(
         s.dcb()
             .args(["--policies", "empty", "plan"])
             .env("DCB_CONFIG", "cfg/dcb.yaml")
@@ -375,7 +396,7 @@ fn bad_notifier_fields_are_located() {
         "dcb.yaml",
         "alerts:\n  notifiers:\n    - type: email\n      host: smtp.example.com\n      from: not-an-address\n      to: [ops@example.com]\n",
     );
-    let run = s.run(&["validate"]);
+    let run = dcb(&s, &["validate"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(run.stdout.contains("dcb.yaml:5:13"), "{}", run.stdout);
     assert!(
@@ -383,7 +404,7 @@ fn bad_notifier_fields_are_located() {
         "{}",
         run.stdout
     );
-    let run = s.run(&["plan"]);
+    let run = dcb(&s, &["plan"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
 }
 
@@ -397,5 +418,100 @@ fn snapshots_show_forward_slashes() {
   also defined in elsewhere/demo.yml
   not a path: "a\\b"
   "#
+    );
+}
+
+// Without a database in the policy, dcb.yaml or the URI, validate fails as plan and
+// run do, at the policy's name; any one of the three is enough. A database the URI
+// names is checked like any other.
+#[test]
+fn missing_database() {
+    let s = Scratch::new();
+    s.write("policies/demo.yaml", VALID_POLICY);
+    let run = s.run(&["validate"]);
+    snapshot!(transcript(run.code, &run.stdout));
+    assert_eq!(s.run(&["plan"]).code, 2);
+
+    assert_eq!(dcb(&s, &["validate"]).code, 0);
+    s.write("dcb.yaml", "database: dcMes\n");
+    assert_eq!(s.run(&["validate"]).code, 0);
+    std::fs::remove_file(s.path().join("dcb.yaml")).unwrap();
+    s.write(
+        "policies/demo.yaml",
+        &VALID_POLICY.replace("retention: 72h", "retention: 72h\ndatabase: dcMes"),
+    );
+    assert_eq!(s.run(&["validate"]).code, 0);
+
+    s.write("policies/demo.yaml", VALID_POLICY);
+    let run = Run::from(
+        s.dcb()
+            .arg("validate")
+            .env("DCB_MONGODB_URI", "mongodb://127.0.0.1:27017/..%2Fx")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("error[invalid-database-name]: policy `demo` inherits an invalid database"),
+        "{}",
+        run.stdout
+    );
+}
+
+// A collection in two policies warns when both back up the same database, whether a
+// policy names it or inherits it from dcb.yaml or the URI; other databases are not
+// compared.
+#[test]
+fn collection_in_two_policies_compares_resolved_databases() {
+    let s = Scratch::new();
+    s.write("policies/demo.yaml", VALID_POLICY);
+    let other = |db: &str| {
+        VALID_POLICY
+            .replace("name: demo", "name: other")
+            .replace("retention: 72h", &format!("retention: 72h\ndatabase: {db}"))
+    };
+    s.write("policies/other.yaml", &other("dcMes"));
+    let run = dcb(&s, &["validate"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "warning[collection-in-several-policies]: collection `api_logs` is also backed up by policy `demo`"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("2 warnings"), "{}", run.stdout);
+    s.write("policies/other.yaml", &other("archive"));
+    let run = dcb(&s, &["validate"]);
+    assert_eq!(run.stdout, "2 policies valid, 0 warnings\n");
+}
+
+// Names that make a file name longer than file systems allow (255 bytes) are refused
+// at the collection. With `dcMes`, 183 bytes of collection fit (an encrypted archive's
+// spool file is the longest name); with a 60-byte policy name, the manifest member
+// `dcb-manifest.<policy>.<db>.<collection>.json` limits it to 170.
+#[test]
+fn names_too_long_for_a_file() {
+    let policy = |name: &str, collection: usize| {
+        VALID_POLICY
+            .replace("name: demo", &format!("name: {name}"))
+            .replace(
+                "  - api_logs\n",
+                &format!("  - {}\n", "c".repeat(collection)),
+            )
+    };
+    let (code, out) = validate_one("demo", &policy("demo", 183));
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = validate_one("demo", &policy("demo", 184));
+    snapshot!(transcript(code, &out));
+    let long = "p".repeat(60);
+    let (code, out) = validate_one(&long, &policy(&long, 170));
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = validate_one(&long, &policy(&long, 171));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("makes file names of 256 bytes; file systems allow 255"),
+        "{out}"
     );
 }

@@ -34,7 +34,7 @@ pub fn run(cli: &Cli, args: &ValidateArgs) -> Exit {
     } else {
         args.paths.clone()
     };
-    let set = load_paths(&paths, &defaults);
+    let set = load_paths(&paths, &defaults, settings.as_ref());
     diags.extend(set.diagnostics);
     if args.online {
         match &settings {

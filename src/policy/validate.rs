@@ -12,6 +12,7 @@ use crate::duration::HumanDuration;
 use crate::names;
 use crate::schedule::Schedule;
 use crate::schema;
+use crate::storage;
 
 /// Values a policy inherits when it does not set them.
 #[derive(Debug, Clone)]
@@ -196,6 +197,63 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// Checks that need the database a policy backs up (its own, dcb.yaml's or the
+/// connection URI's): the names that become files must fit a file system.
+pub fn database_checks(doc: &Document, policy: &Policy, database: &str) -> Vec<Diagnostic> {
+    // The policy's own name and dcb.yaml's are checked where they are written; one
+    // from the URI is checked only here.
+    if policy.database.is_none()
+        && let Err(e) = names::check_database(database)
+    {
+        return vec![
+            doc.at(
+                Severity::Error,
+                Code::InvalidDatabaseName,
+                "/name",
+                format!("policy `{}` inherits an invalid database: {e}", policy.name),
+            )
+            .with_hint(
+                "fix the database in dcb.yaml or the connection URI, or set `database:` here",
+            ),
+        ];
+    }
+    let mut out = Vec::new();
+    for (i, c) in policy.collections.iter().enumerate() {
+        let member =
+            crate::export::manifest::Manifest::member_path(&policy.name, database, &c.name);
+        let longest = storage::longest_file_name(database, &c.name).max(member.len());
+        if longest > storage::MAX_FILE_NAME {
+            out.push(
+                doc.at(
+                    Severity::Error,
+                    Code::InvalidCollectionName,
+                    &collection_pointer(doc, i),
+                    format!(
+                        "`{database}.{}` makes file names of {longest} bytes; file systems allow {}",
+                        c.name,
+                        storage::MAX_FILE_NAME
+                    ),
+                )
+                .with_hint(format!(
+                    "shorten the collection name (or the database or policy name) by {}",
+                    crate::human::plural(longest - storage::MAX_FILE_NAME, "byte")
+                )),
+            );
+        }
+    }
+    out
+}
+
+/// The pointer of collection entry `i`: its `name` when written as an object.
+pub fn collection_pointer(doc: &Document, i: usize) -> String {
+    let item = format!("/collections/{i}");
+    if doc.value.pointer(&format!("{item}/name")).is_some() {
+        format!("{item}/name")
+    } else {
+        item
+    }
 }
 
 /// Warnings about a policy that is valid but probably not what its author wants.
