@@ -200,6 +200,18 @@ fn bad_policy_names() {
     }
 }
 
+// Names Windows reserves for devices fit the name pattern but cannot be folders.
+#[test]
+fn reserved_policy_names() {
+    let mut all = String::new();
+    for name in ["con", "lpt9", "aux"] {
+        let text = VALID_POLICY.replace("name: demo", &format!("name: {name}"));
+        let (code, out) = validate_one("demo", &text);
+        all.push_str(&transcript(code, &out));
+    }
+    snapshot!(all);
+}
+
 // Collection names with path separators, `..` or NUL are refused before any use.
 #[test]
 fn bad_collection_names() {

@@ -63,6 +63,16 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
             && n.bytes()
                 .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
     }) {
+        if names::is_reserved(name) {
+            out.push(
+                err(
+                    Code::InvalidName,
+                    "/name",
+                    format!("policy name `{name}` is a reserved device name on Windows"),
+                )
+                .with_hint("choose another name: its archives go to a folder of that name"),
+            );
+        }
         let stem = file_stem(&doc.path);
         if stem.as_deref() != Some(name) {
             out.push(
