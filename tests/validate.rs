@@ -212,13 +212,23 @@ fn reserved_policy_names() {
     snapshot!(all);
 }
 
-// Collection names with path separators, `..` or NUL are refused before any use.
+// A valid name that is not the file's name is a name-mismatch error at the name.
+#[test]
+fn name_differs_from_file_name() {
+    let (code, out) = validate_one("demo", &VALID_POLICY.replace("name: demo", "name: other"));
+    snapshot!(transcript(code, &out));
+}
+
+// Collection and database names with path separators, `..` or NUL are refused before
+// any use.
 #[test]
 fn bad_collection_names() {
-    let text = VALID_POLICY.replace(
-        "  - api_logs\n",
-        "  - api_logs\n  - \"../../etc/passwd\"\n  - \"a\\\\b\"\n  - \"x\\0y\"\n  - name: \"c:d\"\n  - api_logs\n",
-    );
+    let text = VALID_POLICY
+        .replace(
+            "  - api_logs\n",
+            "  - api_logs\n  - \"../../etc/passwd\"\n  - \"a\\\\b\"\n  - \"x\\0y\"\n  - name: \"c:d\"\n  - \"a..b\"\n  - api_logs\n",
+        )
+        .replace("retention: 72h", "retention: 72h\ndatabase: \"../x\"");
     let (code, out) = validate_one("demo", &text);
     snapshot!(transcript(code, &out));
 }
@@ -526,4 +536,59 @@ fn names_too_long_for_a_file() {
         out.contains("makes file names of 256 bytes; file systems allow 255"),
         "{out}"
     );
+}
+
+// Each setting takes the flag over the environment over dcb.yaml, shown with three
+// distinct values: the policies folder, the backup root, and DCB_MONGODB_URI over
+// mongodb.uri.
+#[test]
+fn flags_beat_environment_beat_config() {
+    let s = Scratch::new();
+    for level in ["flag", "env", "file"] {
+        s.write(
+            &format!("p_{level}/{level}.yaml"),
+            &VALID_POLICY.replace("name: demo", &format!("name: {level}")),
+        );
+    }
+    s.write(
+        "dcb.yaml",
+        "mongodb:\n  uri: mongodb://127.0.0.1:27017/db_file\npoliciesDir: p_file\nbackupRoot: b_file\n",
+    );
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        Run::from(
+            s.dcb()
+                .args(args)
+                .envs(env.iter().copied())
+                .output()
+                .unwrap(),
+        )
+    };
+    let plan = |args: &[&str], env: &[(&str, &str)]| {
+        let r = run(&[args, &["plan", "--json"]].concat(), env);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        (
+            v[0]["policy"].as_str().unwrap().to_string(),
+            v[0]["database"].as_str().unwrap().to_string(),
+        )
+    };
+    let root = |args: &[&str], env: &[(&str, &str)]| {
+        let r = run(&[args, &["verify"]].concat(), env);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout
+    };
+    let env = [
+        ("DCB_POLICIES_DIR", "p_env"),
+        ("DCB_BACKUP_ROOT", "b_env"),
+        ("DCB_MONGODB_URI", "mongodb://127.0.0.1:27017/db_env"),
+    ];
+    let flags = ["--policies", "p_flag", "--backup-root", "b_flag"];
+
+    assert_eq!(plan(&flags, &env), ("flag".into(), "db_env".into()));
+    assert_eq!(plan(&[], &env), ("env".into(), "db_env".into()));
+    assert_eq!(plan(&[], &[]), ("file".into(), "db_file".into()));
+
+    assert_eq!(root(&flags, &env), "no archives to verify under b_flag\n");
+    assert_eq!(root(&[], &env), "no archives to verify under b_env\n");
+    assert_eq!(root(&[], &[]), "no archives to verify under b_file\n");
 }
