@@ -63,3 +63,19 @@ fn cli_prints_the_generated_schema() {
         dcb::schema::render(dcb::schema::policy())
     );
 }
+
+// A reader that goes away (`dcb schema policy | head -1`) ends the output quietly:
+// exit 0, no panic message.
+#[test]
+fn closed_stdout_is_a_clean_exit() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dcb"))
+        .args(["schema", "config"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

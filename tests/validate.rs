@@ -430,6 +430,22 @@ fn bad_notifier_fields_are_located() {
     assert_eq!(run.code, 2, "{}", run.stderr);
 }
 
+// A reader that goes away early does not change the verdict: still exit 1 for an
+// invalid policy, and no panic.
+#[test]
+fn closed_stdout_keeps_the_exit_code() {
+    let s = Scratch::new();
+    s.write(
+        "policies/demo.yaml",
+        &VALID_POLICY.replace("Asia/Shanghai", "Mars/Olympus"),
+    );
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let run = Run::from(s.dcb().arg("validate").stdout(writer).output().unwrap());
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+}
+
 // Snapshots read the same on Windows: the `\` before a file name shows as `/`.
 #[test]
 fn snapshots_show_forward_slashes() {

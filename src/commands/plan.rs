@@ -23,12 +23,12 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Exit {
         args.runs,
     );
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&views).unwrap_or_default()
         );
     } else {
-        print!("{}", render(&views));
+        out!("{}", render(&views));
     }
     Exit::Ok
 }

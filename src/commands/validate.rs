@@ -47,19 +47,19 @@ pub fn run(cli: &Cli, args: &ValidateArgs) -> Exit {
     diag::sort(&mut diags);
 
     let (errors, warnings) = diag::counts(&diags);
-    print!("{}", diag::render(&diags, args.format));
+    out!("{}", diag::render(&diags, args.format));
     if args.format == Format::Human {
         let n = set.policies.len();
         let plural =
             |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
         if errors == 0 {
-            println!(
+            outln!(
                 "{} valid, {}",
                 plural(n, "policy", "policies"),
                 plural(warnings, "warning", "warnings")
             );
         } else {
-            println!(
+            outln!(
                 "{}, {}",
                 plural(errors, "error", "errors"),
                 plural(warnings, "warning", "warnings")
