@@ -1,6 +1,7 @@
 //! A YAML file read for validation: its text, its value as JSON, where each node is,
 //! and the mapping of JSON-schema errors to located diagnostics.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
@@ -24,14 +25,22 @@ impl Document {
     /// Read and parse a file. Problems come back as located diagnostics.
     pub fn read(path: &Path) -> Result<Document, Diagnostic> {
         let io_err = |msg: String| Diagnostic::error(Code::IoError, path, Pos::START, msg);
-        let meta = std::fs::metadata(path).map_err(|e| io_err(format!("cannot read file: {e}")))?;
-        if meta.len() > MAX_FILE_BYTES {
-            return Err(io_err(format!(
-                "file is {} bytes; policy and config files are limited to {MAX_FILE_BYTES}",
-                meta.len()
-            )));
+        let cannot = |e: std::io::Error| io_err(format!("cannot read file: {e}"));
+        let file = std::fs::File::open(path).map_err(cannot)?;
+        let len = file.metadata().map_err(cannot)?.len();
+        let limit = format!("policy and config files are limited to {MAX_FILE_BYTES} bytes");
+        if len > MAX_FILE_BYTES {
+            return Err(io_err(format!("file is {len} bytes; {limit}")));
         }
-        let bytes = std::fs::read(path).map_err(|e| io_err(format!("cannot read file: {e}")))?;
+        // Devices and pipes report no length (`/dev/zero`, a FIFO): read one byte past
+        // the limit, never more.
+        let mut bytes = Vec::new();
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(cannot)?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(io_err(format!("file is larger than allowed; {limit}")));
+        }
         let source = String::from_utf8(bytes)
             .map_err(|e| io_err(format!("file is not valid UTF-8: {e}")))?;
         Document::parse(path, source)

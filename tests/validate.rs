@@ -430,6 +430,61 @@ fn bad_notifier_fields_are_located() {
     assert_eq!(run.code, 2, "{}", run.stderr);
 }
 
+/// Wait for a child at most `secs`; a test that would hang fails instead.
+#[cfg(unix)]
+fn wait_bounded(mut child: std::process::Child, secs: u64) -> std::process::Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dcb did not finish within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+// Files with no length (a device, a FIFO fed forever) are read up to the size limit
+// and refused, not read without end.
+#[cfg(unix)]
+#[test]
+fn endless_inputs_are_bounded() {
+    use std::process::Stdio;
+    let s = Scratch::new();
+    let fifo = s.path().join("endless.yaml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo only creates a file at a valid, NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let feeder = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+            let chunk = [b'#'; 8192];
+            // Ends when dcb closes its end (EPIPE).
+            while f.write_all(&chunk).is_ok() {}
+        }
+    });
+    for path in ["/dev/zero", fifo.to_str().unwrap()] {
+        let child = s
+            .dcb()
+            .args(["validate", path])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let run = Run::from(wait_bounded(child, 30));
+        assert_eq!(run.code, 1, "{path}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout
+                .contains("error[io-error]: file is larger than allowed"),
+            "{path}: {}",
+            run.stdout
+        );
+    }
+    feeder.join().unwrap();
+}
+
 // A reader that goes away early does not change the verdict: still exit 1 for an
 // invalid policy, and no panic.
 #[test]

@@ -20,7 +20,7 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Exit {
         &plans,
         &plan::watermarks(&state),
         chrono::Utc::now(),
-        args.runs,
+        usize::from(args.runs),
     );
     if args.json {
         outln!(
