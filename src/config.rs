@@ -405,18 +405,13 @@ impl Settings {
         overrides: &Overrides,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Settings, Vec<Diagnostic>> {
-        let config_file = match &overrides.config {
-            Some(path) => {
-                if !path.is_file() {
-                    return Err(vec![
-                        Diagnostic::error(Code::IoError, path, Pos::START, "config file not found")
-                            .with_hint("check --config / DCB_CONFIG, or run without a config file"),
-                    ]);
-                }
-                Some(path.clone())
-            }
-            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
-        };
+        if let Some(d) = Settings::missing_config(overrides) {
+            return Err(vec![d]);
+        }
+        let config_file = overrides
+            .config
+            .clone()
+            .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()));
         let config = match &config_file {
             Some(path) => ConfigFile::load(path, env)?,
             None => ConfigFile::default(),
@@ -474,6 +469,16 @@ impl Settings {
             policies_dir,
             timezone,
         })
+    }
+
+    /// A config file named (`--config`, `DCB_CONFIG`) that does not exist: a usage
+    /// error, unlike a config file that exists but is invalid.
+    pub fn missing_config(overrides: &Overrides) -> Option<Diagnostic> {
+        let path = overrides.config.as_ref().filter(|p| !p.is_file())?;
+        Some(
+            Diagnostic::error(Code::IoError, path, Pos::START, "config file not found")
+                .with_hint("check --config / DCB_CONFIG, or run without a config file"),
+        )
     }
 
     pub fn policy_defaults(&self) -> Defaults {

@@ -501,6 +501,36 @@ fn closed_stdout_keeps_the_exit_code() {
     assert!(run.stderr.is_empty(), "{}", run.stderr);
 }
 
+// A config file named but not there is a usage error (exit 2), as for the other
+// commands, from the flag or from DCB_CONFIG; one that exists but is invalid is a
+// failed validation (exit 1, located diagnostics).
+#[test]
+fn missing_named_config_is_a_usage_error() {
+    let s = Scratch::new();
+    s.write("policies/demo.yaml", VALID_POLICY);
+    let run = dcb(&s, &["--config", "missing.yaml", "validate"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("missing.yaml:1:1") && run.stderr.contains("config file not found"),
+        "{}",
+        run.stderr
+    );
+    let run = Run::from(
+        s.dcb()
+            .arg("validate")
+            .env("DCB_CONFIG", "missing.yaml")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert_eq!(dcb(&s, &["--config", "missing.yaml", "plan"]).code, 2);
+
+    s.write("present.yaml", "timezone: Mars/Olympus\n");
+    let run = dcb(&s, &["--config", "present.yaml", "validate"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("present.yaml:1:11"), "{}", run.stdout);
+}
+
 // Snapshots read the same on Windows: the `\` before a file name shows as `/`.
 #[test]
 fn snapshots_show_forward_slashes() {

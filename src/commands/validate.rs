@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{Exit, overrides, process_env, runtime};
+use super::{Exit, overrides, process_env, report_config_errors, runtime};
 use crate::cli::{Cli, ValidateArgs};
 use crate::config::{DEFAULT_CONCURRENCY, Settings, system_timezone};
 use crate::diag::{self, Format};
@@ -10,6 +10,11 @@ use crate::policy::load::load_paths;
 use crate::policy::validate::Defaults;
 
 pub fn run(cli: &Cli, args: &ValidateArgs) -> Exit {
+    // A named config file that is not there is a usage error, as for every command.
+    if let Some(d) = Settings::missing_config(&overrides(cli)) {
+        report_config_errors(&[d]);
+        return Exit::Config;
+    }
     // A broken dcb.yaml is reported with the policies' problems, not instead of them.
     let (settings, mut diags) = match Settings::resolve(&overrides(cli), &process_env) {
         Ok(s) => (Some(s), Vec::new()),
