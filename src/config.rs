@@ -162,7 +162,7 @@ pub struct HealthConfig {
 
     /// Consecutive failures of one collection that raise an alert.
     #[serde(default = "default_failure_threshold")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = u32::MAX))]
     pub failure_threshold: u32,
 
     /// Alert when less than this percentage of the backup disk is free.
@@ -172,6 +172,7 @@ pub struct HealthConfig {
 
     /// Alert when less than this many megabytes of the backup disk are free.
     #[serde(default = "default_min_free_mb", rename = "minFreeMB")]
+    #[schemars(range(max = u64::MAX))]
     pub min_free_mb: u64,
 }
 
@@ -339,8 +340,7 @@ impl ConfigFile {
             diags.retain(|d| seen.insert((d.code, d.pos.line, d.pos.column)));
             return Err(diags);
         }
-        let config: ConfigFile = serde_json::from_value(doc.value.clone())
-            .map_err(|e| vec![doc.at(Severity::Error, Code::InvalidValue, "", e.to_string())])?;
+        let config: ConfigFile = doc.deserialize().map_err(|d| vec![d])?;
         let problems: Vec<Diagnostic> = config
             .alerts
             .problems()

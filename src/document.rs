@@ -60,6 +60,51 @@ impl Document {
         })
     }
 
+    /// The document as its raw type. A value the schema accepts but the type cannot
+    /// hold (`keepLast: 1.0`) is reported at its node, not at the top of the file.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T, Diagnostic> {
+        serde_path_to_error::deserialize(&self.value).map_err(|e| {
+            let pointer = self.existing_pointer(e.path());
+            let place = describe_place(&pointer);
+            match self.value.pointer(&pointer) {
+                Some(Value::Number(n)) if n.is_f64() => self
+                    .at(
+                        Severity::Error,
+                        Code::InvalidType,
+                        &pointer,
+                        format!("expected a whole number{place}, found {n}"),
+                    )
+                    .with_hint("write the digits alone, without a decimal point or exponent"),
+                _ => self.at(
+                    Severity::Error,
+                    Code::InvalidValue,
+                    &pointer,
+                    format!("{}{place}", plain_types(&e.inner().to_string())),
+                ),
+            }
+        })
+    }
+
+    /// The JSON pointer of a serde path, cut back to the deepest node that exists.
+    fn existing_pointer(&self, path: &serde_path_to_error::Path) -> String {
+        use serde_path_to_error::Segment;
+        let mut pointer = String::new();
+        for segment in path.iter() {
+            let token = match segment {
+                Segment::Seq { index } => index.to_string(),
+                Segment::Map { key } => escape_token(key),
+                Segment::Enum { .. } => continue,
+                Segment::Unknown => break,
+            };
+            let next = format!("{pointer}/{token}");
+            if self.value.pointer(&next).is_none() {
+                break;
+            }
+            pointer = next;
+        }
+        pointer
+    }
+
     /// A diagnostic located at the value `pointer` names.
     pub fn at(&self, severity: Severity, code: Code, pointer: &str, msg: String) -> Diagnostic {
         self.make(severity, code, self.map.value_pos(pointer), msg)
@@ -334,6 +379,24 @@ fn describe_place(pointer: &str) -> String {
     }
 }
 
+/// serde names Rust types (`expected u32`); say what they hold.
+fn plain_types(msg: &str) -> String {
+    let mut out = msg.to_string();
+    for (rust, plain) in [
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number from 0 to 18446744073709551615"),
+        ("usize", "a whole number"),
+        ("f64", "a number"),
+    ] {
+        if let Some(head) = out.strip_suffix(&format!("expected {rust}")) {
+            out = format!("{head}expected {plain}");
+        }
+    }
+    out
+}
+
 fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -393,7 +456,9 @@ fn yaml_error(path: &Path, source: &str, e: &serde_yaml::Error) -> Diagnostic {
     let line = crate::diag::source_lines(source)
         .nth(pos.line - 1)
         .unwrap_or_default();
-    let hint = if line.contains('\t') {
+    let hint = if problem.contains("number out of range") {
+        "no field takes a number this large"
+    } else if line.contains('\t') {
         "indent with spaces; YAML does not allow tabs for indentation"
     } else {
         "check the quotes, brackets and indentation here"

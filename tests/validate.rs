@@ -531,6 +531,40 @@ fn missing_named_config_is_a_usage_error() {
     assert!(run.stdout.contains("present.yaml:1:11"), "{}", run.stdout);
 }
 
+// Numbers the schema's type admits but the field cannot hold (a fraction, more than
+// the field's range) are errors at their own node, in policies and in dcb.yaml.
+#[test]
+fn numbers_that_do_not_fit() {
+    for (i, value) in ["1.0", "4294967296"].iter().enumerate() {
+        let text = VALID_POLICY.replace(
+            "retention: 72h",
+            &format!("retention: 72h\nkeepLast: {value}"),
+        );
+        let (code, out) = validate_one("demo", &text);
+        snapshot!(format!("keep_last_{i}"), transcript(code, &out));
+    }
+    let s = Scratch::new();
+    s.write("policies/demo.yaml", VALID_POLICY);
+    for (i, health) in [
+        "failureThreshold: 1.0",
+        "failureThreshold: 4294967296",
+        "minFreeMB: 18446744073709551616",
+    ]
+    .iter()
+    .enumerate()
+    {
+        s.write(
+            "dcb.yaml",
+            &format!("database: dcMes\nhealth:\n  interval: 5m\n  {health}\n"),
+        );
+        let run = dcb(&s, &["validate"]);
+        snapshot!(
+            format!("config_number_{i}"),
+            transcript(run.code, &run.stdout)
+        );
+    }
+}
+
 // Snapshots read the same on Windows: the `\` before a file name shows as `/`.
 #[test]
 fn snapshots_show_forward_slashes() {

@@ -31,10 +31,10 @@ pub fn validate(doc: &Document, defaults: &Defaults) -> (Option<Policy>, Vec<Dia
     if diags.iter().any(Diagnostic::is_error) {
         return (None, diags);
     }
-    let raw: PolicyFile = match serde_json::from_value(doc.value.clone()) {
+    let raw: PolicyFile = match doc.deserialize() {
         Ok(raw) => raw,
-        Err(e) => {
-            diags.push(doc.at(Severity::Error, Code::InvalidValue, "", e.to_string()));
+        Err(d) => {
+            diags.push(d);
             return (None, diags);
         }
     };
