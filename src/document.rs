@@ -41,8 +41,7 @@ impl Document {
         if bytes.len() as u64 > MAX_FILE_BYTES {
             return Err(io_err(format!("file is larger than allowed; {limit}")));
         }
-        let source = String::from_utf8(bytes)
-            .map_err(|e| io_err(format!("file is not valid UTF-8: {e}")))?;
+        let source = String::from_utf8(bytes).map_err(|e| not_utf8(path, &e))?;
         Document::parse(path, source)
     }
 
@@ -466,6 +465,36 @@ fn yaml_error(path: &Path, source: &str, e: &serde_yaml::Error) -> Diagnostic {
     Diagnostic::error(Code::YamlSyntax, path, pos, message)
         .with_hint(hint)
         .with_source(source)
+}
+
+/// A file that is not UTF-8, located at its first byte that is not.
+fn not_utf8(path: &Path, e: &std::string::FromUtf8Error) -> Diagnostic {
+    let bytes = e.as_bytes();
+    let valid = e.utf8_error().valid_up_to();
+    let mut pos = Pos::START;
+    let mut after_cr = false;
+    // Line ends as YAML counts them (`\r\n`, `\n`, a lone `\r`); columns in characters.
+    for c in String::from_utf8_lossy(&bytes[..valid]).chars() {
+        match c {
+            '\n' if after_cr => {}
+            '\n' | '\r' => {
+                pos = Pos {
+                    line: pos.line + 1,
+                    column: 1,
+                }
+            }
+            _ => pos.column += 1,
+        }
+        after_cr = c == '\r';
+    }
+    Diagnostic::error(
+        Code::IoError,
+        path,
+        pos,
+        format!("file is not valid UTF-8 (byte 0x{:02X})", bytes[valid]),
+    )
+    .with_hint("save the file as UTF-8")
+    .with_source(&String::from_utf8_lossy(bytes))
 }
 
 /// `... at line L column C` → the 1-based position libyaml means.

@@ -727,3 +727,16 @@ fn flags_beat_environment_beat_config() {
     assert_eq!(root(&[], &env), "no archives to verify under b_env\n");
     assert_eq!(root(&[], &[]), "no archives to verify under b_file\n");
 }
+
+// A file that is not UTF-8 is reported at its first bad byte, not at 1:1.
+#[test]
+fn not_utf8_is_located() {
+    let s = Scratch::new();
+    std::fs::write(
+        s.path().join("policies/demo.yaml"),
+        b"name: demo\r\nschedule: \"0 * * * *\"\ndescription: caf\xe9 au lait\n",
+    )
+    .unwrap();
+    let run = dcb(&s, &["validate"]);
+    snapshot!(transcript(run.code, &run.stdout));
+}
