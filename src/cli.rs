@@ -252,9 +252,9 @@ pub struct PlanArgs {
     #[arg(long = "policy", value_name = "NAME")]
     pub only: Vec<String>,
 
-    /// How many upcoming run times to show.
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
+    /// How many upcoming run times to show (1 to 1000).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub runs: u16,
 
     /// Print JSON instead of text.
     #[arg(long)]

@@ -1,5 +1,19 @@
 //! One thin module per subcommand: each calls the library and renders the result.
 
+/// `print!` through [`write_stdout`]: output that survives a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::commands::write_stdout(&format!($($arg)*))
+    };
+}
+
+/// `println!` through [`write_stdout`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::commands::write_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 pub mod list;
 pub mod plan;
 pub mod prune;
@@ -12,7 +26,9 @@ pub mod stop;
 pub mod validate;
 pub mod verify;
 
+use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cli::{Cli, Command};
 use crate::config::{Overrides, Settings};
@@ -32,6 +48,25 @@ pub enum Exit {
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> ExitCode {
         ExitCode::from(e as u8)
+    }
+}
+
+/// Set when stdout failed for a reason other than a closed pipe (a full disk).
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Write command output to stdout. A reader that went away (`dcb schema policy | head -1`)
+/// is not an error: the rest of the output is dropped and the exit status stands. Any
+/// other failure is reported once and makes a successful command exit 1.
+pub fn write_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            if !STDOUT_FAILED.swap(true, Ordering::Relaxed) {
+                eprintln!("error: cannot write the output: {e}");
+            }
+        }
     }
 }
 
@@ -112,7 +147,7 @@ pub fn dispatch(cli: &Cli) -> Exit {
     ) {
         crate::logging::init_stderr(cli.verbose, false);
     }
-    match &cli.command {
+    let exit = match &cli.command {
         Command::Validate(args) => validate::run(cli, args),
         Command::Schema(args) => schema::run(args),
         Command::Plan(args) => plan::run(cli, args),
@@ -124,5 +159,10 @@ pub fn dispatch(cli: &Cli) -> Exit {
         Command::List(args) => list::run(cli, args),
         Command::Verify(args) => verify::run(cli, args),
         Command::Restore(args) => restore::run(cli, args),
+    };
+    if exit == Exit::Ok && STDOUT_FAILED.load(Ordering::Relaxed) {
+        Exit::Failed
+    } else {
+        exit
     }
 }

@@ -114,7 +114,7 @@ fn default_true() -> bool {
 }
 
 /// The MongoDB connection.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MongoConfig {
     /// Connection string, e.g. `mongodb://backup:${DCB_DB_PASSWORD}@db.local:27017/dcMes`.
@@ -135,6 +135,18 @@ pub struct MongoConfig {
     /// TLS to MongoDB. URI options (`tls=true&tlsCAFile=...`) work too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<MongoTls>,
+}
+
+// The URI holds the interpolated password: show it redacted.
+impl std::fmt::Debug for MongoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoConfig")
+            .field("uri", &self.uri.as_deref().map(crate::redact::uri))
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// TLS to MongoDB (paths relative to this file's folder).
@@ -162,7 +174,7 @@ pub struct HealthConfig {
 
     /// Consecutive failures of one collection that raise an alert.
     #[serde(default = "default_failure_threshold")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = u32::MAX))]
     pub failure_threshold: u32,
 
     /// Alert when less than this percentage of the backup disk is free.
@@ -172,6 +184,7 @@ pub struct HealthConfig {
 
     /// Alert when less than this many megabytes of the backup disk are free.
     #[serde(default = "default_min_free_mb", rename = "minFreeMB")]
+    #[schemars(range(max = u64::MAX))]
     pub min_free_mb: u64,
 }
 
@@ -339,8 +352,7 @@ impl ConfigFile {
             diags.retain(|d| seen.insert((d.code, d.pos.line, d.pos.column)));
             return Err(diags);
         }
-        let config: ConfigFile = serde_json::from_value(doc.value.clone())
-            .map_err(|e| vec![doc.at(Severity::Error, Code::InvalidValue, "", e.to_string())])?;
+        let config: ConfigFile = doc.deserialize().map_err(|d| vec![d])?;
         let problems: Vec<Diagnostic> = config
             .alerts
             .problems()
@@ -373,7 +385,7 @@ pub struct Overrides {
 }
 
 /// Everything a command needs to know about where things are.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub config_file: Option<PathBuf>,
     pub config: ConfigFile,
@@ -388,6 +400,24 @@ pub struct Settings {
     pub policies_dir: PathBuf,
     pub timezone: Tz,
     pub concurrency: usize,
+}
+
+// The URI holds the password: show it redacted.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("config_file", &self.config_file)
+            .field("config", &self.config)
+            .field("mongodb_uri", &crate::redact::uri(&self.mongodb_uri))
+            .field("mongodb_extra", &self.mongodb_extra)
+            .field("identity_file", &self.identity_file)
+            .field("database", &self.database)
+            .field("backup_root", &self.backup_root)
+            .field("policies_dir", &self.policies_dir)
+            .field("timezone", &self.timezone)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
 }
 
 /// Connection settings beyond the URI, with paths resolved.
@@ -405,18 +435,13 @@ impl Settings {
         overrides: &Overrides,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Settings, Vec<Diagnostic>> {
-        let config_file = match &overrides.config {
-            Some(path) => {
-                if !path.is_file() {
-                    return Err(vec![
-                        Diagnostic::error(Code::IoError, path, Pos::START, "config file not found")
-                            .with_hint("check --config / DCB_CONFIG, or run without a config file"),
-                    ]);
-                }
-                Some(path.clone())
-            }
-            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
-        };
+        if let Some(d) = Settings::missing_config(overrides) {
+            return Err(vec![d]);
+        }
+        let config_file = overrides
+            .config
+            .clone()
+            .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()));
         let config = match &config_file {
             Some(path) => ConfigFile::load(path, env)?,
             None => ConfigFile::default(),
@@ -474,6 +499,16 @@ impl Settings {
             policies_dir,
             timezone,
         })
+    }
+
+    /// A config file named (`--config`, `DCB_CONFIG`) that does not exist: a usage
+    /// error, unlike a config file that exists but is invalid.
+    pub fn missing_config(overrides: &Overrides) -> Option<Diagnostic> {
+        let path = overrides.config.as_ref().filter(|p| !p.is_file())?;
+        Some(
+            Diagnostic::error(Code::IoError, path, Pos::START, "config file not found")
+                .with_hint("check --config / DCB_CONFIG, or run without a config file"),
+        )
     }
 
     pub fn policy_defaults(&self) -> Defaults {
@@ -608,6 +643,49 @@ mod tests {
     #[case("a/..", ".")]
     fn normalizes(#[case] input: &str, #[case] expected: &str) {
         assert_eq!(normalize(Path::new(input)), PathBuf::from(expected));
+    }
+
+    // `{:?}` of the settings and of the config shows the URI redacted and never a
+    // password, a notifier secret, a header value or a URL's token.
+    #[test]
+    fn debug_hides_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dcb.yaml");
+        std::fs::write(
+            &path,
+            "mongodb:\n  uri: mongodb://backup:${PASS}@db:27017/dcMes\n\
+             alerts:\n  notifiers:\n\
+             \x20   - {type: dingtalk, url: 'https://oapi.dingtalk.com/robot/send?access_token=TOKEN1', secret: SECRET2}\n\
+             \x20   - {type: feishu, url: 'https://open.feishu.cn/open-apis/bot/v2/hook/TOKEN3', secret: SECRET4}\n\
+             \x20   - {type: email, host: smtp.example.com, username: dcb, password: SECRET5, from: a@b.cn, to: [c@d.cn]}\n\
+             \x20   - {type: webhook, url: 'https://hc.example/ping/TOKEN6', headers: {Authorization: 'Bearer SECRET7'}}\n\
+             \x20   - {type: slack, url: 'https://hooks.slack.com/services/TOKEN8'}\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        };
+        let settings = Settings::resolve(&overrides, &env).unwrap();
+        for shown in [
+            format!("{settings:?}"),
+            format!("{:?}", settings.config),
+            format!("{:?}", settings.config.mongodb),
+        ] {
+            for secret in [
+                "s3cr$t", "TOKEN1", "SECRET2", "TOKEN3", "SECRET4", "SECRET5", "TOKEN6", "SECRET7",
+                "TOKEN8",
+            ] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(
+                shown.contains("mongodb://backup:***@db:27017/dcMes"),
+                "{shown}"
+            );
+        }
+        let all = format!("{settings:?}");
+        assert!(all.contains("smtp://smtp.example.com:587"), "{all}");
+        assert!(all.contains("Authorization"), "{all}");
     }
 
     // The URI's path names the default database; options and credentials are ignored.

@@ -156,7 +156,8 @@ pub fn source_lines(source: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Errors first, then by file and position, so output is stable.
+/// By file, then position (an error before a warning at one place), so output reads
+/// top to bottom and is stable.
 pub fn sort(diags: &mut [Diagnostic]) {
     diags.sort_by(|a, b| {
         (
@@ -324,6 +325,39 @@ mod tests {
         assert!(out.contains("--> policies/hot.yaml:3:11"));
         assert!(out.contains(" 3 | schedule: \"0 */1 * *\"\n   |           ^\n"));
         assert!(out.contains("= hint: five fields"));
+    }
+
+    // Diagnostics read in file order, top to bottom; at one place errors come first.
+    #[test]
+    fn sorts_by_file_then_position() {
+        let at = |file: &str, line, warning: bool| {
+            let pos = Pos { line, column: 1 };
+            if warning {
+                Diagnostic::warning(Code::ShortRetention, Path::new(file), pos, "w")
+            } else {
+                Diagnostic::error(Code::InvalidCron, Path::new(file), pos, "e")
+            }
+        };
+        let mut diags = vec![
+            at("b.yaml", 1, false),
+            at("a.yaml", 9, false),
+            at("a.yaml", 2, true),
+            at("a.yaml", 2, false),
+        ];
+        sort(&mut diags);
+        let order: Vec<(String, usize, Severity)> = diags
+            .iter()
+            .map(|d| (d.file.display().to_string(), d.pos.line, d.severity))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("a.yaml".into(), 2, Severity::Error),
+                ("a.yaml".into(), 2, Severity::Warning),
+                ("a.yaml".into(), 9, Severity::Error),
+                ("b.yaml".into(), 1, Severity::Error),
+            ]
+        );
     }
 
     // JSON output carries counts and every field a tool needs.

@@ -1,6 +1,7 @@
 //! A YAML file read for validation: its text, its value as JSON, where each node is,
 //! and the mapping of JSON-schema errors to located diagnostics.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
@@ -24,16 +25,23 @@ impl Document {
     /// Read and parse a file. Problems come back as located diagnostics.
     pub fn read(path: &Path) -> Result<Document, Diagnostic> {
         let io_err = |msg: String| Diagnostic::error(Code::IoError, path, Pos::START, msg);
-        let meta = std::fs::metadata(path).map_err(|e| io_err(format!("cannot read file: {e}")))?;
-        if meta.len() > MAX_FILE_BYTES {
-            return Err(io_err(format!(
-                "file is {} bytes; policy and config files are limited to {MAX_FILE_BYTES}",
-                meta.len()
-            )));
+        let cannot = |e: std::io::Error| io_err(format!("cannot read file: {e}"));
+        let file = std::fs::File::open(path).map_err(cannot)?;
+        let len = file.metadata().map_err(cannot)?.len();
+        let limit = format!("policy and config files are limited to {MAX_FILE_BYTES} bytes");
+        if len > MAX_FILE_BYTES {
+            return Err(io_err(format!("file is {len} bytes; {limit}")));
         }
-        let bytes = std::fs::read(path).map_err(|e| io_err(format!("cannot read file: {e}")))?;
-        let source = String::from_utf8(bytes)
-            .map_err(|e| io_err(format!("file is not valid UTF-8: {e}")))?;
+        // Devices and pipes report no length (`/dev/zero`, a FIFO): read one byte past
+        // the limit, never more.
+        let mut bytes = Vec::new();
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(cannot)?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(io_err(format!("file is larger than allowed; {limit}")));
+        }
+        let source = String::from_utf8(bytes).map_err(|e| not_utf8(path, &e))?;
         Document::parse(path, source)
     }
 
@@ -49,6 +57,51 @@ impl Document {
             value,
             map,
         })
+    }
+
+    /// The document as its raw type. A value the schema accepts but the type cannot
+    /// hold (`keepLast: 1.0`) is reported at its node, not at the top of the file.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T, Diagnostic> {
+        serde_path_to_error::deserialize(&self.value).map_err(|e| {
+            let pointer = self.existing_pointer(e.path());
+            let place = describe_place(&pointer);
+            match self.value.pointer(&pointer) {
+                Some(Value::Number(n)) if n.is_f64() => self
+                    .at(
+                        Severity::Error,
+                        Code::InvalidType,
+                        &pointer,
+                        format!("expected a whole number{place}, found {n}"),
+                    )
+                    .with_hint("write the digits alone, without a decimal point or exponent"),
+                _ => self.at(
+                    Severity::Error,
+                    Code::InvalidValue,
+                    &pointer,
+                    format!("{}{place}", plain_types(&e.inner().to_string())),
+                ),
+            }
+        })
+    }
+
+    /// The JSON pointer of a serde path, cut back to the deepest node that exists.
+    fn existing_pointer(&self, path: &serde_path_to_error::Path) -> String {
+        use serde_path_to_error::Segment;
+        let mut pointer = String::new();
+        for segment in path.iter() {
+            let token = match segment {
+                Segment::Seq { index } => index.to_string(),
+                Segment::Map { key } => escape_token(key),
+                Segment::Enum { .. } => continue,
+                Segment::Unknown => break,
+            };
+            let next = format!("{pointer}/{token}");
+            if self.value.pointer(&next).is_none() {
+                break;
+            }
+            pointer = next;
+        }
+        pointer
     }
 
     /// A diagnostic located at the value `pointer` names.
@@ -325,6 +378,24 @@ fn describe_place(pointer: &str) -> String {
     }
 }
 
+/// serde names Rust types (`expected u32`); say what they hold.
+fn plain_types(msg: &str) -> String {
+    let mut out = msg.to_string();
+    for (rust, plain) in [
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number from 0 to 18446744073709551615"),
+        ("usize", "a whole number"),
+        ("f64", "a number"),
+    ] {
+        if let Some(head) = out.strip_suffix(&format!("expected {rust}")) {
+            out = format!("{head}expected {plain}");
+        }
+    }
+    out
+}
+
 fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -384,7 +455,9 @@ fn yaml_error(path: &Path, source: &str, e: &serde_yaml::Error) -> Diagnostic {
     let line = crate::diag::source_lines(source)
         .nth(pos.line - 1)
         .unwrap_or_default();
-    let hint = if line.contains('\t') {
+    let hint = if problem.contains("number out of range") {
+        "no field takes a number this large"
+    } else if line.contains('\t') {
         "indent with spaces; YAML does not allow tabs for indentation"
     } else {
         "check the quotes, brackets and indentation here"
@@ -392,6 +465,36 @@ fn yaml_error(path: &Path, source: &str, e: &serde_yaml::Error) -> Diagnostic {
     Diagnostic::error(Code::YamlSyntax, path, pos, message)
         .with_hint(hint)
         .with_source(source)
+}
+
+/// A file that is not UTF-8, located at its first byte that is not.
+fn not_utf8(path: &Path, e: &std::string::FromUtf8Error) -> Diagnostic {
+    let bytes = e.as_bytes();
+    let valid = e.utf8_error().valid_up_to();
+    let mut pos = Pos::START;
+    let mut after_cr = false;
+    // Line ends as YAML counts them (`\r\n`, `\n`, a lone `\r`); columns in characters.
+    for c in String::from_utf8_lossy(&bytes[..valid]).chars() {
+        match c {
+            '\n' if after_cr => {}
+            '\n' | '\r' => {
+                pos = Pos {
+                    line: pos.line + 1,
+                    column: 1,
+                }
+            }
+            _ => pos.column += 1,
+        }
+        after_cr = c == '\r';
+    }
+    Diagnostic::error(
+        Code::IoError,
+        path,
+        pos,
+        format!("file is not valid UTF-8 (byte 0x{:02X})", bytes[valid]),
+    )
+    .with_hint("save the file as UTF-8")
+    .with_source(&String::from_utf8_lossy(bytes))
 }
 
 /// `... at line L column C` → the 1-based position libyaml means.

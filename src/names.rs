@@ -33,13 +33,18 @@ fn common(kind: &str, name: &str) -> Result<(), String> {
             "{kind} name `{name}` starts or ends with a space or ends with a dot"
         ));
     }
-    let stem = name.split('.').next().unwrap_or(name).to_ascii_lowercase();
-    if RESERVED.contains(&stem.as_str()) {
+    if is_reserved(name.split('.').next().unwrap_or(name)) {
         return Err(format!(
             "{kind} name `{name}` is a reserved device name on Windows"
         ));
     }
     Ok(())
+}
+
+/// A name Windows reserves for a device (`con`, `nul`, `com1`, ...): no file or folder
+/// can have it, whatever the case.
+pub fn is_reserved(stem: &str) -> bool {
+    RESERVED.contains(&stem.to_ascii_lowercase().as_str())
 }
 
 /// A collection name that MongoDB accepts and that is safe as `<collection>.bson`.

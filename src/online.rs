@@ -81,7 +81,7 @@ pub async fn check(settings: &Settings, policies: &[Policy]) -> Vec<Diagnostic> 
             continue;
         }
         for (i, c) in policy.collections.iter().enumerate() {
-            let pointer = entry_pointer(&doc, i);
+            let pointer = crate::policy::validate::collection_pointer(&doc, i);
             if !existing.iter().any(|n| n == &c.name) {
                 let hint = match crate::document::did_you_mean(&c.name, &existing) {
                     Some(s) => format!("did you mean `{s}`?"),
@@ -122,16 +122,6 @@ pub async fn check(settings: &Settings, policies: &[Policy]) -> Vec<Diagnostic> 
     out
 }
 
-/// The pointer of collection entry `i`: its `name` when written as an object.
-fn entry_pointer(doc: &Document, i: usize) -> String {
-    let item = format!("/collections/{i}");
-    if doc.value.pointer(&format!("{item}/name")).is_some() {
-        format!("{item}/name")
-    } else {
-        item
-    }
-}
-
 /// Ask the planner: does a range filter on the time field avoid a collection scan?
 async fn uses_index(db: &mongodb::Database, coll: &str, field: &str) -> bool {
     let probe = mongodb::bson::DateTime::from_millis(0);
@@ -139,18 +129,22 @@ async fn uses_index(db: &mongodb::Database, coll: &str, field: &str) -> bool {
         "explain": { "find": coll, "filter": { field: { "$gte": probe } } },
         "verbosity": "queryPlanner",
     };
-    match db.run_command(cmd).await {
-        Ok(reply) => {
-            let plan = reply
-                .get_document("queryPlanner")
-                .and_then(|q| q.get_document("winningPlan"))
-                .cloned()
-                .unwrap_or_default();
-            !contains_stage(&plan, "COLLSCAN")
-        }
-        // Without explain, fall back to the index list.
-        Err(_) => has_leading_index(db, coll, field).await,
+    let reply = db.run_command(cmd).await;
+    match reply.as_ref().ok().and_then(plan_uses_index) {
+        Some(indexed) => indexed,
+        // Without explain, or a reply that does not show the plan, the index list decides.
+        None => has_leading_index(db, coll, field).await,
     }
+}
+
+/// Whether an explain reply's winning plan avoids a collection scan; `None` when the
+/// reply has no `queryPlanner.winningPlan` to tell.
+fn plan_uses_index(reply: &BsonDoc) -> Option<bool> {
+    let plan = reply
+        .get_document("queryPlanner")
+        .and_then(|q| q.get_document("winningPlan"))
+        .ok()?;
+    Some(!contains_stage(plan, "COLLSCAN"))
 }
 
 fn contains_stage(plan: &BsonDoc, stage: &str) -> bool {
@@ -177,4 +171,32 @@ async fn has_leading_index(db: &mongodb::Database, coll: &str, field: &str) -> b
     indexes
         .iter()
         .any(|ix| ix.keys.keys().next().map(String::as_str) == Some(field))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A plan decides when the reply has one; a reply without `winningPlan` decides
+    // nothing (the index list is asked instead), rather than passing as indexed.
+    #[test]
+    fn explain_without_a_plan_decides_nothing() {
+        let scan = doc! {"queryPlanner": {"winningPlan": {"stage": "COLLSCAN"}}};
+        let ixscan = doc! {"queryPlanner": {"winningPlan": {"stage": "FETCH",
+        "inputStage": {"stage": "IXSCAN", "keyPattern": {"createdAt": 1}}}}};
+        let nested = doc! {"queryPlanner": {"winningPlan": {"stage": "SHARD_MERGE",
+        "shards": [{"stage": "COLLSCAN"}]}}};
+        assert_eq!(plan_uses_index(&scan), Some(false));
+        assert_eq!(plan_uses_index(&ixscan), Some(true));
+        assert_eq!(plan_uses_index(&nested), Some(false));
+        assert_eq!(plan_uses_index(&doc! {"ok": 1}), None);
+        assert_eq!(
+            plan_uses_index(&doc! {"queryPlanner": {"plannerVersion": 1}}),
+            None
+        );
+        assert_eq!(
+            plan_uses_index(&doc! {"queryPlanner": {"winningPlan": "?"}}),
+            None
+        );
+    }
 }

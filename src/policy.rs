@@ -74,6 +74,7 @@ pub struct PolicyFile {
 
     /// Never prune below this many archives per collection, however old.
     #[serde(default = "default_keep_last")]
+    #[schemars(range(max = u32::MAX))]
     pub keep_last: u32,
 
     /// Compression of the archives.

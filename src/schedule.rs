@@ -56,7 +56,8 @@ impl Schedule {
 
     /// The next `n` fire times after `t`.
     pub fn upcoming<Z: TimeZone>(&self, t: &DateTime<Z>, n: usize) -> Vec<DateTime<Z>> {
-        let mut out = Vec::with_capacity(n);
+        // `n` may come from the command line: never reserve more than a plan can use.
+        let mut out = Vec::with_capacity(n.min(1024));
         let mut cur = t.clone();
         while out.len() < n {
             match self.next_after(&cur) {

@@ -42,7 +42,32 @@ pub fn temp_path(final_path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    final_path.with_file_name(format!(".{name}.{}{TEMP_MARK}", std::process::id()))
+    final_path.with_file_name(temp_name(&name, std::process::id()))
+}
+
+fn temp_name(name: &str, pid: u32) -> String {
+    format!(".{name}.{pid}{TEMP_MARK}")
+}
+
+/// The longest file name most file systems allow (ext4, XFS, NTFS, APFS), in bytes.
+pub const MAX_FILE_NAME: usize = 255;
+
+/// The longest file name dcb writes for a collection's archives, in bytes: the spool
+/// of an encrypted archive (`export::archive` names it `<temp>.spool<TEMP_MARK>`),
+/// with the widest process id. Names longer than [`MAX_FILE_NAME`] cannot be created.
+pub fn longest_file_name(db: &str, collection: &str) -> usize {
+    let stem = archive_stem(DateTime::UNIX_EPOCH, db, collection);
+    let temp = |ext: &str| temp_name(&format!("{stem}{ext}"), u32::MAX);
+    [
+        format!("{}.spool{TEMP_MARK}", temp(ENCRYPTED_EXT)),
+        temp(ENCRYPTED_EXT),
+        temp(ARCHIVE_EXT),
+        temp(MANIFEST_EXT),
+    ]
+    .iter()
+    .map(String::len)
+    .max()
+    .unwrap_or_default()
 }
 
 /// Create a new file, owner-only on Unix; fails if it exists.
@@ -386,6 +411,31 @@ mod tests {
         assert_eq!(remove_leftovers(dir.path()).len(), 1);
         assert!(done.exists());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    // The bound matches the names an export really creates: an encrypted archive's
+    // spool is the longest, and at exactly MAX_FILE_NAME bytes it can still be created
+    // (with this process's id in place of the widest one).
+    #[test]
+    fn longest_file_name_matches_the_files_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let widest = u32::MAX.to_string().len() - std::process::id().to_string().len();
+        let room = MAX_FILE_NAME - longest_file_name("dcMes", "") + widest;
+        let create = |collection: &str| {
+            let stem = archive_stem(DateTime::UNIX_EPOCH, "dcMes", collection);
+            let temp = temp_path(&dir.path().join(format!("{stem}{ENCRYPTED_EXT}")));
+            let key = age::x25519::Identity::generate().to_public();
+            crate::export::archive::ArchiveWriter::create(&temp, "dcMes/c.bson", 6, 0, &[key])
+        };
+        // Held open: dropping the writer removes its spool.
+        let _writer = create(&"c".repeat(room)).unwrap();
+        let longest = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().len())
+            .max();
+        assert_eq!(longest, Some(MAX_FILE_NAME));
+        #[cfg(target_os = "linux")]
+        assert!(create(&"c".repeat(room + 1)).is_err());
     }
 
     // A second taker of a held lock is told so at once.

@@ -79,3 +79,24 @@ fn database_resolution() {
         run.stderr
     );
 }
+
+// `--runs` is bounded to 1..=1000: anything else is a usage error (exit 2), not a
+// panic or a huge allocation.
+#[test]
+fn runs_is_bounded() {
+    let s = Scratch::new();
+    s.write(
+        "policies/demo.yaml",
+        "name: demo\nschedule: \"* * * * * *\"\ndatabase: dcMes\ncollections: [a]\nretention: 1d\n",
+    );
+    for runs in ["0", "1001", "18446744073709551615"] {
+        let run = s.run(&["plan", "--runs", runs]);
+        assert_eq!(run.code, 2, "--runs {runs}: {}", run.stderr);
+        assert!(run.stderr.contains("--runs"), "{}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+    let run = s.run(&["plan", "--json", "--runs", "1000"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v[0]["nextRuns"].as_array().unwrap().len(), 1000);
+}

@@ -13,7 +13,7 @@ fn check(file: &str, generated: &serde_json::Value) {
         return;
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    if committed != fresh {
+    if stale(&committed, &fresh) {
         let diff = similar::TextDiff::from_lines(&committed, &fresh)
             .unified_diff()
             .header(&format!("committed {file}"), &format!("generated {file}"))
@@ -22,6 +22,20 @@ fn check(file: &str, generated: &serde_json::Value) {
             "schema/{file} is stale; regenerate with `DCB_UPDATE_SCHEMA=1 cargo test --test schema_drift`\n{diff}"
         );
     }
+}
+
+/// Whether the committed file differs from the generated one, line endings aside (a
+/// Windows checkout with `core.autocrlf` has CRLF).
+fn stale(committed: &str, fresh: &str) -> bool {
+    committed.replace("\r\n", "\n") != fresh.replace("\r\n", "\n")
+}
+
+// A checkout with CRLF line endings is current; a changed line is stale.
+#[test]
+fn line_endings_do_not_make_a_schema_stale() {
+    let fresh = dcb::schema::render(dcb::schema::policy());
+    assert!(!stale(&fresh.replace('\n', "\r\n"), &fresh));
+    assert!(stale(&fresh.replacen("dcb policy", "dcb polic", 1), &fresh));
 }
 
 // schema/policy.schema.json matches the PolicyFile type.
@@ -48,4 +62,20 @@ fn cli_prints_the_generated_schema() {
         String::from_utf8(out.stdout).unwrap(),
         dcb::schema::render(dcb::schema::policy())
     );
+}
+
+// A reader that goes away (`dcb schema policy | head -1`) ends the output quietly:
+// exit 0, no panic message.
+#[test]
+fn closed_stdout_is_a_clean_exit() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dcb"))
+        .args(["schema", "config"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
 }

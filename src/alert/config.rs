@@ -53,7 +53,7 @@ fn default_events() -> Vec<EventKind> {
 }
 
 /// One destination for alerts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum NotifierConfig {
     /// POST the alert as JSON to a URL.
@@ -148,6 +148,42 @@ pub enum NotifierConfig {
         #[serde(default = "default_events")]
         events: Vec<EventKind>,
     },
+}
+
+// URL paths and queries carry tokens; secrets, passwords and header values are
+// credentials: none of them is shown.
+impl std::fmt::Debug for NotifierConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "***");
+        let mut d = f.debug_struct(self.kind());
+        d.field("label", &self.label())
+            .field("target", &self.target());
+        match self {
+            NotifierConfig::Webhook { headers, .. } => {
+                let names: Vec<&String> = headers.keys().collect();
+                d.field("headers", &names);
+            }
+            NotifierConfig::Dingtalk { secret, .. } | NotifierConfig::Feishu { secret, .. } => {
+                d.field("secret", &hidden(secret));
+            }
+            NotifierConfig::Email {
+                tls,
+                username,
+                password,
+                from,
+                to,
+                ..
+            } => {
+                d.field("tls", tls)
+                    .field("username", username)
+                    .field("password", &hidden(password))
+                    .field("from", from)
+                    .field("to", to);
+            }
+            NotifierConfig::Slack { .. } | NotifierConfig::Wecom { .. } => {}
+        }
+        d.field("events", &self.events()).finish()
+    }
 }
 
 /// How the SMTP connection is protected.

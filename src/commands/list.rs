@@ -22,12 +22,12 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Exit {
         );
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&entries).unwrap_or_default()
         );
     } else {
-        print!("{}", render(&entries));
+        out!("{}", render(&entries));
     }
     Exit::Ok
 }

@@ -20,15 +20,15 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Exit {
         &plans,
         &plan::watermarks(&state),
         chrono::Utc::now(),
-        args.runs,
+        usize::from(args.runs),
     );
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&views).unwrap_or_default()
         );
     } else {
-        print!("{}", render(&views));
+        out!("{}", render(&views));
     }
     Exit::Ok
 }

@@ -73,7 +73,7 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Exit {
             mb(bytes),
             plan.keep.len()
         );
-        print!("{out}");
+        out!("{out}");
         return Exit::Ok;
     }
 
@@ -136,7 +136,7 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Exit {
         let _ = write!(out, ", {} failed", report.errors.len());
     }
     out.push('\n');
-    print!("{out}");
+    out!("{out}");
     if report.errors.is_empty() && skipped.is_empty() {
         Exit::Ok
     } else {

@@ -112,13 +112,13 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
         }
     };
     if args.dry_run || !args.quiet {
-        print!("{}", render_plan(root, &chains, args, until));
+        out!("{}", render_plan(root, &chains, args, until));
         for s in &skipped {
-            println!("  {s}: nothing from before --until; not restored");
+            outln!("  {s}: nothing from before --until; not restored");
         }
     }
     if args.dry_run {
-        println!("dry run: nothing was written");
+        outln!("dry run: nothing was written");
         return Exit::Ok;
     }
 
@@ -241,9 +241,9 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
                             let _ = write!(line, ", {n} indexes");
                         }
                     }
-                    println!("{line}");
+                    outln!("{line}");
                     for note in &o.notes {
-                        println!("  note: {note}");
+                        outln!("  note: {note}");
                     }
                 }
             }

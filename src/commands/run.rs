@@ -51,7 +51,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Exit {
     };
     let report = runtime().block_on(runner::run(&settings, &plans, &factory));
     if !args.quiet || report.failed() > 0 {
-        print!("{}", summary(&report, &settings.backup_root));
+        out!("{}", summary(&report, &settings.backup_root));
     }
     if report.failed() > 0 {
         Exit::Failed

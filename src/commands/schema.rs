@@ -8,6 +8,6 @@ pub fn run(args: &SchemaArgs) -> Exit {
         SchemaKind::Policy => crate::schema::policy(),
         SchemaKind::Config => crate::schema::config(),
     };
-    print!("{}", crate::schema::render(schema));
+    out!("{}", crate::schema::render(schema));
     Exit::Ok
 }

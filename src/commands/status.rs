@@ -16,12 +16,12 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Exit {
     }
     let status = crate::status::gather(&settings, &set.policies);
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&status).unwrap_or_default()
         );
     } else {
-        print!(
+        out!(
             "{}",
             crate::status::render_human(&status, chrono::Utc::now())
         );

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{Exit, overrides, process_env, runtime};
+use super::{Exit, overrides, process_env, report_config_errors, runtime};
 use crate::cli::{Cli, ValidateArgs};
 use crate::config::{DEFAULT_CONCURRENCY, Settings, system_timezone};
 use crate::diag::{self, Format};
@@ -10,6 +10,11 @@ use crate::policy::load::load_paths;
 use crate::policy::validate::Defaults;
 
 pub fn run(cli: &Cli, args: &ValidateArgs) -> Exit {
+    // A named config file that is not there is a usage error, as for every command.
+    if let Some(d) = Settings::missing_config(&overrides(cli)) {
+        report_config_errors(&[d]);
+        return Exit::Config;
+    }
     // A broken dcb.yaml is reported with the policies' problems, not instead of them.
     let (settings, mut diags) = match Settings::resolve(&overrides(cli), &process_env) {
         Ok(s) => (Some(s), Vec::new()),
@@ -34,7 +39,7 @@ pub fn run(cli: &Cli, args: &ValidateArgs) -> Exit {
     } else {
         args.paths.clone()
     };
-    let set = load_paths(&paths, &defaults);
+    let set = load_paths(&paths, &defaults, settings.as_ref());
     diags.extend(set.diagnostics);
     if args.online {
         match &settings {
@@ -47,19 +52,19 @@ pub fn run(cli: &Cli, args: &ValidateArgs) -> Exit {
     diag::sort(&mut diags);
 
     let (errors, warnings) = diag::counts(&diags);
-    print!("{}", diag::render(&diags, args.format));
+    out!("{}", diag::render(&diags, args.format));
     if args.format == Format::Human {
         let n = set.policies.len();
         let plural =
             |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
         if errors == 0 {
-            println!(
+            outln!(
                 "{} valid, {}",
                 plural(n, "policy", "policies"),
                 plural(warnings, "warning", "warnings")
             );
         } else {
-            println!(
+            outln!(
                 "{}, {}",
                 plural(errors, "error", "errors"),
                 plural(warnings, "warning", "warnings")

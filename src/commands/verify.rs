@@ -79,7 +79,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
                     return Exit::Config;
                 }
             }
-            println!("no archives to verify under {}", root.display());
+            outln!("no archives to verify under {}", root.display());
             return Exit::Ok;
         }
     } else {
@@ -163,7 +163,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
             "brokenManifests": broken,
             "ok": corrupt == 0 && !sample_failed,
         });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         let mut out = String::new();
         let mut sampled = (0, 0, 0, 0);
@@ -239,7 +239,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
                 count(sampled.3 as u64)
             );
         }
-        print!("{out}");
+        out!("{out}");
     }
     if corrupt > 0 || sample_failed {
         Exit::Failed

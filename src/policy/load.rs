@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::Policy;
-use super::validate::{Defaults, validate};
+use super::validate::{Defaults, database_checks, validate};
+use crate::config::Settings;
 use crate::diag::{self, Code, Diagnostic, Pos, Severity};
 use crate::document::Document;
 
@@ -77,32 +78,80 @@ fn expand(paths: &[PathBuf], diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
     files
 }
 
-/// Load and validate policy files and folders.
-pub fn load_paths(paths: &[PathBuf], defaults: &Defaults) -> PolicySet {
+/// A validated policy, its document, and the database it backs up (when known).
+struct Loaded {
+    policy: Policy,
+    doc: Document,
+    database: Option<String>,
+}
+
+/// Load and validate policy files and folders. With `settings`, each policy's database
+/// is resolved as a run resolves it, and a policy without one is an error.
+pub fn load_paths(
+    paths: &[PathBuf],
+    defaults: &Defaults,
+    settings: Option<&Settings>,
+) -> PolicySet {
     let mut set = PolicySet::default();
     let files = expand(paths, &mut set.diagnostics);
-    let mut loaded: Vec<(Policy, Document)> = Vec::new();
+    let mut loaded: Vec<Loaded> = Vec::new();
     for file in files {
-        match Document::read(&file) {
-            Ok(doc) => {
-                let (policy, diags) = validate(&doc, defaults);
-                set.diagnostics.extend(diags);
-                if let Some(p) = policy {
-                    loaded.push((p, doc));
-                }
+        let doc = match Document::read(&file) {
+            Ok(doc) => doc,
+            Err(d) => {
+                set.diagnostics.push(d);
+                continue;
             }
-            Err(d) => set.diagnostics.push(d),
-        }
+        };
+        let (policy, diags) = validate(&doc, defaults);
+        set.diagnostics.extend(diags);
+        let Some(policy) = policy else { continue };
+        let database = match settings {
+            None => policy.database.clone(),
+            Some(s) => match s.database_for(&policy) {
+                Ok(db) => {
+                    let diags = database_checks(&doc, &policy, &db);
+                    let failed = diags.iter().any(Diagnostic::is_error);
+                    set.diagnostics.extend(diags);
+                    if failed {
+                        continue;
+                    }
+                    Some(db)
+                }
+                Err(_) => {
+                    set.diagnostics.push(missing_database(&doc, &policy));
+                    continue;
+                }
+            },
+        };
+        loaded.push(Loaded {
+            policy,
+            doc,
+            database,
+        });
     }
     cross_file_checks(&loaded, &mut set.diagnostics);
     diag::sort(&mut set.diagnostics);
     let mut names = std::collections::HashSet::new();
     set.policies = loaded
         .into_iter()
-        .map(|(p, _)| p)
+        .map(|l| l.policy)
         .filter(|p| names.insert(p.name.clone()))
         .collect();
     set
+}
+
+fn missing_database(doc: &Document, policy: &Policy) -> Diagnostic {
+    doc.at(
+        Severity::Error,
+        Code::MissingDatabase,
+        "/name",
+        format!("policy `{}` names no database", policy.name),
+    )
+    .with_hint(
+        "set `database:` in this policy, or `database:` in dcb.yaml, or put it in the \
+         connection URI (mongodb://host/DB in mongodb.uri or DCB_MONGODB_URI)",
+    )
 }
 
 /// Load the policies folder.
@@ -123,13 +172,18 @@ pub fn load_dir(dir: &Path, defaults: &Defaults) -> PolicySet {
             ],
         };
     }
-    load_paths(&[dir.to_path_buf()], defaults)
+    load_paths(&[dir.to_path_buf()], defaults, None)
 }
 
-fn cross_file_checks(loaded: &[(Policy, Document)], diags: &mut Vec<Diagnostic>) {
+fn cross_file_checks(loaded: &[Loaded], diags: &mut Vec<Diagnostic>) {
     let mut by_name: HashMap<&str, &Document> = HashMap::new();
     let mut by_collection: HashMap<(Option<&str>, &str), &str> = HashMap::new();
-    for (policy, doc) in loaded {
+    for Loaded {
+        policy,
+        doc,
+        database,
+    } in loaded
+    {
         if let Some(first) = by_name.insert(&policy.name, doc) {
             diags.push(
                 doc.at(
@@ -147,7 +201,8 @@ fn cross_file_checks(loaded: &[(Policy, Document)], diags: &mut Vec<Diagnostic>)
             continue;
         }
         for (i, c) in policy.collections.iter().enumerate() {
-            let key = (policy.database.as_deref(), c.name.as_str());
+            // The database the run will read, wherever it was set.
+            let key = (database.as_deref(), c.name.as_str());
             if let Some(other) = by_collection.insert(key, &policy.name)
                 && other != policy.name
             {

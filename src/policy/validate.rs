@@ -12,6 +12,7 @@ use crate::duration::HumanDuration;
 use crate::names;
 use crate::schedule::Schedule;
 use crate::schema;
+use crate::storage;
 
 /// Values a policy inherits when it does not set them.
 #[derive(Debug, Clone)]
@@ -30,10 +31,10 @@ pub fn validate(doc: &Document, defaults: &Defaults) -> (Option<Policy>, Vec<Dia
     if diags.iter().any(Diagnostic::is_error) {
         return (None, diags);
     }
-    let raw: PolicyFile = match serde_json::from_value(doc.value.clone()) {
+    let raw: PolicyFile = match doc.deserialize() {
         Ok(raw) => raw,
-        Err(e) => {
-            diags.push(doc.at(Severity::Error, Code::InvalidValue, "", e.to_string()));
+        Err(d) => {
+            diags.push(d);
             return (None, diags);
         }
     };
@@ -62,6 +63,16 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
             && n.bytes()
                 .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
     }) {
+        if names::is_reserved(name) {
+            out.push(
+                err(
+                    Code::InvalidName,
+                    "/name",
+                    format!("policy name `{name}` is a reserved device name on Windows"),
+                )
+                .with_hint("choose another name: its archives go to a folder of that name"),
+            );
+        }
         let stem = file_stem(&doc.path);
         if stem.as_deref() != Some(name) {
             out.push(
@@ -196,6 +207,63 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// Checks that need the database a policy backs up (its own, dcb.yaml's or the
+/// connection URI's): the names that become files must fit a file system.
+pub fn database_checks(doc: &Document, policy: &Policy, database: &str) -> Vec<Diagnostic> {
+    // The policy's own name and dcb.yaml's are checked where they are written; one
+    // from the URI is checked only here.
+    if policy.database.is_none()
+        && let Err(e) = names::check_database(database)
+    {
+        return vec![
+            doc.at(
+                Severity::Error,
+                Code::InvalidDatabaseName,
+                "/name",
+                format!("policy `{}` inherits an invalid database: {e}", policy.name),
+            )
+            .with_hint(
+                "fix the database in dcb.yaml or the connection URI, or set `database:` here",
+            ),
+        ];
+    }
+    let mut out = Vec::new();
+    for (i, c) in policy.collections.iter().enumerate() {
+        let member =
+            crate::export::manifest::Manifest::member_path(&policy.name, database, &c.name);
+        let longest = storage::longest_file_name(database, &c.name).max(member.len());
+        if longest > storage::MAX_FILE_NAME {
+            out.push(
+                doc.at(
+                    Severity::Error,
+                    Code::InvalidCollectionName,
+                    &collection_pointer(doc, i),
+                    format!(
+                        "`{database}.{}` makes file names of {longest} bytes; file systems allow {}",
+                        c.name,
+                        storage::MAX_FILE_NAME
+                    ),
+                )
+                .with_hint(format!(
+                    "shorten the collection name (or the database or policy name) by {}",
+                    crate::human::plural(longest - storage::MAX_FILE_NAME, "byte")
+                )),
+            );
+        }
+    }
+    out
+}
+
+/// The pointer of collection entry `i`: its `name` when written as an object.
+pub fn collection_pointer(doc: &Document, i: usize) -> String {
+    let item = format!("/collections/{i}");
+    if doc.value.pointer(&format!("{item}/name")).is_some() {
+        format!("{item}/name")
+    } else {
+        item
+    }
 }
 
 /// Warnings about a policy that is valid but probably not what its author wants.
