@@ -239,7 +239,8 @@ async fn stale_state_catches_up_with_the_manifests() {
     let run = run_policy(&s, &uri);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stderr.contains("state.json was behind the archives on disk"),
+        run.stderr
+            .contains("state.json was behind the archives on disk"),
         "{}",
         run.stderr
     );
@@ -254,7 +255,11 @@ async fn stale_state_catches_up_with_the_manifests() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(watermark.as_str() >= to["to"].as_str().unwrap(), "{watermark} {}", to["to"]);
+    assert!(
+        watermark.as_str() >= to["to"].as_str().unwrap(),
+        "{watermark} {}",
+        to["to"]
+    );
 }
 
 // An archive left without its manifest (dcb stopped between the two renames) gets it
@@ -285,7 +290,11 @@ async fn an_archive_without_its_manifest_is_recovered() {
     let recovered: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&beside).unwrap()).unwrap();
     assert_eq!(recovered, original, "the same manifest, file hash included");
-    assert_eq!(archives(&root, "p", "api_logs").len(), 1, "nothing re-exported");
+    assert_eq!(
+        archives(&root, "p", "api_logs").len(),
+        1,
+        "nothing re-exported"
+    );
     let verify = s.run(&["verify", "--policy", "p"]);
     assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
 }

@@ -64,6 +64,16 @@ fn shipped_policies_are_valid() {
         "{}",
         run.stdout
     );
+    // On a fresh checkout, with no configuration at all, they are valid too; only the
+    // database is left for the deployment to name.
+    let bare = s.run(&["validate", root.join("policies").to_str().unwrap()]);
+    assert_eq!(bare.code, 0, "{}{}", bare.stdout, bare.stderr);
+    assert_eq!(
+        bare.stdout.matches("warning[missing-database]").count(),
+        4,
+        "{}",
+        bare.stdout
+    );
 }
 
 // The example config is valid and points at the shipped policies.
@@ -578,8 +588,9 @@ fn snapshots_show_forward_slashes() {
     );
 }
 
-// Without a database in the policy, dcb.yaml or the URI, validate fails as plan and
-// run do, at the policy's name; any one of the three is enough. A database the URI
+// Without a database in the policy, dcb.yaml or the URI, validate warns at the
+// policy's name (fails with --deny-warnings; plan and run refuse it); any one of the
+// three is enough. A database the URI
 // names is checked like any other.
 #[test]
 fn missing_database() {
@@ -587,17 +598,19 @@ fn missing_database() {
     s.write("policies/demo.yaml", VALID_POLICY);
     let run = s.run(&["validate"]);
     snapshot!(transcript(run.code, &run.stdout));
+    assert_eq!(run.code, 0, "a warning: policies are often validated alone");
+    assert_eq!(s.run(&["validate", "--deny-warnings"]).code, 1);
     assert_eq!(s.run(&["plan"]).code, 2);
 
     assert_eq!(dcb(&s, &["validate"]).code, 0);
     s.write("dcb.yaml", "database: dcMes\n");
-    assert_eq!(s.run(&["validate"]).code, 0);
+    assert_eq!(s.run(&["validate", "--deny-warnings"]).code, 0);
     std::fs::remove_file(s.path().join("dcb.yaml")).unwrap();
     s.write(
         "policies/demo.yaml",
         &VALID_POLICY.replace("retention: 72h", "retention: 72h\ndatabase: dcMes"),
     );
-    assert_eq!(s.run(&["validate"]).code, 0);
+    assert_eq!(s.run(&["validate", "--deny-warnings"]).code, 0);
 
     s.write("policies/demo.yaml", VALID_POLICY);
     let run = Run::from(

@@ -118,9 +118,11 @@ pub fn load_paths(
                     }
                     Some(db)
                 }
+                // A warning, not an error: validating policies alone (in CI, without
+                // the deployment's dcb.yaml) is normal; `run` refuses such a policy.
                 Err(_) => {
                     set.diagnostics.push(missing_database(&doc, &policy));
-                    continue;
+                    None
                 }
             },
         };
@@ -143,14 +145,18 @@ pub fn load_paths(
 
 fn missing_database(doc: &Document, policy: &Policy) -> Diagnostic {
     doc.at(
-        Severity::Error,
+        Severity::Warning,
         Code::MissingDatabase,
         "/name",
-        format!("policy `{}` names no database", policy.name),
+        format!(
+            "policy `{}` names no database, and neither does the configuration; `dcb run` will refuse it",
+            policy.name
+        ),
     )
     .with_hint(
         "set `database:` in this policy, or `database:` in dcb.yaml, or put it in the \
-         connection URI (mongodb://host/DB in mongodb.uri or DCB_MONGODB_URI)",
+         connection URI (mongodb://host/DB in mongodb.uri or DCB_MONGODB_URI); to check \
+         the deployment, validate with its --config",
     )
 }
 
