@@ -12,8 +12,28 @@ static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 /// the output while hiding little. URIs are still masked whatever the length.
 const MIN_SCRUBBED: usize = 3;
 
-/// `mongodb://user:secret@host/db` → `mongodb://user:***@host/db`.
+/// `mongodb://user:secret@host/db` → `mongodb://user:***@host/db`; options that hold
+/// a password (`tlsCertificateKeyFilePassword=…`) are masked too.
 pub fn uri(uri: &str) -> String {
+    let masked = userinfo(uri);
+    match masked.split_once('?') {
+        Some((base, query)) => {
+            let options: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
+                        format!("{k}=***")
+                    }
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", options.join("&"))
+        }
+        None => masked,
+    }
+}
+
+fn userinfo(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once("://") else {
         return uri.to_string();
     };
@@ -49,12 +69,24 @@ pub fn remember(secret: &str) {
     }
 }
 
-/// Remember the password of a connection string, as written and percent-decoded.
+/// Remember the passwords of a connection string, as written and percent-decoded.
 pub fn remember_uri(uri: &str) {
-    if let Some(p) = password(uri) {
+    for p in password(uri).into_iter().chain(option_passwords(uri)) {
         remember(&percent_decode(&p));
         remember(&p);
     }
+}
+
+fn option_passwords(uri: &str) -> Vec<String> {
+    let Some((_, query)) = uri.split_once('?') else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| k.to_ascii_lowercase().contains("password"))
+        .map(|(_, v)| v.to_string())
+        .collect()
 }
 
 /// Remove every occurrence of the URI's password, and of every remembered secret,
@@ -126,6 +158,10 @@ mod tests {
             "mongodb://dcMes:***@db.local:27017/dcMes?authSource=dcMes"
         );
         assert_eq!(super::uri("mongodb://h:1/db"), "mongodb://h:1/db");
+        assert_eq!(
+            super::uri("mongodb://h/db?tls=true&tlsCertificateKeyFilePassword=k3y&w=1"),
+            "mongodb://h/db?tls=true&tlsCertificateKeyFilePassword=***&w=1"
+        );
         assert_eq!(
             super::text("failed: mongodb://u:hunter2@h", "mongodb://u:hunter2@h/x"),
             "failed: mongodb://u:***@h"
