@@ -433,28 +433,47 @@ fn encrypted_archives_verify_with_the_identity() {
     assert_eq!(r.documents, 20);
     assert_eq!(r.sample.len(), 3);
 
+    // No identity, or one that opens nothing: a key problem, not corruption.
     let r = verify::check(&path, Some(&m), 0, &Keys::default());
-    assert!(messages(&r).contains("--identity"), "{}", messages(&r));
+    assert!(!r.ok() && !r.corrupt(), "{}", messages(&r));
+    assert_eq!(r.locked(), Some(&verify::KeyError::Missing));
+    assert!(r.locked().unwrap().to_string().contains("--identity"));
     let r = verify::check(&path, Some(&m), 0, &Keys::load(&other_key).unwrap());
-    assert!(messages(&r).contains("no identity"), "{}", messages(&r));
-    // The service without an identity checks the file hash.
+    assert!(!r.corrupt(), "{}", messages(&r));
+    assert!(
+        matches!(r.locked(), Some(verify::KeyError::NoMatch(f)) if f.ends_with("other.txt")),
+        "{:?}",
+        r.key_error
+    );
+    // Without the manifest beside it, still a key problem (nothing says it is damaged).
+    let r = verify::check(&path, None, 0, &Keys::load(&other_key).unwrap());
+    assert!(r.locked().is_some() && !r.corrupt(), "{}", messages(&r));
+    // The service without an identity checks the file hash, and says that is all.
     let mut locked = Keys::default();
     locked.hash_only_when_locked = true;
-    assert!(verify::check(&path, Some(&m), 0, &locked).ok());
+    let r = verify::check(&path, Some(&m), 0, &locked);
+    assert!(r.ok(), "{}", messages(&r));
+    assert_eq!(r.checked, verify::Checked::Hash);
+    assert_eq!(
+        verify::check(&path, Some(&m), 0, &keys).checked,
+        verify::Checked::Full
+    );
 
     let bad = dir.path().join("bad.tar.gz.age");
     for at in (0..bytes.len()).step_by(7) {
         let mut b = bytes.clone();
         b[at] ^= 0x04;
         std::fs::write(&bad, &b).unwrap();
-        assert!(
-            !verify::check(&bad, Some(&m), 0, &keys).ok(),
-            "flip at {at}"
-        );
-        assert!(
-            !verify::check(&bad, Some(&m), 0, &locked).ok(),
-            "flip at {at} (hash only)"
-        );
+        // A flip in a recipient stanza looks like a wrong key to age; the file hash
+        // beside the archive still calls it damage, with any keys or none.
+        for (what, k) in [
+            ("identity", &keys),
+            ("hash only", &locked),
+            ("no identity", &Keys::default()),
+        ] {
+            let r = verify::check(&bad, Some(&m), 0, k);
+            assert!(r.corrupt() && r.locked().is_none(), "flip at {at} ({what})");
+        }
     }
     // Bytes appended after the end are noticed (age then reads its last chunk as a
     // middle one, which fails to decrypt; or the hash differs).

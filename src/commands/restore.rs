@@ -90,9 +90,9 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
     } else {
         match explicit(&args.archives, &keys) {
             Ok(f) => f,
-            Err(e) => {
+            Err((exit, e)) => {
                 eprintln!("error: {e}");
-                return Exit::Failed;
+                return exit;
             }
         }
     };
@@ -136,16 +136,28 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
     for r in &reports {
         verify::log::record(root, r);
     }
-    let bad: Vec<_> = reports.iter().filter(|r| !r.ok()).collect();
-    if !bad.is_empty() {
-        for r in &bad {
-            eprintln!("error: {} is corrupt:", r.archive.display());
-            for p in &r.problems {
-                eprintln!("  {p}");
-            }
+    let bad: Vec<_> = reports.iter().filter(|r| r.corrupt()).collect();
+    let locked: Vec<_> = reports
+        .iter()
+        .filter_map(|r| Some((r, r.locked()?)))
+        .collect();
+    for r in &bad {
+        eprintln!("error: {} is corrupt:", r.archive.display());
+        for p in &r.problems {
+            eprintln!("  {p}");
         }
+    }
+    for (r, key) in &locked {
+        eprintln!("error: cannot open {}: {key}", r.archive.display());
+    }
+    if !bad.is_empty() || !locked.is_empty() {
         eprintln!("error: nothing was written; the targets are untouched");
-        return Exit::Failed;
+        // Damage outranks a key problem; a key problem alone is configuration.
+        return if bad.is_empty() {
+            Exit::Config
+        } else {
+            Exit::Failed
+        };
     }
     let metadata: HashMap<PathBuf, serde_json::Value> = reports
         .into_iter()
@@ -267,23 +279,32 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
 }
 
 /// Archives named on the command line, with the manifest beside each (or inside it).
-fn explicit(paths: &[PathBuf], keys: &crate::crypto::Keys) -> Result<Vec<Found>, String> {
+fn explicit(paths: &[PathBuf], keys: &crate::crypto::Keys) -> Result<Vec<Found>, (Exit, String)> {
     let mut out = Vec::new();
     for path in paths {
         if !path.is_file() {
-            return Err(format!("{}: no such archive", path.display()));
+            return Err((Exit::Failed, format!("{}: no such archive", path.display())));
         }
-        let beside = verify::manifest_beside(path)?;
+        let beside = verify::manifest_beside(path).map_err(|e| (Exit::Failed, e))?;
         let manifest: Manifest = match beside {
             Some(m) => m,
             None => {
                 let report = verify::check(path, None, 0, keys);
+                if let Some(key) = report.locked() {
+                    return Err((
+                        Exit::Config,
+                        format!("cannot open {}: {key}", path.display()),
+                    ));
+                }
                 match report.manifest {
                     Some(m) => m,
                     None => {
-                        return Err(format!(
-                            "{}: no manifest beside it and none readable inside it",
-                            path.display()
+                        return Err((
+                            Exit::Failed,
+                            format!(
+                                "{}: no manifest beside it and none readable inside it",
+                                path.display()
+                            ),
                         ));
                     }
                 }

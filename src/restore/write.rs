@@ -220,6 +220,8 @@ fn read_batches(
         }
         Ok(())
     });
+    // Verified with these keys before the first write; a key problem now is a change.
+    let digest = digest.map_err(|k| Problem::new("archive", k.to_string()))?;
     if let Some(p) = problems.into_iter().next() {
         return Err(p);
     }
