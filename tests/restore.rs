@@ -545,3 +545,159 @@ async fn corrupt_archive_stops_restore_with_target_untouched() {
             .contains(&dst_name)
     );
 }
+
+/// The `restore` lines of the audit log.
+fn restore_audits(s: &Scratch) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(s.path().join("backups/logs/audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["operation"] == "restore")
+        .collect()
+}
+
+// Every restore that stops, however early, leaves one failed `restore` line in the
+// audit log with the reason; so does verify of a broken manifest.
+#[tokio::test]
+async fn every_refused_restore_is_audited() {
+    let client = support::client().await;
+    let src_name = support::unique_db("audit_src");
+    let dst_name = format!("{src_name}_restored");
+    let src = client.database(&src_name);
+    add_scans(
+        &src,
+        50,
+        DateTime::from_millis(DateTime::now().timestamp_millis() - 1000),
+    )
+    .await;
+    let s = Scratch::new();
+    s.write(
+        "policies/p.yaml",
+        &format!("name: p\nschedule: \"0 * * * *\"\ndatabase: {src_name}\nwindow: {{initial: all, settle: 0s}}\ncollections: [scans]\nretention: 7d\n"),
+    );
+    let run = dcb(&s, &["run", "--policy", "p"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let dead = format!(
+        "mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=500",
+        support::free_port()
+    );
+    let until = "2999-01-01T00:00:00Z";
+    let expect_audited = |args: &[&str], uri: &str, code: i32, reason: &str| {
+        let before = restore_audits(&s).len();
+        let run = Run::from(
+            s.dcb()
+                .args(args)
+                .env("DCB_MONGODB_URI", uri)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(run.code, code, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(reason), "{args:?}: {}", run.stderr);
+        let audits = restore_audits(&s);
+        assert_eq!(audits.len(), before + 1, "{args:?}: one line: {audits:#?}");
+        let last = &audits[before];
+        assert_eq!(last["result"], "failed", "{last}");
+        assert!(
+            last["detail"].as_str().unwrap_or_default().contains(reason),
+            "{args:?}: {last}"
+        );
+        assert!(
+            last["target"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(args[2]),
+            "{last}"
+        );
+    };
+    let live = support::server().uri.clone();
+    // Refused by the plan, by a bad time, by the connection, by a non-empty target.
+    expect_audited(
+        &["restore", "--to-database", &src_name],
+        &live,
+        2,
+        "--in-place",
+    );
+    expect_audited(
+        &["restore", "--to-database", &dst_name, "--until", "soon"],
+        &live,
+        2,
+        "RFC 3339",
+    );
+    expect_audited(
+        &[
+            "restore",
+            "--to-database",
+            &dst_name,
+            "--identity",
+            "nope.key",
+        ],
+        &live,
+        2,
+        "cannot read the identity file",
+    );
+    expect_audited(
+        &["restore", "--to-database", &dst_name, "--until", until],
+        &dead,
+        1,
+        &format!("{dst_name}.scans"),
+    );
+    expect_audited(
+        &[
+            "restore",
+            "--to-database",
+            &dst_name,
+            "--archive",
+            "nope.tar.gz",
+        ],
+        &live,
+        1,
+        "no such archive",
+    );
+    let run = dcb(&s, &["restore", "--to-database", &dst_name]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    expect_audited(
+        &["restore", "--to-database", &dst_name, "--until", until],
+        &live,
+        1,
+        "already holds",
+    );
+    // A corrupt archive, then an unreadable manifest.
+    let archive = support::archives(&s.path().join("backups"), "p", "scans").remove(0);
+    let good = std::fs::read(&archive).unwrap();
+    flip(&archive, good.len() as u64 / 2);
+    expect_audited(
+        &["restore", "--to-database", &dst_name],
+        &live,
+        1,
+        "corrupt",
+    );
+    std::fs::write(&archive, &good).unwrap();
+    let broken = s.write("backups/p/20260101T000000.000Z_x.y.manifest.json", "{");
+    expect_audited(
+        &["restore", "--to-database", &dst_name],
+        &live,
+        1,
+        "cannot be read",
+    );
+    // A dry run writes nothing, not even an audit line of its refusal.
+    let before = restore_audits(&s).len();
+    let run = dcb(&s, &["restore", "--to-database", &dst_name, "--dry-run"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(restore_audits(&s).len(), before);
+
+    // verify of the broken manifest is a failed verification in the audit log.
+    let run = dcb(&s, &["verify"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let audit = std::fs::read_to_string(s.path().join("backups/logs/audit.log")).unwrap();
+    let name = broken.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        audit.lines().any(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["operation"] == "verify"
+                && v["result"] == "failed"
+                && v["policy"] == "p"
+                && v["archive"].as_str().unwrap_or_default().ends_with(&name)
+        }),
+        "{audit}"
+    );
+}

@@ -32,6 +32,64 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
     } else {
         crate::logging::init_with_file(cli.verbose, args.quiet, &crate::storage::logs_dir(root))
     };
+    match restore(&settings, args) {
+        Ok(exit) => exit,
+        // The one place a restore that stopped before its writes is reported and
+        // audited (each chain's own writes are audited as they end).
+        Err(Refused { exit, reason }) => {
+            let reason = crate::redact::text(&reason, &settings.mongodb_uri);
+            eprintln!("error: {reason}");
+            if !args.dry_run {
+                audit_refusal(root, args, &reason);
+            }
+            exit
+        }
+    }
+}
+
+/// Why a restore stopped before writing, and the exit status. Details (each corrupt
+/// archive, each broken manifest) are printed before; `reason` is the summary line.
+struct Refused {
+    exit: Exit,
+    reason: String,
+}
+
+impl Refused {
+    fn new(exit: Exit, reason: impl Into<String>) -> Refused {
+        Refused {
+            exit,
+            reason: reason.into(),
+        }
+    }
+}
+
+fn audit_refusal(root: &std::path::Path, args: &RestoreArgs, reason: &str) {
+    use crate::audit::{Entry, Operation};
+    let mut entry = Entry::new(Operation::Restore, false).detail(reason);
+    if !args.policies.is_empty() {
+        entry = entry.policy(args.policies.join(","));
+    }
+    if !args.collections.is_empty() {
+        entry = entry.source(args.collections.join(","));
+    }
+    if !args.archives.is_empty() {
+        let names: Vec<String> = args
+            .archives
+            .iter()
+            .map(|a| verify::log::archive_key(root, a))
+            .collect();
+        entry = entry.archive(names.join(","));
+    }
+    let target = match &args.to_collection {
+        Some(c) => format!("{}.{c}", args.to_database),
+        None => args.to_database.clone(),
+    };
+    crate::audit::append(root, &entry.target(target));
+}
+
+/// Plan, verify, write. `Err` for every way of stopping before the first write.
+fn restore(settings: &crate::config::Settings, args: &RestoreArgs) -> Result<Exit, Refused> {
+    let root = &settings.backup_root;
     let until = match args
         .until
         .as_deref()
@@ -39,18 +97,11 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
     {
         None => None,
         Some(Ok(t)) => Some(t),
-        Some(Err(e)) => {
-            eprintln!("error: --until: {e}");
-            return Exit::Config;
-        }
+        Some(Err(e)) => return Err(Refused::new(Exit::Config, format!("--until: {e}"))),
     };
-    let keys = match crate::crypto::keys_for(args.identity.as_deref(), &settings) {
-        Ok(k) => std::sync::Arc::new(k),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Config;
-        }
-    };
+    let keys = crate::crypto::keys_for(args.identity.as_deref(), settings)
+        .map(std::sync::Arc::new)
+        .map_err(|e| Refused::new(Exit::Config, e.to_string()))?;
     // A prune waits for this restore (and it for a prune in progress), so no archive
     // goes between the scan, the verification and the last write. A dry run only
     // reads manifests and leaves no lock file behind.
@@ -66,11 +117,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
         // A manifest whose archive is gone is a hole in a chain: restoring around it
         // would exit 0 with data missing.
         let selected = |p: &std::path::Path| {
-            let policy = p
-                .parent()
-                .and_then(std::path::Path::file_name)
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let policy = super::verify::policy_of(p).unwrap_or_default();
             args.policies.is_empty() || args.policies.contains(&policy)
         };
         let holes: Vec<_> = broken
@@ -81,20 +128,14 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
             for b in &holes {
                 eprintln!("error: {}: {}", b.manifest_path.display(), b.problem);
             }
-            eprintln!(
-                "error: the selection has archives that cannot be read, so the restore would miss data; nothing was written (restore the others with --archive, or remove those manifests if the loss is accepted)"
-            );
-            return Exit::Failed;
+            return Err(Refused::new(
+                Exit::Failed,
+                "the selection has archives that cannot be read, so the restore would miss data; nothing was written (restore the others with --archive, or remove those manifests if the loss is accepted)",
+            ));
         }
         found
     } else {
-        match explicit(&args.archives, &keys) {
-            Ok(f) => f,
-            Err((exit, e)) => {
-                eprintln!("error: {e}");
-                return exit;
-            }
-        }
+        explicit(&args.archives, &keys)?
     };
     let req = Request {
         policies: args.policies.clone(),
@@ -104,13 +145,8 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
         to_collection: args.to_collection.clone(),
         in_place: args.in_place,
     };
-    let (chains, skipped) = match restore::plan_with_skipped(&found, &req) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Config;
-        }
-    };
+    let (chains, skipped) = restore::plan_with_skipped(&found, &req)
+        .map_err(|e| Refused::new(Exit::Config, e.to_string()))?;
     if args.dry_run || !args.quiet {
         print!("{}", render_plan(root, &chains, args, until));
         for s in &skipped {
@@ -119,7 +155,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
     }
     if args.dry_run {
         println!("dry run: nothing was written");
-        return Exit::Ok;
+        return Ok(Exit::Ok);
     }
 
     // Every archive is proven before the first write.
@@ -151,13 +187,31 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
         eprintln!("error: cannot open {}: {key}", r.archive.display());
     }
     if !bad.is_empty() || !locked.is_empty() {
-        eprintln!("error: nothing was written; the targets are untouched");
-        // Damage outranks a key problem; a key problem alone is configuration.
-        return if bad.is_empty() {
-            Exit::Config
-        } else {
-            Exit::Failed
+        let names = |rs: &[&verify::Report]| {
+            rs.iter()
+                .map(|r| verify::log::archive_key(root, &r.archive))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
+        let unopened: Vec<&verify::Report> = locked.iter().map(|(r, _)| *r).collect();
+        // Damage outranks a key problem; a key problem alone is configuration.
+        return Err(if bad.is_empty() {
+            Refused::new(
+                Exit::Config,
+                format!(
+                    "cannot open {}; nothing was written, the targets are untouched",
+                    names(&unopened)
+                ),
+            )
+        } else {
+            Refused::new(
+                Exit::Failed,
+                format!(
+                    "corrupt: {}; nothing was written, the targets are untouched",
+                    names(&bad)
+                ),
+            )
+        });
     }
     let metadata: HashMap<PathBuf, serde_json::Value> = reports
         .into_iter()
@@ -165,13 +219,9 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
         .collect();
 
     let rt = runtime();
-    let client = match rt.block_on(crate::mongo::connect(&settings, Duration::from_secs(10))) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Failed;
-        }
-    };
+    let client = rt
+        .block_on(crate::mongo::connect(settings, Duration::from_secs(10)))
+        .map_err(|e| Refused::new(Exit::Failed, e))?;
     // A point in time over documents already there would keep those written after it.
     if until.is_some() && !args.drop {
         for chain in &chains {
@@ -182,19 +232,19 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
             match n {
                 Ok(0) => {}
                 Ok(n) => {
-                    eprintln!(
-                        "error: {} already holds {n} documents: a restore --until into it would keep any written after that time; add --drop or choose an empty target. Nothing was written",
-                        chain.target()
-                    );
-                    return Exit::Failed;
+                    return Err(Refused::new(
+                        Exit::Failed,
+                        format!(
+                            "{} already holds {n} documents: a restore --until into it would keep any written after that time; add --drop or choose an empty target. Nothing was written",
+                            chain.target()
+                        ),
+                    ));
                 }
                 Err(e) => {
-                    eprintln!(
-                        "error: {}: {}",
-                        chain.target(),
-                        crate::redact::text(&e.to_string(), &settings.mongodb_uri)
-                    );
-                    return Exit::Failed;
+                    return Err(Refused::new(
+                        Exit::Failed,
+                        format!("{}: {e}", chain.target()),
+                    ));
                 }
             }
         }
@@ -275,23 +325,26 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
             }
         }
     }
-    if failed { Exit::Failed } else { Exit::Ok }
+    Ok(if failed { Exit::Failed } else { Exit::Ok })
 }
 
 /// Archives named on the command line, with the manifest beside each (or inside it).
-fn explicit(paths: &[PathBuf], keys: &crate::crypto::Keys) -> Result<Vec<Found>, (Exit, String)> {
+fn explicit(paths: &[PathBuf], keys: &crate::crypto::Keys) -> Result<Vec<Found>, Refused> {
     let mut out = Vec::new();
     for path in paths {
         if !path.is_file() {
-            return Err((Exit::Failed, format!("{}: no such archive", path.display())));
+            return Err(Refused::new(
+                Exit::Failed,
+                format!("{}: no such archive", path.display()),
+            ));
         }
-        let beside = verify::manifest_beside(path).map_err(|e| (Exit::Failed, e))?;
+        let beside = verify::manifest_beside(path).map_err(|e| Refused::new(Exit::Failed, e))?;
         let manifest: Manifest = match beside {
             Some(m) => m,
             None => {
                 let report = verify::check(path, None, 0, keys);
                 if let Some(key) = report.locked() {
-                    return Err((
+                    return Err(Refused::new(
                         Exit::Config,
                         format!("cannot open {}: {key}", path.display()),
                     ));
@@ -299,7 +352,7 @@ fn explicit(paths: &[PathBuf], keys: &crate::crypto::Keys) -> Result<Vec<Found>,
                 match report.manifest {
                     Some(m) => m,
                     None => {
-                        return Err((
+                        return Err(Refused::new(
                             Exit::Failed,
                             format!(
                                 "{}: no manifest beside it and none readable inside it",

@@ -66,13 +66,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
             });
         }
         for b in broken {
-            let policy = b
-                .manifest_path
-                .parent()
-                .and_then(Path::file_name)
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if selected(&policy) {
+            if selected(&policy_of(&b.manifest_path).unwrap_or_default()) {
                 orphans.push(b);
             }
         }
@@ -152,6 +146,16 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
         });
     }
 
+    // A broken manifest is a failed verification of what it describes.
+    for b in &orphans {
+        let mut entry = crate::audit::Entry::new(crate::audit::Operation::Verify, false)
+            .archive(log::archive_key(root, &b.manifest_path))
+            .detail(b.problem.clone());
+        if let Some(policy) = policy_of(&b.manifest_path) {
+            entry = entry.policy(policy);
+        }
+        crate::audit::append(root, &entry);
+    }
     let locked = lines.iter().filter(|l| l.key_error.is_some()).count();
     let corrupt = lines
         .iter()
@@ -267,6 +271,14 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
     } else {
         Exit::Ok
     }
+}
+
+/// The policy a manifest belongs to: the name of its folder.
+pub fn policy_of(manifest: &Path) -> Option<String> {
+    manifest
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
 }
 
 /// Check every target, one per core up to four (reading is decompression-bound).
