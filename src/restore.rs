@@ -202,6 +202,30 @@ pub fn plan_with_skipped(
     Ok((chains, skipped))
 }
 
+/// Whether a manifest that cannot be used may describe one of `collections` (all when
+/// empty): its file name is `<stamp>_<db>.<collection>.manifest.json`
+/// ([`crate::storage::archive_stem`]). A name not of that shape may hold anything.
+pub fn may_belong_to(manifest: &std::path::Path, collections: &[String]) -> bool {
+    if collections.is_empty() {
+        return true;
+    }
+    let named = manifest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(crate::storage::MANIFEST_EXT))
+        .and_then(|stem| stem.split_once('_'))
+        .filter(|(stamp, _)| {
+            chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.3fZ").is_ok()
+        })
+        // Database names hold no dot; collection names may.
+        .and_then(|(_, rest)| rest.split_once('.'))
+        .filter(|(db, coll)| crate::names::check_database(db).is_ok() && !coll.is_empty());
+    match named {
+        Some((_, coll)) => collections.iter().any(|c| c == coll),
+        None => true,
+    }
+}
+
 /// A point in time from the command line: RFC 3339, or a local date and time in `tz`
 /// (`2026-11-25 08:00`, `2026-11-25T08:00:30`, `2026-11-25` for midnight).
 pub fn parse_time(s: &str, tz: chrono_tz::Tz) -> Result<DateTime<Utc>, String> {
@@ -279,6 +303,31 @@ mod tests {
     fn tos(c: &Chain) -> Vec<u32> {
         use chrono::Timelike;
         c.archives.iter().map(|f| f.manifest.to.hour()).collect()
+    }
+
+    // A broken manifest blocks a restore only when it may belong to the selection.
+    #[test]
+    fn broken_manifests_are_matched_by_their_file_name() {
+        let p = |n: &str| PathBuf::from(format!("backups/hot/{n}"));
+        let sel = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let scans = p("20261125T093000.000Z_mes.scans.manifest.json");
+        assert!(may_belong_to(&scans, &[]));
+        assert!(may_belong_to(&scans, &sel(&["scans"])));
+        assert!(!may_belong_to(&scans, &sel(&["roles"])));
+        // Collection names may hold dots; database names may not.
+        let dotted = p("20261125T093000.000Z_mes.orders.2026.manifest.json");
+        assert!(may_belong_to(&dotted, &sel(&["orders.2026"])));
+        assert!(!may_belong_to(&dotted, &sel(&["orders"])));
+        // Names dcb did not write could be anything's.
+        for odd in [
+            "x.manifest.json",
+            "garbage_mes.scans.manifest.json",
+            "20261125T093000.000Z_mes.manifest.json",
+            "20261125T093000.000Z_.scans.manifest.json",
+            "20261125T093000.000Z_mes.scans.json",
+        ] {
+            assert!(may_belong_to(&p(odd), &sel(&["roles"])), "{odd}");
+        }
     }
 
     #[test]

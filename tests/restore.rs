@@ -701,3 +701,58 @@ async fn every_refused_restore_is_audited() {
         "{audit}"
     );
 }
+
+// One broken manifest blocks only the collection it may belong to: `--collection`
+// of another restores, the broken one's own collection (or a manifest whose name
+// does not say) is still refused.
+#[tokio::test]
+async fn a_broken_manifest_blocks_only_its_collection() {
+    let client = support::client().await;
+    let src_name = support::unique_db("broken_src");
+    let dst_name = format!("{src_name}_restored");
+    let src = client.database(&src_name);
+    let past = DateTime::from_millis(DateTime::now().timestamp_millis() - 1000);
+    add_scans(&src, 30, past).await;
+    src.collection::<Document>("roles")
+        .insert_one(doc! {"name": "admin", "updatedAt": past})
+        .await
+        .unwrap();
+    let s = Scratch::new();
+    s.write("policies/p.yaml", &policy(&src_name, "0s"));
+    let run = dcb(&s, &["run", "--policy", "p"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let roles = support::archives(&s.path().join("backups"), "p", "roles").remove(0);
+    std::fs::remove_file(&roles).unwrap();
+
+    let restore = |coll: &str| {
+        dcb(
+            &s,
+            &["restore", "--collection", coll, "--to-database", &dst_name],
+        )
+    };
+    let run = restore("scans");
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("not a selected collection"),
+        "{}",
+        run.stderr
+    );
+    let n = client
+        .database(&dst_name)
+        .collection::<Document>("scans")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(n, 30);
+    let run = restore("roles");
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("cannot be read"), "{}", run.stderr);
+    // Without --collection, the hole is in the selection.
+    let run = dcb(&s, &["restore", "--to-database", &dst_name]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    // A manifest whose name does not say whose it is may be anyone's.
+    s.write("backups/p/copy.manifest.json", "{");
+    let run = restore("scans");
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("copy.manifest.json"), "{}", run.stderr);
+}

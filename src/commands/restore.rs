@@ -120,10 +120,17 @@ fn restore(settings: &crate::config::Settings, args: &RestoreArgs) -> Result<Exi
             let policy = super::verify::policy_of(p).unwrap_or_default();
             args.policies.is_empty() || args.policies.contains(&policy)
         };
-        let holes: Vec<_> = broken
+        let (holes, elsewhere): (Vec<_>, Vec<_>) = broken
             .iter()
             .filter(|b| selected(&b.manifest_path))
-            .collect();
+            .partition(|b| restore::may_belong_to(&b.manifest_path, &args.collections));
+        for b in &elsewhere {
+            eprintln!(
+                "warning: {}: {} (not a selected collection; ignored)",
+                b.manifest_path.display(),
+                b.problem
+            );
+        }
         if !holes.is_empty() {
             for b in &holes {
                 eprintln!("error: {}: {}", b.manifest_path.display(), b.problem);
