@@ -756,3 +756,60 @@ async fn a_broken_manifest_blocks_only_its_collection() {
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("copy.manifest.json"), "{}", run.stderr);
 }
+
+// Documents stored before a validator was added fail it when restored into a target
+// created with that validator: the restore stops naming the collection, the `_id` and
+// the flag; `--bypass-validation` restores them all (inserted, then replaced).
+#[tokio::test]
+async fn validators_fail_clearly_and_bypass_validation_restores() {
+    let client = support::client().await;
+    let src_name = support::unique_db("valid_src");
+    let dst_name = format!("{src_name}_restored");
+    let src = client.database(&src_name);
+    let past = DateTime::from_millis(DateTime::now().timestamp_millis() - 1000);
+    let ids = add_scans(&src, 40, past).await;
+    // The validator comes after the documents, which lack its field.
+    src.run_command(doc! {
+        "collMod": "scans",
+        "validator": {"$jsonSchema": {"required": ["line"]}},
+        "validationLevel": "moderate",
+    })
+    .await
+    .unwrap();
+    let s = Scratch::new();
+    s.write(
+        "policies/p.yaml",
+        &format!("name: p\nschedule: \"0 * * * *\"\ndatabase: {src_name}\nwindow: {{initial: all, settle: 0s}}\ncollections: [scans]\nretention: 7d\n"),
+    );
+    let run = dcb(&s, &["run", "--policy", "p"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "--to-database", &dst_name];
+        args.extend_from_slice(extra);
+        dcb(&s, &args)
+    };
+    let named = |run: &Run| {
+        assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains(&format!("{dst_name}.scans"))
+                && run.stderr.contains("fails the collection's validator")
+                && run.stderr.contains("--bypass-validation")
+                && ids.iter().any(|id| run.stderr.contains(&id.to_hex())),
+            "{}",
+            run.stderr
+        );
+    };
+    named(&restore(&[]));
+    let dst = client.database(&dst_name);
+    let run = restore(&["--bypass-validation"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("40 documents"), "{}", run.stdout);
+    assert_eq!(raw_docs(&dst, "scans").await, raw_docs(&src, "scans").await);
+    // Replacing what is there goes past the validator too, and fails as clearly
+    // without the flag.
+    let run = restore(&["--bypass-validation"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("40 replaced"), "{}", run.stdout);
+    named(&restore(&[]));
+}

@@ -271,8 +271,11 @@ fn restore(settings: &crate::config::Settings, args: &RestoreArgs) -> Result<Exi
             chain,
             meta,
             keys.clone(),
-            args.drop,
-            until,
+            write::Options {
+                drop_first: args.drop,
+                until,
+                bypass_validation: args.bypass_validation,
+            },
             &progress,
         ));
         if let Some(b) = bar {
