@@ -202,6 +202,51 @@ pub fn plan_with_skipped(
     Ok((chains, skipped))
 }
 
+/// Why a chain may only be written into an empty target (unless `--drop` empties it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyTarget {
+    /// Documents already there may be from after `--until`, and would stay.
+    Until,
+    /// A time-series collection does not enforce a unique `_id`, so upserting by
+    /// `_id` cannot work: every document would be inserted again, beside the old.
+    TimeSeries,
+}
+
+/// Whether the chain needs an empty target; `timeseries` when the metadata or the
+/// existing target says the collection is one.
+pub fn needs_empty_target(drop: bool, until: bool, timeseries: bool) -> Option<EmptyTarget> {
+    match (drop, timeseries, until) {
+        (true, _, _) => None,
+        (false, true, _) => Some(EmptyTarget::TimeSeries),
+        (false, false, true) => Some(EmptyTarget::Until),
+        (false, false, false) => None,
+    }
+}
+
+impl EmptyTarget {
+    /// The refusal when `target` already holds documents.
+    pub fn refusal(self, target: &str) -> String {
+        match self {
+            EmptyTarget::Until => format!(
+                "{target} already holds documents: a restore --until into it would keep any written after that time; add --drop or choose an empty target. Nothing was written"
+            ),
+            EmptyTarget::TimeSeries => format!(
+                "{target} is a time-series collection and already holds documents: time-series collections do not enforce a unique _id, so restoring into it again would duplicate them; add --drop or choose an empty target. Nothing was written"
+            ),
+        }
+    }
+}
+
+/// Whether a collection's metadata (`.metadata.json`, or a `listCollections` entry as
+/// extended JSON) describes a time-series collection.
+pub fn is_timeseries(meta: &serde_json::Value) -> bool {
+    meta.get("type").and_then(serde_json::Value::as_str) == Some("timeseries")
+        || meta
+            .get("options")
+            .and_then(|o| o.get("timeseries"))
+            .is_some_and(|t| !t.is_null())
+}
+
 /// Whether a manifest that cannot be used may describe one of `collections` (all when
 /// empty): its file name is `<stamp>_<db>.<collection>.manifest.json`
 /// ([`crate::storage::archive_stem`]). A name not of that shape may hold anything.
@@ -303,6 +348,37 @@ mod tests {
     fn tos(c: &Chain) -> Vec<u32> {
         use chrono::Timelike;
         c.archives.iter().map(|f| f.manifest.to.hour()).collect()
+    }
+
+    // Time-series targets and --until need an empty target; --drop makes one.
+    #[test]
+    fn empty_targets_for_time_series_and_until() {
+        use serde_json::json;
+        assert!(is_timeseries(&json!({"type": "timeseries"})));
+        assert!(is_timeseries(
+            &json!({"type": "collection", "options": {"timeseries": {"timeField": "t"}}})
+        ));
+        assert!(!is_timeseries(
+            &json!({"type": "collection", "options": {}})
+        ));
+        assert!(!is_timeseries(&json!({"options": {"timeseries": null}})));
+        assert!(!is_timeseries(&json!(null)));
+        assert_eq!(
+            needs_empty_target(false, false, true),
+            Some(EmptyTarget::TimeSeries)
+        );
+        assert_eq!(
+            needs_empty_target(false, true, true),
+            Some(EmptyTarget::TimeSeries)
+        );
+        assert_eq!(
+            needs_empty_target(false, true, false),
+            Some(EmptyTarget::Until)
+        );
+        assert_eq!(needs_empty_target(false, false, false), None);
+        assert_eq!(needs_empty_target(true, true, true), None);
+        let m = EmptyTarget::TimeSeries.refusal("r.m");
+        assert!(m.contains("time-series") && m.contains("--drop"), "{m}");
     }
 
     // A broken manifest blocks a restore only when it may belong to the selection.

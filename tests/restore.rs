@@ -813,3 +813,53 @@ async fn validators_fail_clearly_and_bypass_validation_restores() {
     assert!(run.stdout.contains("40 replaced"), "{}", run.stdout);
     named(&restore(&[]));
 }
+
+// A time-series collection enforces no unique `_id`, so a second restore into it would
+// duplicate every document: refused without --drop, and --drop restores it again.
+#[tokio::test]
+async fn time_series_targets_are_not_restored_into_twice() {
+    let client = support::client().await;
+    let src_name = support::unique_db("ts_src");
+    let dst_name = format!("{src_name}_restored");
+    let src = client.database(&src_name);
+    src.run_command(doc! {"create": "readings", "timeseries": {"timeField": "createdAt", "metaField": "sensor"}})
+        .await
+        .unwrap();
+    let past = DateTime::from_millis(DateTime::now().timestamp_millis() - 1000);
+    src.collection::<Document>("readings")
+        .insert_many((0..25).map(|i| doc! {"_id": i, "createdAt": past, "sensor": i % 3, "v": i}))
+        .await
+        .unwrap();
+    let s = Scratch::new();
+    s.write(
+        "policies/p.yaml",
+        &format!("name: p\nschedule: \"0 * * * *\"\ndatabase: {src_name}\nwindow: {{initial: all, settle: 0s}}\ncollections: [readings]\nretention: 7d\n"),
+    );
+    let run = dcb(&s, &["run", "--policy", "p"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let count = || async {
+        client
+            .database(&dst_name)
+            .collection::<Document>("readings")
+            .count_documents(doc! {})
+            .await
+            .unwrap()
+    };
+    let args = ["restore", "--to-database", &dst_name];
+    let run = dcb(&s, &args);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(count().await, 25);
+    let run = dcb(&s, &args);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("{dst_name}.readings is a time-series collection"))
+            && run.stderr.contains("--drop"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(count().await, 25, "nothing was written");
+    let run = dcb(&s, &["restore", "--to-database", &dst_name, "--drop"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(count().await, 25);
+}

@@ -229,31 +229,41 @@ fn restore(settings: &crate::config::Settings, args: &RestoreArgs) -> Result<Exi
     let client = rt
         .block_on(crate::mongo::connect(settings, Duration::from_secs(10)))
         .map_err(|e| Refused::new(Exit::Failed, e))?;
-    // A point in time over documents already there would keep those written after it.
-    if until.is_some() && !args.drop {
-        for chain in &chains {
-            let coll = client
-                .database(&chain.target_database)
-                .collection::<mongodb::bson::Document>(&chain.target_collection);
-            let n = rt.block_on(async { coll.estimated_document_count().await });
-            match n {
-                Ok(0) => {}
-                Ok(n) => {
-                    return Err(Refused::new(
-                        Exit::Failed,
-                        format!(
-                            "{} already holds {n} documents: a restore --until into it would keep any written after that time; add --drop or choose an empty target. Nothing was written",
-                            chain.target()
-                        ),
-                    ));
-                }
-                Err(e) => {
-                    return Err(Refused::new(
-                        Exit::Failed,
-                        format!("{}: {e}", chain.target()),
-                    ));
-                }
-            }
+    // Some chains need an empty target; look only where one does.
+    for chain in &chains {
+        let newest = chain.archives.last().map(|f| &f.archive_path);
+        let meta = newest.and_then(|p| metadata.get(p));
+        let db = client.database(&chain.target_database);
+        let existing = rt
+            .block_on(async {
+                let entry = db
+                    .run_command(mongodb::bson::doc! {"listCollections": 1, "filter": {"name": &chain.target_collection}})
+                    .await?;
+                let first = entry
+                    .get_document("cursor")
+                    .ok()
+                    .and_then(|c| c.get_array("firstBatch").ok())
+                    .and_then(|b| b.first())
+                    .and_then(mongodb::bson::Bson::as_document)
+                    .cloned();
+                Ok::<_, mongodb::error::Error>(first)
+            })
+            .map_err(|e| Refused::new(Exit::Failed, format!("{}: {e}", chain.target())))?;
+        let Some(existing) = existing else { continue };
+        let target_is_ts =
+            restore::is_timeseries(&mongodb::bson::Bson::Document(existing).into_relaxed_extjson());
+        let timeseries = target_is_ts || meta.is_some_and(restore::is_timeseries);
+        let Some(why) = restore::needs_empty_target(args.drop, until.is_some(), timeseries) else {
+            continue;
+        };
+        // A count limited to one works on time-series collections too (views to some
+        // servers, where estimatedDocumentCount does not).
+        let coll = db.collection::<mongodb::bson::Document>(&chain.target_collection);
+        let n = rt
+            .block_on(async { coll.count_documents(mongodb::bson::doc! {}).limit(1).await })
+            .map_err(|e| Refused::new(Exit::Failed, format!("{}: {e}", chain.target())))?;
+        if n > 0 {
+            return Err(Refused::new(Exit::Failed, why.refusal(&chain.target())));
         }
     }
     let mut failed = false;
