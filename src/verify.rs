@@ -352,6 +352,14 @@ fn compare(
             }
         }
     }
+    if let (Some(d), Some(expected)) = (digest, m.archive_size)
+        && d.size != expected
+    {
+        problems.push(Problem::new(
+            "archive file",
+            format!("holds {} bytes; the manifest says {expected}", d.size),
+        ));
+    }
     if let (Some(d), Some(expected)) = (digest, &m.archive_sha256)
         && d.sha256 != *expected
     {
