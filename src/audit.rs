@@ -36,12 +36,16 @@ pub struct Entry {
     pub target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive: Option<String>,
-    /// `ok` or `failed`.
+    /// `ok`, `failed`, or [`NO_KEY`].
     pub result: &'static str,
     /// Counts, or the error (already redacted by the caller).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
+
+/// The result of a verification that could not open an encrypted archive (no identity,
+/// or none that matches): nothing was checked, so it is neither `ok` nor `failed`.
+pub const NO_KEY: &str = "no-key";
 
 impl Entry {
     pub fn new(operation: Operation, ok: bool) -> Entry {
@@ -76,6 +80,11 @@ impl Entry {
 
     pub fn archive(mut self, a: impl Into<String>) -> Entry {
         self.archive = Some(a.into());
+        self
+    }
+
+    pub fn result(mut self, r: &'static str) -> Entry {
+        self.result = r;
         self
     }
 

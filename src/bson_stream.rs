@@ -8,9 +8,10 @@ use std::io::{self, Read};
 
 use bson::RawDocument;
 
-/// The largest document accepted: MongoDB's 16 MiB limit plus the 16 KiB of headroom
-/// the server itself allows internally.
-pub const MAX_DOCUMENT: usize = 16 * 1024 * 1024 + 16 * 1024;
+/// The largest document accepted: MongoDB stores user documents of at most 16 MiB
+/// (BSONObjMaxUserSize); its 16 KiB of internal headroom is for commands, not for
+/// documents, so a bigger one would pass verify and then fail mid-restore.
+pub const MAX_DOCUMENT: usize = 16 * 1024 * 1024;
 
 /// Deeper nesting than MongoDB stores; bounding it bounds the walk's stack.
 const MAX_DEPTH: usize = 180;
@@ -308,6 +309,27 @@ mod tests {
                 "{length}"
             );
         }
+    }
+
+    // Exactly 16 MiB is a document MongoDB stores; one byte more is not.
+    #[test]
+    fn the_size_limit_is_16_mib_exactly() {
+        let sized = |total: usize| {
+            // length(4) type(1) "s\0"(2) strlen(4) bytes NUL(1) document NUL(1)
+            let text = "x".repeat(total - 13);
+            let d = doc! {"s": text};
+            let b = bytes(&[d]);
+            assert_eq!(b.len(), total);
+            b
+        };
+        let at_limit = sized(MAX_DOCUMENT);
+        assert_eq!(read_all(&at_limit).unwrap().len(), 1);
+        let over = sized(MAX_DOCUMENT + 1);
+        assert!(matches!(
+            read_all(&over),
+            Err(BsonError::BadLength { length, .. }) if length == MAX_DOCUMENT as i64 + 1
+        ));
+        assert_eq!(MAX_DOCUMENT, 16 * 1024 * 1024);
     }
 
     #[test]

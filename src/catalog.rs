@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::export::manifest::{self, Found};
 use crate::policy::Mode;
-use crate::verify::log;
+use crate::verify::{Checked, log};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,6 +34,8 @@ pub struct Entry {
 pub struct Verified {
     pub at: DateTime<Utc>,
     pub ok: bool,
+    /// `full`, or `hash` when only the file's hash was checked (contents never read).
+    pub checked: Checked,
 }
 
 /// The archives under `root`, oldest window end first within each collection.
@@ -51,7 +53,11 @@ pub fn entries(root: &Path, policies: &[String], collections: &[String]) -> Vec<
                 size: std::fs::metadata(&f.archive_path)
                     .map(|md| md.len())
                     .unwrap_or(0),
-                verified: verified.get(&key).map(|r| Verified { at: r.at, ok: r.ok }),
+                verified: verified.get(&key).map(|r| Verified {
+                    at: r.at,
+                    ok: r.ok,
+                    checked: r.checked,
+                }),
                 archive: key,
                 policy: m.policy,
                 database: m.database,

@@ -147,6 +147,12 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub drop: bool,
 
+    /// Write past the collections' validators (documents stored before a validator
+    /// was added fail it). Needs the bypassDocumentValidation privilege, e.g. the
+    /// `restore` role; `readWrite` lacks it.
+    #[arg(long)]
+    pub bypass_validation: bool,
+
     /// Print the plan (archives, documents, targets); write nothing.
     #[arg(long)]
     pub dry_run: bool,

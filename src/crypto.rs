@@ -20,6 +20,31 @@ pub fn parse_recipients(list: &[String]) -> Result<Vec<Recipient>, String> {
         .collect()
 }
 
+/// Why the keys at hand cannot open an encrypted archive: a configuration problem,
+/// not damage, so it is never recorded as a failed verification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The archive is encrypted and no identity was given.
+    #[error(
+        "the archive is encrypted (age): give an identity with --identity FILE or encryption.identityFile"
+    )]
+    Missing,
+    /// No identity matches any recipient of the archive; holds where they came from.
+    #[error("no identity in {0} opens this archive (it was encrypted to other recipients)")]
+    NoMatch(String),
+    /// The identity file cannot be read or holds no identity.
+    #[error("{0}")]
+    Unusable(String),
+}
+
+/// Why an age stream cannot be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenError {
+    Key(KeyError),
+    /// The file is not a readable age file (damage).
+    Damaged(String),
+}
+
 /// The keys that open encrypted archives.
 #[derive(Default)]
 pub struct Keys {
@@ -34,9 +59,13 @@ pub struct Keys {
 impl Keys {
     /// Read an identity file as `age-keygen` writes it: `AGE-SECRET-KEY-1…` lines,
     /// `#` comments and blank lines. Errors never echo the file's content.
-    pub fn load(path: &Path) -> Result<Keys, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the identity file {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Keys, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            KeyError::Unusable(format!(
+                "cannot read the identity file {}: {e}",
+                path.display()
+            ))
+        })?;
         let mut identities = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -44,19 +73,19 @@ impl Keys {
                 continue;
             }
             let id = Identity::from_str(line).map_err(|_| {
-                format!(
+                KeyError::Unusable(format!(
                     "{}:{}: not an age X25519 identity (AGE-SECRET-KEY-1…)",
                     path.display(),
                     i + 1
-                )
+                ))
             })?;
             identities.push(id);
         }
         if identities.is_empty() {
-            return Err(format!(
+            return Err(KeyError::Unusable(format!(
                 "the identity file {} holds no identity",
                 path.display()
-            ));
+            )));
         }
         Ok(Keys {
             identities,
@@ -70,23 +99,23 @@ impl Keys {
     }
 
     /// A reader of the plaintext of an age stream.
-    pub fn decrypt<R: Read>(&self, input: R) -> Result<impl Read, String> {
+    pub fn decrypt<R: Read>(&self, input: R) -> Result<impl Read, OpenError> {
         if self.identities.is_empty() {
-            return Err(
-                "the archive is encrypted (age): give an identity with --identity FILE or encryption.identityFile"
-                    .into(),
-            );
+            return Err(OpenError::Key(KeyError::Missing));
         }
-        let decryptor =
-            age::Decryptor::new(input).map_err(|e| format!("not a readable age file: {e}"))?;
+        let decryptor = age::Decryptor::new(input)
+            .map_err(|e| OpenError::Damaged(format!("not a readable age file: {e}")))?;
         decryptor
             .decrypt(self.identities.iter().map(|i| i as &dyn age::Identity))
             .map_err(|e| match e {
-                age::DecryptError::NoMatchingKeys => format!(
-                    "no identity in {} opens this archive (it was encrypted to other recipients)",
-                    self.source.as_deref().unwrap_or("the identity file")
-                ),
-                other => format!("cannot decrypt: {other}"),
+                // Also what a damaged recipient stanza looks like: callers tell the two
+                // apart by the file's hash.
+                age::DecryptError::NoMatchingKeys => OpenError::Key(KeyError::NoMatch(
+                    self.source
+                        .clone()
+                        .unwrap_or_else(|| "the identity file".into()),
+                )),
+                other => OpenError::Damaged(format!("cannot decrypt: {other}")),
             })
     }
 }
@@ -95,7 +124,7 @@ impl Keys {
 pub fn keys_for(
     cli_identity: Option<&Path>,
     settings: &crate::config::Settings,
-) -> Result<Keys, String> {
+) -> Result<Keys, KeyError> {
     match cli_identity.or(settings.identity_file.as_deref()) {
         Some(path) => Keys::load(path),
         None => Ok(Keys::default()),
@@ -154,12 +183,21 @@ mod tests {
         let wrong = dir.path().join("wrong.txt");
         std::fs::write(&wrong, other.to_string().expose_secret()).unwrap();
         let e = Keys::load(&wrong).unwrap().decrypt(&out[..]).err().unwrap();
-        assert!(e.contains("no identity"), "{e}");
+        assert!(
+            matches!(&e, OpenError::Key(KeyError::NoMatch(f)) if f.ends_with("wrong.txt")),
+            "{e:?}"
+        );
         let e = Keys::default().decrypt(&out[..]).err().unwrap();
-        assert!(e.contains("--identity"), "{e}");
+        assert_eq!(e, OpenError::Key(KeyError::Missing));
+        assert!(KeyError::Missing.to_string().contains("--identity"));
+        // A damaged header is damage, not a key problem.
+        let e = keys
+            .decrypt(&b"age-encryption.org/v1\n-> nonsense\n"[..])
+            .err();
+        assert!(matches!(e, Some(OpenError::Damaged(_))), "{e:?}");
 
         std::fs::write(&wrong, "AGE-SECRET-KEY-1NOTAKEY\n").unwrap();
-        let e = Keys::load(&wrong).err().unwrap();
+        let e = Keys::load(&wrong).err().unwrap().to_string();
         assert!(e.contains(":1:") && !e.contains("NOTAKEY"), "{e}");
         assert!(parse_recipients(&["age1nope".into()]).is_err());
     }

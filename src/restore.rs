@@ -202,6 +202,75 @@ pub fn plan_with_skipped(
     Ok((chains, skipped))
 }
 
+/// Why a chain may only be written into an empty target (unless `--drop` empties it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyTarget {
+    /// Documents already there may be from after `--until`, and would stay.
+    Until,
+    /// A time-series collection does not enforce a unique `_id`, so upserting by
+    /// `_id` cannot work: every document would be inserted again, beside the old.
+    TimeSeries,
+}
+
+/// Whether the chain needs an empty target; `timeseries` when the metadata or the
+/// existing target says the collection is one.
+pub fn needs_empty_target(drop: bool, until: bool, timeseries: bool) -> Option<EmptyTarget> {
+    match (drop, timeseries, until) {
+        (true, _, _) => None,
+        (false, true, _) => Some(EmptyTarget::TimeSeries),
+        (false, false, true) => Some(EmptyTarget::Until),
+        (false, false, false) => None,
+    }
+}
+
+impl EmptyTarget {
+    /// The refusal when `target` already holds documents.
+    pub fn refusal(self, target: &str) -> String {
+        match self {
+            EmptyTarget::Until => format!(
+                "{target} already holds documents: a restore --until into it would keep any written after that time; add --drop or choose an empty target. Nothing was written"
+            ),
+            EmptyTarget::TimeSeries => format!(
+                "{target} is a time-series collection and already holds documents: time-series collections do not enforce a unique _id, so restoring into it again would duplicate them; add --drop or choose an empty target. Nothing was written"
+            ),
+        }
+    }
+}
+
+/// Whether a collection's metadata (`.metadata.json`, or a `listCollections` entry as
+/// extended JSON) describes a time-series collection.
+pub fn is_timeseries(meta: &serde_json::Value) -> bool {
+    meta.get("type").and_then(serde_json::Value::as_str) == Some("timeseries")
+        || meta
+            .get("options")
+            .and_then(|o| o.get("timeseries"))
+            .is_some_and(|t| !t.is_null())
+}
+
+/// Whether a manifest that cannot be used may describe one of `collections` (all when
+/// empty): its file name is `<stamp>_<db>.<collection>.manifest.json`
+/// ([`crate::storage::archive_stem`]). A name not of that shape may hold anything.
+pub fn may_belong_to(manifest: &std::path::Path, collections: &[String]) -> bool {
+    if collections.is_empty() {
+        return true;
+    }
+    let named = manifest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(crate::storage::MANIFEST_EXT))
+        .and_then(|stem| stem.split_once('_'))
+        .filter(|(stamp, _)| {
+            chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.3fZ").is_ok()
+        })
+        // Database names hold no dot; collection names may.
+        .and_then(|(_, rest)| rest.split_once('.'))
+        .filter(|(db, coll)| crate::names::check_database(db).is_ok() && !coll.is_empty());
+    match named {
+        Some((_, coll)) => collections.iter().any(|c| c == coll),
+        None => true,
+    }
+}
+
 /// A point in time from the command line: RFC 3339, or a local date and time in `tz`
 /// (`2026-11-25 08:00`, `2026-11-25T08:00:30`, `2026-11-25` for midnight).
 pub fn parse_time(s: &str, tz: chrono_tz::Tz) -> Result<DateTime<Utc>, String> {
@@ -279,6 +348,62 @@ mod tests {
     fn tos(c: &Chain) -> Vec<u32> {
         use chrono::Timelike;
         c.archives.iter().map(|f| f.manifest.to.hour()).collect()
+    }
+
+    // Time-series targets and --until need an empty target; --drop makes one.
+    #[test]
+    fn empty_targets_for_time_series_and_until() {
+        use serde_json::json;
+        assert!(is_timeseries(&json!({"type": "timeseries"})));
+        assert!(is_timeseries(
+            &json!({"type": "collection", "options": {"timeseries": {"timeField": "t"}}})
+        ));
+        assert!(!is_timeseries(
+            &json!({"type": "collection", "options": {}})
+        ));
+        assert!(!is_timeseries(&json!({"options": {"timeseries": null}})));
+        assert!(!is_timeseries(&json!(null)));
+        assert_eq!(
+            needs_empty_target(false, false, true),
+            Some(EmptyTarget::TimeSeries)
+        );
+        assert_eq!(
+            needs_empty_target(false, true, true),
+            Some(EmptyTarget::TimeSeries)
+        );
+        assert_eq!(
+            needs_empty_target(false, true, false),
+            Some(EmptyTarget::Until)
+        );
+        assert_eq!(needs_empty_target(false, false, false), None);
+        assert_eq!(needs_empty_target(true, true, true), None);
+        let m = EmptyTarget::TimeSeries.refusal("r.m");
+        assert!(m.contains("time-series") && m.contains("--drop"), "{m}");
+    }
+
+    // A broken manifest blocks a restore only when it may belong to the selection.
+    #[test]
+    fn broken_manifests_are_matched_by_their_file_name() {
+        let p = |n: &str| PathBuf::from(format!("backups/hot/{n}"));
+        let sel = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let scans = p("20261125T093000.000Z_mes.scans.manifest.json");
+        assert!(may_belong_to(&scans, &[]));
+        assert!(may_belong_to(&scans, &sel(&["scans"])));
+        assert!(!may_belong_to(&scans, &sel(&["roles"])));
+        // Collection names may hold dots; database names may not.
+        let dotted = p("20261125T093000.000Z_mes.orders.2026.manifest.json");
+        assert!(may_belong_to(&dotted, &sel(&["orders.2026"])));
+        assert!(!may_belong_to(&dotted, &sel(&["orders"])));
+        // Names dcb did not write could be anything's.
+        for odd in [
+            "x.manifest.json",
+            "garbage_mes.scans.manifest.json",
+            "20261125T093000.000Z_mes.manifest.json",
+            "20261125T093000.000Z_.scans.manifest.json",
+            "20261125T093000.000Z_mes.scans.json",
+        ] {
+            assert!(may_belong_to(&p(odd), &sel(&["roles"])), "{odd}");
+        }
     }
 
     #[test]

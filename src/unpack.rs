@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::crypto::{self, Keys};
+use crate::crypto::{self, KeyError, Keys, OpenError};
 use crate::export::archive::hex;
 
 /// dcb writes 3 members (plus a long-name record for long paths); anything far
@@ -126,11 +126,27 @@ pub fn describe_io(e: &io::Error) -> String {
 /// `problems` to add to), after checking that its path is safe and that it is a regular file. Unsafe or
 /// unexpected entries are reported in `problems` and never given to `visit`. Returns
 /// the digest of the whole file, or `None` when reading stopped at a fatal problem
-/// (also in `problems`).
+/// (also in `problems`); `Err` when the archive is encrypted and `keys` cannot open
+/// it (nothing was read: a configuration problem, not damage).
 pub fn for_each_member(
     path: &Path,
     keys: &Keys,
     problems: &mut Vec<Problem>,
+    visit: impl FnMut(&str, u64, &mut dyn Read, &mut Vec<Problem>) -> io::Result<()>,
+) -> Result<Option<FileDigest>, KeyError> {
+    let mut locked = None;
+    let digest = read_members(path, keys, problems, &mut locked, visit);
+    match locked {
+        Some(k) => Err(k),
+        None => Ok(digest),
+    }
+}
+
+fn read_members(
+    path: &Path,
+    keys: &Keys,
+    problems: &mut Vec<Problem>,
+    locked: &mut Option<KeyError>,
     mut visit: impl FnMut(&str, u64, &mut dyn Read, &mut Vec<Problem>) -> io::Result<()>,
 ) -> Option<FileDigest> {
     let file = match File::open(path) {
@@ -158,7 +174,11 @@ pub fn for_each_member(
     let plain: Box<dyn Read> = if encrypted {
         match keys.decrypt(raw) {
             Ok(r) => Box::new(r),
-            Err(e) => {
+            Err(OpenError::Key(k)) => {
+                *locked = Some(k);
+                return None;
+            }
+            Err(OpenError::Damaged(e)) => {
                 problems.push(Problem::new("archive", e));
                 return None;
             }

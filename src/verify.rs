@@ -10,9 +10,11 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use bson::RawDocumentBuf;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::bson_stream::{BsonError, BsonReader};
+pub use crate::crypto::KeyError;
 use crate::crypto::Keys;
 use crate::export::manifest::Manifest;
 use crate::unpack::{self, FileDigest, Hashing, Problem};
@@ -33,11 +35,39 @@ pub struct Report {
     pub metadata: Option<Value>,
     /// Documents drawn at random from the `.bson` member (`--sample`).
     pub sample: Vec<RawDocumentBuf>,
+    /// How deep the check read.
+    pub checked: Checked,
+    /// The keys at hand cannot open the (encrypted) archive.
+    pub key_error: Option<KeyError>,
+}
+
+/// How deep a check read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Checked {
+    /// Every member read and compared with the manifest.
+    #[default]
+    Full,
+    /// Only the whole file's SHA-256: an encrypted archive and no identity (the
+    /// service on a host with only the public keys). The contents were never read.
+    Hash,
 }
 
 impl Report {
+    /// Checked and found intact.
     pub fn ok(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.key_error.is_none()
+    }
+
+    /// Found damaged. A key problem alone is not damage.
+    pub fn corrupt(&self) -> bool {
+        !self.problems.is_empty()
+    }
+
+    /// The keys at hand cannot open the archive and nothing says it is damaged: a
+    /// configuration problem (exit 2), never recorded as a failed verification.
+    pub fn locked(&self) -> Option<&KeyError> {
+        self.key_error.as_ref().filter(|_| !self.corrupt())
     }
 }
 
@@ -60,7 +90,7 @@ pub fn check(path: &Path, beside: Option<&Manifest>, sample: usize, keys: &Keys)
     let mut inner: Option<Manifest> = None;
     let mut reservoir = sample::Reservoir::new(sample);
 
-    let digest = unpack::for_each_member(path, keys, &mut problems, |name, size, r, problems| {
+    let read = unpack::for_each_member(path, keys, &mut problems, |name, size, r, problems| {
         if seen.contains_key(name) {
             problems.push(Problem::new(name, "appears twice in the archive"));
         }
@@ -106,6 +136,10 @@ pub fn check(path: &Path, beside: Option<&Manifest>, sample: usize, keys: &Keys)
         seen.insert(name.to_string(), Seen { size, sha256 });
         Ok(())
     });
+    let digest = match read {
+        Ok(d) => d,
+        Err(key) => return locked_out(path, beside, key),
+    };
     let complete = digest.is_some();
 
     let manifest = beside.cloned().or_else(|| inner.clone());
@@ -133,23 +167,19 @@ pub fn check(path: &Path, beside: Option<&Manifest>, sample: usize, keys: &Keys)
         documents,
         metadata,
         sample: reservoir.into_items(),
+        checked: Checked::Full,
+        key_error: None,
     }
 }
 
 /// An encrypted archive without the key to open it: only the file's hash and size.
 fn check_locked(path: &Path, beside: Option<&Manifest>) -> Report {
-    let mut problems = Vec::new();
-    match (unpack::file_digest(path), beside.and_then(|m| m.archive_sha256.as_ref())) {
-        (Err(e), _) => problems.push(Problem::new("archive", unpack::describe_io(&e))),
-        (Ok(d), Some(expected)) if d.sha256 != *expected => problems.push(Problem::new(
-            "archive file",
-            format!("SHA-256 is {}; the manifest says {}", short(&d.sha256), short(expected)),
-        )),
-        (Ok(_), Some(_)) => {}
-        (Ok(_), None) => problems.push(Problem::new(
+    let (mut problems, hashed) = hash_problems(path, beside);
+    if !hashed {
+        problems.push(Problem::new(
             "manifest",
             "records no file hash, and the archive is encrypted: nothing can be checked without an identity",
-        )),
+        ));
     }
     Report {
         archive: path.to_path_buf(),
@@ -158,7 +188,44 @@ fn check_locked(path: &Path, beside: Option<&Manifest>) -> Report {
         documents: beside.map_or(0, |m| m.documents),
         metadata: None,
         sample: Vec::new(),
+        checked: Checked::Hash,
+        key_error: None,
     }
+}
+
+/// The keys cannot open the archive. A damaged recipient stanza looks just like a
+/// wrong key, so the file's hash decides: intact, it is a key problem; not, damage.
+fn locked_out(path: &Path, beside: Option<&Manifest>, key: KeyError) -> Report {
+    let (problems, _) = hash_problems(path, beside);
+    Report {
+        archive: path.to_path_buf(),
+        manifest: beside.cloned(),
+        problems,
+        documents: 0,
+        metadata: None,
+        sample: Vec::new(),
+        checked: Checked::Hash,
+        key_error: Some(key),
+    }
+}
+
+/// The whole file against the hash beside it; whether there was one to compare with.
+fn hash_problems(path: &Path, beside: Option<&Manifest>) -> (Vec<Problem>, bool) {
+    let expected = beside.and_then(|m| m.archive_sha256.as_ref());
+    let mut problems = Vec::new();
+    match (unpack::file_digest(path), expected) {
+        (Err(e), _) => problems.push(Problem::new("archive", unpack::describe_io(&e))),
+        (Ok(d), Some(expected)) if d.sha256 != *expected => problems.push(Problem::new(
+            "archive file",
+            format!(
+                "SHA-256 is {}; the manifest says {}",
+                short(&d.sha256),
+                short(expected)
+            ),
+        )),
+        _ => {}
+    }
+    (problems, expected.is_some())
 }
 
 fn is_manifest_member(name: &str) -> bool {
@@ -284,6 +351,14 @@ fn compare(
                 }
             }
         }
+    }
+    if let (Some(d), Some(expected)) = (digest, m.archive_size)
+        && d.size != expected
+    {
+        problems.push(Problem::new(
+            "archive file",
+            format!("holds {} bytes; the manifest says {expected}", d.size),
+        ));
     }
     if let (Some(d), Some(expected)) = (digest, &m.archive_sha256)
         && d.sha256 != *expected

@@ -680,6 +680,61 @@ async fn network_error_on_getmore_is_retried_then_fails_clearly() {
     fx.assert_nothing_lost(true).await;
 }
 
+// The same under `dcb serve`: while every `getMore` fails, each scheduled run fails
+// after its retries (recorded, with the cause), the service keeps running and the
+// watermark stays; once the network is back, the next scheduled run exports the
+// whole window.
+#[tokio::test]
+async fn service_survives_network_errors_on_getmore() {
+    let _turn = exclusive().await;
+    let fx = Fx::new(&server().uri, "svcgetmore", EVERY_SECOND, "2s");
+    fx.seed(200, 64).await;
+    let mut serve = Serve::start(&fx);
+    eventually(20, "the first export", || {
+        (fx.archived() == 200).then_some(())
+    });
+    fx.fail_point(
+        "alwaysOn".into(),
+        doc! {"failCommands": ["getMore"], "closeConnection": true},
+    )
+    .await;
+    let failures = fx.failures();
+    fx.seed(BIG, 64).await;
+    // Empty windows before the documents settle still succeed; from the first run
+    // that meets them, every run fails and the watermark stays.
+    eventually(60, "a scheduled run to fail on getMore", || {
+        (fx.failures() > failures).then_some(())
+    });
+    let before = fx.watermark();
+    let failures = fx.failures();
+    eventually(60, "the next scheduled runs to fail too", || {
+        (fx.failures() >= failures + 2).then_some(())
+    });
+    serve.assert_running(&fx);
+    let error = fx.entry()["lastError"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (watermark, archived) = (fx.watermark(), fx.archived());
+    fx.fail_point_off().await;
+    assert!(error.contains("network error"), "{error}");
+    assert_eq!(watermark, before, "the watermark did not move");
+    assert_eq!(archived, 200, "no archive of the failing window");
+
+    eventually(
+        60,
+        "the window to be exported once the network is back",
+        || (fx.archived() == BIG + 200).then_some(()),
+    );
+    fx.seed(30, 64).await;
+    eventually(20, "the next documents", || {
+        (fx.archived() == BIG + 230).then_some(())
+    });
+    serve.assert_running(&fx);
+    serve.stop(&fx);
+    fx.assert_nothing_lost(false).await;
+}
+
 // ---------------------------------------------------------------------------------
 // The backup folder not writable.
 
@@ -1110,6 +1165,77 @@ async fn corrupt_state_is_rebuilt_and_loses_nothing() {
     }
     assert_eq!(fx.archives().len(), 6);
     fx.assert_nothing_lost(true).await;
+}
+
+/// How many corrupt state files have been set aside.
+fn corrupt_kept(fx: &Fx) -> usize {
+    std::fs::read_dir(fx.root().join("logs"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("state.json.corrupt-")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+// The same under `dcb serve`: state.json turned to garbage between scheduled runs is
+// noticed, set aside and rebuilt from the manifests; the service keeps running and
+// the next runs export exactly the new documents, no window twice, none missed.
+#[tokio::test]
+async fn service_survives_corrupt_state_and_loses_nothing() {
+    let fx = Fx::new(&server().uri, "svccorrupt", EVERY_SECOND, "2s");
+    fx.seed(100, 64).await;
+    let mut serve = Serve::start(&fx);
+    eventually(20, "the first export", || {
+        (fx.archived() == 100).then_some(())
+    });
+    let state = fx.root().join("logs/state.json");
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let kinds: [(&str, &[u8]); 4] = [
+        ("random bytes", &garbage),
+        ("cut short", b"{\"version\": 1, \"collections\": {"),
+        ("empty", b""),
+        ("null", b"null"),
+    ];
+    for (i, (what, bytes)) in kinds.iter().enumerate() {
+        // The service rewrites state.json after each run: a write of ours that one of
+        // its writes replaced unread is made again.
+        let kept = corrupt_kept(&fx);
+        eventually(30, what, || {
+            if corrupt_kept(&fx) > kept {
+                return Some(());
+            }
+            let readable = std::fs::read(&state)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v.is_object());
+            if readable {
+                std::fs::write(&state, bytes).unwrap();
+            }
+            None
+        });
+        let want = fx.seeded.load(Ordering::SeqCst) + 20 + i;
+        fx.seed(20 + i, 64).await;
+        eventually(20, "the documents inserted since", || {
+            (fx.archived() == want).then_some(())
+        });
+        serve.assert_running(&fx);
+    }
+    assert!(
+        fx.log().contains("state.json is corrupt"),
+        "the rebuild is logged: {}",
+        fx.log()
+    );
+    serve.stop(&fx);
+    // The service's first window may be empty (documents not yet settled), so the
+    // first archive need not start at the beginning.
+    fx.assert_nothing_lost(false).await;
 }
 
 // After state.json is lost or rebuilt, the run that rebuilt it is counted once: the

@@ -545,3 +545,321 @@ async fn corrupt_archive_stops_restore_with_target_untouched() {
             .contains(&dst_name)
     );
 }
+
+/// The `restore` lines of the audit log.
+fn restore_audits(s: &Scratch) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(s.path().join("backups/logs/audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["operation"] == "restore")
+        .collect()
+}
+
+// Every restore that stops, however early, leaves one failed `restore` line in the
+// audit log with the reason; so does verify of a broken manifest.
+#[tokio::test]
+async fn every_refused_restore_is_audited() {
+    let client = support::client().await;
+    let src_name = support::unique_db("audit_src");
+    let dst_name = format!("{src_name}_restored");
+    let src = client.database(&src_name);
+    add_scans(
+        &src,
+        50,
+        DateTime::from_millis(DateTime::now().timestamp_millis() - 1000),
+    )
+    .await;
+    let s = Scratch::new();
+    s.write(
+        "policies/p.yaml",
+        &format!("name: p\nschedule: \"0 * * * *\"\ndatabase: {src_name}\nwindow: {{initial: all, settle: 0s}}\ncollections: [scans]\nretention: 7d\n"),
+    );
+    let run = dcb(&s, &["run", "--policy", "p"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let dead = format!(
+        "mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=500",
+        support::free_port()
+    );
+    let until = "2999-01-01T00:00:00Z";
+    let expect_audited = |args: &[&str], uri: &str, code: i32, reason: &str| {
+        let before = restore_audits(&s).len();
+        let run = Run::from(
+            s.dcb()
+                .args(args)
+                .env("DCB_MONGODB_URI", uri)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(run.code, code, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(reason), "{args:?}: {}", run.stderr);
+        let audits = restore_audits(&s);
+        assert_eq!(audits.len(), before + 1, "{args:?}: one line: {audits:#?}");
+        let last = &audits[before];
+        assert_eq!(last["result"], "failed", "{last}");
+        assert!(
+            last["detail"].as_str().unwrap_or_default().contains(reason),
+            "{args:?}: {last}"
+        );
+        assert!(
+            last["target"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(args[2]),
+            "{last}"
+        );
+    };
+    let live = support::server().uri.clone();
+    // Refused by the plan, by a bad time, by the connection, by a non-empty target.
+    expect_audited(
+        &["restore", "--to-database", &src_name],
+        &live,
+        2,
+        "--in-place",
+    );
+    expect_audited(
+        &["restore", "--to-database", &dst_name, "--until", "soon"],
+        &live,
+        2,
+        "RFC 3339",
+    );
+    expect_audited(
+        &[
+            "restore",
+            "--to-database",
+            &dst_name,
+            "--identity",
+            "nope.key",
+        ],
+        &live,
+        2,
+        "cannot read the identity file",
+    );
+    expect_audited(
+        &["restore", "--to-database", &dst_name, "--until", until],
+        &dead,
+        1,
+        &format!("{dst_name}.scans"),
+    );
+    expect_audited(
+        &[
+            "restore",
+            "--to-database",
+            &dst_name,
+            "--archive",
+            "nope.tar.gz",
+        ],
+        &live,
+        1,
+        "no such archive",
+    );
+    let run = dcb(&s, &["restore", "--to-database", &dst_name]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    expect_audited(
+        &["restore", "--to-database", &dst_name, "--until", until],
+        &live,
+        1,
+        "already holds",
+    );
+    // A corrupt archive, then an unreadable manifest.
+    let archive = support::archives(&s.path().join("backups"), "p", "scans").remove(0);
+    let good = std::fs::read(&archive).unwrap();
+    flip(&archive, good.len() as u64 / 2);
+    expect_audited(
+        &["restore", "--to-database", &dst_name],
+        &live,
+        1,
+        "corrupt",
+    );
+    std::fs::write(&archive, &good).unwrap();
+    let broken = s.write("backups/p/20260101T000000.000Z_x.y.manifest.json", "{");
+    expect_audited(
+        &["restore", "--to-database", &dst_name],
+        &live,
+        1,
+        "cannot be read",
+    );
+    // A dry run writes nothing, not even an audit line of its refusal.
+    let before = restore_audits(&s).len();
+    let run = dcb(&s, &["restore", "--to-database", &dst_name, "--dry-run"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(restore_audits(&s).len(), before);
+
+    // verify of the broken manifest is a failed verification in the audit log.
+    let run = dcb(&s, &["verify"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let audit = std::fs::read_to_string(s.path().join("backups/logs/audit.log")).unwrap();
+    let name = broken.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        audit.lines().any(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["operation"] == "verify"
+                && v["result"] == "failed"
+                && v["policy"] == "p"
+                && v["archive"].as_str().unwrap_or_default().ends_with(&name)
+        }),
+        "{audit}"
+    );
+}
+
+// One broken manifest blocks only the collection it may belong to: `--collection`
+// of another restores, the broken one's own collection (or a manifest whose name
+// does not say) is still refused.
+#[tokio::test]
+async fn a_broken_manifest_blocks_only_its_collection() {
+    let client = support::client().await;
+    let src_name = support::unique_db("broken_src");
+    let dst_name = format!("{src_name}_restored");
+    let src = client.database(&src_name);
+    let past = DateTime::from_millis(DateTime::now().timestamp_millis() - 1000);
+    add_scans(&src, 30, past).await;
+    src.collection::<Document>("roles")
+        .insert_one(doc! {"name": "admin", "updatedAt": past})
+        .await
+        .unwrap();
+    let s = Scratch::new();
+    s.write("policies/p.yaml", &policy(&src_name, "0s"));
+    let run = dcb(&s, &["run", "--policy", "p"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let roles = support::archives(&s.path().join("backups"), "p", "roles").remove(0);
+    std::fs::remove_file(&roles).unwrap();
+
+    let restore = |coll: &str| {
+        dcb(
+            &s,
+            &["restore", "--collection", coll, "--to-database", &dst_name],
+        )
+    };
+    let run = restore("scans");
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("not a selected collection"),
+        "{}",
+        run.stderr
+    );
+    let n = client
+        .database(&dst_name)
+        .collection::<Document>("scans")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(n, 30);
+    let run = restore("roles");
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("cannot be read"), "{}", run.stderr);
+    // Without --collection, the hole is in the selection.
+    let run = dcb(&s, &["restore", "--to-database", &dst_name]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    // A manifest whose name does not say whose it is may be anyone's.
+    s.write("backups/p/copy.manifest.json", "{");
+    let run = restore("scans");
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("copy.manifest.json"), "{}", run.stderr);
+}
+
+// Documents stored before a validator was added fail it when restored into a target
+// created with that validator: the restore stops naming the collection, the `_id` and
+// the flag; `--bypass-validation` restores them all (inserted, then replaced).
+#[tokio::test]
+async fn validators_fail_clearly_and_bypass_validation_restores() {
+    let client = support::client().await;
+    let src_name = support::unique_db("valid_src");
+    let dst_name = format!("{src_name}_restored");
+    let src = client.database(&src_name);
+    let past = DateTime::from_millis(DateTime::now().timestamp_millis() - 1000);
+    let ids = add_scans(&src, 40, past).await;
+    // The validator comes after the documents, which lack its field.
+    src.run_command(doc! {
+        "collMod": "scans",
+        "validator": {"$jsonSchema": {"required": ["line"]}},
+        "validationLevel": "moderate",
+    })
+    .await
+    .unwrap();
+    let s = Scratch::new();
+    s.write(
+        "policies/p.yaml",
+        &format!("name: p\nschedule: \"0 * * * *\"\ndatabase: {src_name}\nwindow: {{initial: all, settle: 0s}}\ncollections: [scans]\nretention: 7d\n"),
+    );
+    let run = dcb(&s, &["run", "--policy", "p"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "--to-database", &dst_name];
+        args.extend_from_slice(extra);
+        dcb(&s, &args)
+    };
+    let named = |run: &Run| {
+        assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains(&format!("{dst_name}.scans"))
+                && run.stderr.contains("fails the collection's validator")
+                && run.stderr.contains("--bypass-validation")
+                && ids.iter().any(|id| run.stderr.contains(&id.to_hex())),
+            "{}",
+            run.stderr
+        );
+    };
+    named(&restore(&[]));
+    let dst = client.database(&dst_name);
+    let run = restore(&["--bypass-validation"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("40 documents"), "{}", run.stdout);
+    assert_eq!(raw_docs(&dst, "scans").await, raw_docs(&src, "scans").await);
+    // Replacing what is there goes past the validator too, and fails as clearly
+    // without the flag.
+    let run = restore(&["--bypass-validation"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("40 replaced"), "{}", run.stdout);
+    named(&restore(&[]));
+}
+
+// A time-series collection enforces no unique `_id`, so a second restore into it would
+// duplicate every document: refused without --drop, and --drop restores it again.
+#[tokio::test]
+async fn time_series_targets_are_not_restored_into_twice() {
+    let client = support::client().await;
+    let src_name = support::unique_db("ts_src");
+    let dst_name = format!("{src_name}_restored");
+    let src = client.database(&src_name);
+    src.run_command(doc! {"create": "readings", "timeseries": {"timeField": "createdAt", "metaField": "sensor"}})
+        .await
+        .unwrap();
+    let past = DateTime::from_millis(DateTime::now().timestamp_millis() - 1000);
+    src.collection::<Document>("readings")
+        .insert_many((0..25).map(|i| doc! {"_id": i, "createdAt": past, "sensor": i % 3, "v": i}))
+        .await
+        .unwrap();
+    let s = Scratch::new();
+    s.write(
+        "policies/p.yaml",
+        &format!("name: p\nschedule: \"0 * * * *\"\ndatabase: {src_name}\nwindow: {{initial: all, settle: 0s}}\ncollections: [readings]\nretention: 7d\n"),
+    );
+    let run = dcb(&s, &["run", "--policy", "p"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let count = || async {
+        client
+            .database(&dst_name)
+            .collection::<Document>("readings")
+            .count_documents(doc! {})
+            .await
+            .unwrap()
+    };
+    let args = ["restore", "--to-database", &dst_name];
+    let run = dcb(&s, &args);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(count().await, 25);
+    let run = dcb(&s, &args);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("{dst_name}.readings is a time-series collection"))
+            && run.stderr.contains("--drop"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(count().await, 25, "nothing was written");
+    let run = dcb(&s, &["restore", "--to-database", &dst_name, "--drop"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(count().await, 25);
+}

@@ -447,23 +447,74 @@ async fn encrypted_archives_round_trip_with_the_identity() {
 
     let list = dcb(&s, &["list"], &env);
     assert!(list.stdout.contains(".tar.gz.age"), "{}", list.stdout);
+    // No identity, one that opens nothing, an unreadable file: a configuration error
+    // (exit 2) that says so, never corruption.
     let run = dcb(&s, &["verify"], &env);
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("--identity"), "{}", run.stdout);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("NO KEY") && run.stdout.contains("--identity"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("CORRUPT") && run.stdout.contains("0 corrupt, 1 not opened"),
+        "{}",
+        run.stdout
+    );
     let run = dcb(&s, &["verify", "--identity", "keys/other.key"], &env);
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("no identity in keys/other.key opens"),
         "{}",
         run.stdout
     );
+    let run = dcb(&s, &["verify", "--identity", "keys/none.key"], &env);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("cannot read the identity file"),
+        "{}",
+        run.stderr
+    );
+    let target = format!("{db}_restored");
+    for identity in [None, Some("keys/other.key")] {
+        let mut args = vec!["restore", "--to-database", &target];
+        args.extend(identity.iter().flat_map(|i| ["--identity", *i]));
+        let run = dcb(&s, &args, &env);
+        assert_eq!(run.code, 2, "{identity:?}: {}{}", run.stdout, run.stderr);
+        assert!(
+            !run.stderr.contains("is corrupt") && run.stderr.contains("nothing was written"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("--identity") || run.stderr.contains("no identity in"),
+            "{}",
+            run.stderr
+        );
+    }
+    // None of that is a failed verification: the catalog shows the archive as never
+    // verified, and the audit log says `no-key`.
+    let listed: serde_json::Value =
+        serde_json::from_str(&dcb(&s, &["list", "--json"], &env).stdout).unwrap();
+    assert!(listed[0]["verified"].is_null(), "{listed:#}");
+    let audit = std::fs::read_to_string(root.join("logs/audit.log")).unwrap();
+    let verifies: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["operation"] == "verify")
+        .collect();
+    assert!(
+        !verifies.is_empty() && verifies.iter().all(|l| l["result"] == "no-key"),
+        "{audit}"
+    );
     let run = dcb(&s, &["verify", "--identity", "keys/backup.key"], &env);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-
-    let target = format!("{db}_restored");
-    let run = dcb(&s, &["restore", "--to-database", &target], &env);
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
-    assert!(run.stderr.contains("--identity"), "{}", run.stderr);
+    let list = dcb(&s, &["list"], &env);
+    assert!(
+        list.stdout.contains(" ok ") && !list.stdout.contains("hash ok"),
+        "{}",
+        list.stdout
+    );
     let run = dcb(
         &s,
         &[
@@ -496,4 +547,134 @@ async fn encrypted_archives_round_trip_with_the_identity() {
         "{}",
         run.stdout
     );
+}
+
+/// `dcb serve` in the background, killed if the test fails before stopping it.
+struct Service(Option<std::process::Child>);
+
+impl Service {
+    fn start(s: &Scratch, env: &[(&str, &str)]) -> Service {
+        let mut cmd = s.dcb();
+        cmd.arg("serve")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let pid = child.id();
+        let record = s.path().join("backups/logs/service.json");
+        support::eventually(20, "the service record", || {
+            let r: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&record).ok()?).ok()?;
+            (r["pid"] == pid).then_some(())
+        });
+        Service(Some(child))
+    }
+
+    fn stop(mut self, s: &Scratch, env: &[(&str, &str)]) {
+        assert_eq!(dcb(s, &["stop"], env).code, 0);
+        let mut child = self.0.take().unwrap();
+        let code = support::eventually(30, "the service to exit", || {
+            child.try_wait().unwrap().map(|st| st.code().unwrap_or(-1))
+        });
+        assert_eq!(code, 0);
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn lines_of(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+// The service without an identity checks new encrypted archives by file hash and
+// records that, so `dcb list` says "hash ok", not "ok"; with an identity that opens
+// nothing, it records no verification at all (a key problem is not corruption).
+#[tokio::test]
+async fn service_records_hash_checks_and_no_failure_for_a_wrong_identity() {
+    use age::secrecy::ExposeSecret;
+    let client = support::client().await;
+    let db = support::unique_db("encsvc");
+    let coll = client.database(&db).collection::<Document>("scans");
+    // Stamped now, and seen by the service 2 s later (settle): never behind a
+    // watermark, never in a window already being read.
+    let seed = |n: i32| {
+        let coll = coll.clone();
+        async move {
+            let at = DateTime::now();
+            coll.insert_many((0..n).map(|i| doc! {"createdAt": at, "i": i}))
+                .await
+                .unwrap();
+        }
+    };
+    seed(50).await;
+    let s = Scratch::new();
+    let key = age::x25519::Identity::generate();
+    let other = age::x25519::Identity::generate();
+    let other_key = s.write("keys/other.key", other.to_string().expose_secret());
+    s.write(
+        "policies/p.yaml",
+        &format!(
+            "name: p\nschedule: \"* * * * * *\"\ndatabase: {db}\nwindow: {{initial: all, settle: 2s}}\ncollections: [scans]\nretention: 7d\nencryption:\n  recipients: [{}]\n",
+            key.to_public()
+        ),
+    );
+    let env = [("DCB_MONGODB_URI", support::server().uri.as_str())];
+    let root = s.path().join("backups");
+    let verify_log = root.join("logs/verify.log");
+
+    let service = Service::start(&s, &env);
+    let first = support::eventually(30, "a hash check of the first archive", || {
+        lines_of(&verify_log).into_iter().next()
+    });
+    service.stop(&s, &env);
+    assert_eq!(first["ok"], true, "{first}");
+    assert_eq!(first["checked"], "hash", "{first}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&dcb(&s, &["list", "--json"], &env).stdout).unwrap();
+    assert_eq!(listed[0]["verified"]["checked"], "hash", "{listed:#}");
+    let table = dcb(&s, &["list"], &env).stdout;
+    assert!(
+        table.contains("hash ok ") && table.contains("only the file's SHA-256 was checked"),
+        "{table}"
+    );
+
+    // Now with an identity file that opens nothing.
+    s.write(
+        "dcb.yaml",
+        &format!("encryption:\n  identityFile: {}\n", other_key.display()),
+    );
+    let recorded = lines_of(&verify_log).len();
+    let no_key = || {
+        lines_of(&root.join("logs/audit.log"))
+            .iter()
+            .filter(|l| l["operation"] == "verify" && l["result"] == "no-key")
+            .count()
+    };
+    let service = Service::start(&s, &env);
+    seed(20).await;
+    support::eventually(30, "the service to try the new archive", || {
+        (no_key() > 0).then_some(())
+    });
+    service.stop(&s, &env);
+    let lines = lines_of(&verify_log);
+    assert_eq!(
+        lines.len(),
+        recorded,
+        "no verification recorded: {lines:#?}"
+    );
+    let table = dcb(&s, &["list"], &env).stdout;
+    assert!(!table.contains("FAILED"), "{table}");
 }

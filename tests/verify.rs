@@ -433,28 +433,47 @@ fn encrypted_archives_verify_with_the_identity() {
     assert_eq!(r.documents, 20);
     assert_eq!(r.sample.len(), 3);
 
+    // No identity, or one that opens nothing: a key problem, not corruption.
     let r = verify::check(&path, Some(&m), 0, &Keys::default());
-    assert!(messages(&r).contains("--identity"), "{}", messages(&r));
+    assert!(!r.ok() && !r.corrupt(), "{}", messages(&r));
+    assert_eq!(r.locked(), Some(&verify::KeyError::Missing));
+    assert!(r.locked().unwrap().to_string().contains("--identity"));
     let r = verify::check(&path, Some(&m), 0, &Keys::load(&other_key).unwrap());
-    assert!(messages(&r).contains("no identity"), "{}", messages(&r));
-    // The service without an identity checks the file hash.
+    assert!(!r.corrupt(), "{}", messages(&r));
+    assert!(
+        matches!(r.locked(), Some(verify::KeyError::NoMatch(f)) if f.ends_with("other.txt")),
+        "{:?}",
+        r.key_error
+    );
+    // Without the manifest beside it, still a key problem (nothing says it is damaged).
+    let r = verify::check(&path, None, 0, &Keys::load(&other_key).unwrap());
+    assert!(r.locked().is_some() && !r.corrupt(), "{}", messages(&r));
+    // The service without an identity checks the file hash, and says that is all.
     let mut locked = Keys::default();
     locked.hash_only_when_locked = true;
-    assert!(verify::check(&path, Some(&m), 0, &locked).ok());
+    let r = verify::check(&path, Some(&m), 0, &locked);
+    assert!(r.ok(), "{}", messages(&r));
+    assert_eq!(r.checked, verify::Checked::Hash);
+    assert_eq!(
+        verify::check(&path, Some(&m), 0, &keys).checked,
+        verify::Checked::Full
+    );
 
     let bad = dir.path().join("bad.tar.gz.age");
     for at in (0..bytes.len()).step_by(7) {
         let mut b = bytes.clone();
         b[at] ^= 0x04;
         std::fs::write(&bad, &b).unwrap();
-        assert!(
-            !verify::check(&bad, Some(&m), 0, &keys).ok(),
-            "flip at {at}"
-        );
-        assert!(
-            !verify::check(&bad, Some(&m), 0, &locked).ok(),
-            "flip at {at} (hash only)"
-        );
+        // A flip in a recipient stanza looks like a wrong key to age; the file hash
+        // beside the archive still calls it damage, with any keys or none.
+        for (what, k) in [
+            ("identity", &keys),
+            ("hash only", &locked),
+            ("no identity", &Keys::default()),
+        ] {
+            let r = verify::check(&bad, Some(&m), 0, k);
+            assert!(r.corrupt() && r.locked().is_none(), "flip at {at} ({what})");
+        }
     }
     // Bytes appended after the end are noticed (age then reads its last chunk as a
     // middle one, which fails to decrypt; or the hash differs).
@@ -475,6 +494,176 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 mod fuzz {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// Every file under `dir` with the SHA-256 of its content, but for what a reader
+    /// may write: the logs and the readers' lock.
+    fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
+        let mut out = BTreeMap::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.ends_with("backups/logs") || p.ends_with(".dcb.readers.lock") {
+                continue;
+            }
+            if p.is_dir() {
+                out.extend(tree(&p));
+            } else {
+                out.insert(p.clone(), hex(&Sha256::digest(std::fs::read(&p).unwrap())));
+            }
+        }
+        out
+    }
+
+    /// Strings a hostile manifest may hold where a name or path goes.
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("../outside/x".to_string()),
+            Just("../../etc/passwd".to_string()),
+            Just("/etc/passwd".to_string()),
+            Just("C:\\x".to_string()),
+            Just("a\0b".to_string()),
+            Just(String::new()),
+            Just(".".to_string()),
+            (1usize..6000).prop_map(|n| "a".repeat(n)),
+            ".{0,40}",
+        ]
+    }
+
+    /// A member's path, size and hash; `None` keeps the real member's.
+    type MemberLie = (Option<String>, Option<u64>, Option<String>);
+
+    /// What a lying manifest changes; `None` keeps the truth.
+    #[derive(Debug, Clone)]
+    struct Lie {
+        archive: Option<u8>,
+        archive_text: String,
+        members: Option<Vec<MemberLie>>,
+        documents: Option<u64>,
+        bytes: Option<u64>,
+        policy: Option<String>,
+        database: Option<String>,
+        collection: Option<String>,
+        time_field: Option<String>,
+        archive_sha256: Option<Option<String>>,
+        archive_size: Option<Option<u64>>,
+        to: Option<i64>,
+        encrypted: Option<bool>,
+    }
+
+    impl Lie {
+        fn apply(&self, truth: &Manifest, bait: &Path) -> Manifest {
+            let mut m = truth.clone();
+            match self.archive {
+                None => {}
+                Some(0) => m.archive = format!("../outside/{}", truth.archive),
+                Some(1) => m.archive = bait.display().to_string(),
+                Some(2) => m.archive = format!("./{}", truth.archive),
+                Some(3) => m.archive = format!("{}\0", truth.archive),
+                Some(_) => m.archive = self.archive_text.clone(),
+            }
+            if let Some(members) = &self.members {
+                m.members = members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (path, size, sha))| {
+                        let real = &truth.members[i % truth.members.len()];
+                        MemberInfo {
+                            path: path.clone().unwrap_or_else(|| real.path.clone()),
+                            size: size.unwrap_or(real.size),
+                            sha256: sha.clone().unwrap_or_else(|| real.sha256.clone()),
+                        }
+                    })
+                    .collect();
+            }
+            let set = |field: &mut String, v: &Option<String>| {
+                if let Some(v) = v {
+                    *field = v.clone();
+                }
+            };
+            set(&mut m.policy, &self.policy);
+            set(&mut m.database, &self.database);
+            set(&mut m.collection, &self.collection);
+            set(&mut m.time_field, &self.time_field);
+            m.documents = self.documents.unwrap_or(m.documents);
+            m.bytes = self.bytes.unwrap_or(m.bytes);
+            if let Some(v) = &self.archive_sha256 {
+                m.archive_sha256 = v.clone();
+            }
+            if let Some(v) = self.archive_size {
+                m.archive_size = v;
+            }
+            if let Some(secs) = self.to {
+                m.to = chrono::DateTime::from_timestamp(secs, 0).unwrap();
+            }
+            m.encrypted = self.encrypted.unwrap_or(m.encrypted);
+            m
+        }
+    }
+
+    /// A field lied about now and then, so that lies of one field alone are common.
+    fn rare<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value = Option<T>> {
+        prop::option::weighted(0.15, s)
+    }
+
+    fn lying_manifest() -> impl Strategy<Value = Lie> {
+        let member = (
+            prop::option::of(prop_oneof![
+                hostile(),
+                Just("mes/scans.bson".to_string()),
+                Just("mes/scans.metadata.json".to_string()),
+            ]),
+            prop::option::of(prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()]),
+            prop::option::of(prop_oneof![hostile(), "[0-9a-f]{64}"]),
+        );
+        (
+            (
+                rare(0u8..6),
+                hostile(),
+                rare(prop::collection::vec(member, 0..5)),
+                rare(prop_oneof![
+                    Just(0u64),
+                    Just(11),
+                    Just(13),
+                    Just(u64::MAX),
+                    any::<u64>()
+                ]),
+                rare(any::<u64>()),
+            ),
+            (
+                rare(hostile()),
+                rare(hostile()),
+                rare(hostile()),
+                rare(hostile()),
+            ),
+            (
+                rare(prop::option::of(prop_oneof![hostile(), "[0-9a-f]{64}"])),
+                rare(prop::option::of(any::<u64>())),
+                rare(0i64..4_000_000_000),
+                rare(any::<bool>()),
+            ),
+        )
+            .prop_map(
+                |(
+                    (archive, archive_text, members, documents, bytes),
+                    (policy, database, collection, time_field),
+                    (archive_sha256, archive_size, to, encrypted),
+                )| Lie {
+                    archive,
+                    archive_text,
+                    members,
+                    documents,
+                    bytes,
+                    policy,
+                    database,
+                    collection,
+                    time_field,
+                    archive_sha256,
+                    archive_size,
+                    to,
+                    encrypted,
+                },
+            )
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
@@ -517,6 +706,53 @@ mod fuzz {
                     Ok(None) | Err(_) => break,
                 }
             }
+        }
+
+        // Parseable manifests that lie in any field (hostile archive names and member
+        // paths, absurd counts, odd names and hashes) beside a good archive: each is
+        // reported by scan, verify and `dcb verify`, never a panic, and nothing
+        // outside the backup root is read as an archive or written.
+        #[test]
+        fn lying_manifests_are_reported_and_stay_inside(lie in lying_manifest()) {
+            let s = Scratch::new();
+            let dir = s.path().join("backups/p");
+            std::fs::create_dir_all(&dir).unwrap();
+            let (good, truth) = good_archive(&dir, 12);
+            // A good archive outside the root, for a lying manifest to point at.
+            let outside = s.path().join("outside");
+            std::fs::create_dir(&outside).unwrap();
+            let bait = outside.join(&truth.archive);
+            std::fs::copy(&good, &bait).unwrap();
+            let m = lie.apply(&truth, &bait);
+            // Leaving out the whole file's hash or size is no lie (older manifests did).
+            let mut filled = m.clone();
+            filled.archive_sha256 = filled.archive_sha256.or(truth.archive_sha256.clone());
+            filled.archive_size = filled.archive_size.or(truth.archive_size);
+            let honest = filled == truth;
+            std::fs::write(Manifest::beside(&good), m.to_json()).unwrap();
+            let before = tree(s.path());
+
+            let (found, broken) = dcb::export::manifest::scan_all(&s.path().join("backups"));
+            prop_assert_eq!(found.len() + broken.len(), 1);
+            for f in &found {
+                prop_assert_eq!(&f.archive_path, &dir.join(&m.archive));
+                prop_assert!(f.archive_path.starts_with(&dir));
+                let r = verify::check(&f.archive_path, Some(&f.manifest), 2, &Keys::default());
+                prop_assert_eq!(r.ok(), honest, "{}", messages(&r));
+            }
+            // The comparison itself, whatever the manifest names as its archive.
+            let r = verify::check(&good, Some(&m), 2, &Keys::default());
+            prop_assert_eq!(r.ok(), honest, "{}", messages(&r));
+
+            let run = s.run(&["verify", "--json"]);
+            prop_assert_eq!(run.code, if honest { 0 } else { 1 }, "{}{}", run.stdout, run.stderr);
+            let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+            let reported = v["archives"].as_array().unwrap().len()
+                + v["brokenManifests"].as_array().unwrap().len();
+            prop_assert_eq!(reported, 1, "{:#}", v);
+            prop_assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+            // Nothing else was written, inside the root or out.
+            prop_assert_eq!(before, tree(s.path()));
         }
 
         // Arbitrary manifests beside archives: skipped or reported, never a panic.

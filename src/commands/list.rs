@@ -6,6 +6,7 @@ use super::{Exit, settings};
 use crate::catalog::{self, Entry};
 use crate::cli::{Cli, ListArgs};
 use crate::human::{count, plural, size};
+use crate::verify::Checked;
 
 pub fn run(cli: &Cli, args: &ListArgs) -> Exit {
     let settings = match settings(cli) {
@@ -50,6 +51,9 @@ pub fn render(entries: &[Entry]) -> String {
                 size(e.size),
                 match &e.verified {
                     None => "-".into(),
+                    Some(v) if v.ok && v.checked == Checked::Hash => {
+                        format!("hash ok {}", v.at.format("%Y-%m-%d %H:%M"))
+                    }
                     Some(v) if v.ok => format!("ok {}", v.at.format("%Y-%m-%d %H:%M")),
                     Some(v) => format!("FAILED {}", v.at.format("%Y-%m-%d %H:%M")),
                 },
@@ -100,5 +104,20 @@ pub fn render(entries: &[Entry]) -> String {
         count(docs),
         size(total)
     );
+    let hash_only = entries
+        .iter()
+        .filter(|e| {
+            e.verified
+                .as_ref()
+                .is_some_and(|v| v.ok && v.checked == Checked::Hash)
+        })
+        .count();
+    if hash_only > 0 {
+        let _ = writeln!(
+            out,
+            "hash ok: only the file's SHA-256 was checked ({}); `dcb verify --identity FILE` reads the contents",
+            plural(hash_only, "archive")
+        );
+    }
     out
 }

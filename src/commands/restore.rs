@@ -32,6 +32,64 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
     } else {
         crate::logging::init_with_file(cli.verbose, args.quiet, &crate::storage::logs_dir(root))
     };
+    match restore(&settings, args) {
+        Ok(exit) => exit,
+        // The one place a restore that stopped before its writes is reported and
+        // audited (each chain's own writes are audited as they end).
+        Err(Refused { exit, reason }) => {
+            let reason = crate::redact::text(&reason, &settings.mongodb_uri);
+            eprintln!("error: {reason}");
+            if !args.dry_run {
+                audit_refusal(root, args, &reason);
+            }
+            exit
+        }
+    }
+}
+
+/// Why a restore stopped before writing, and the exit status. Details (each corrupt
+/// archive, each broken manifest) are printed before; `reason` is the summary line.
+struct Refused {
+    exit: Exit,
+    reason: String,
+}
+
+impl Refused {
+    fn new(exit: Exit, reason: impl Into<String>) -> Refused {
+        Refused {
+            exit,
+            reason: reason.into(),
+        }
+    }
+}
+
+fn audit_refusal(root: &std::path::Path, args: &RestoreArgs, reason: &str) {
+    use crate::audit::{Entry, Operation};
+    let mut entry = Entry::new(Operation::Restore, false).detail(reason);
+    if !args.policies.is_empty() {
+        entry = entry.policy(args.policies.join(","));
+    }
+    if !args.collections.is_empty() {
+        entry = entry.source(args.collections.join(","));
+    }
+    if !args.archives.is_empty() {
+        let names: Vec<String> = args
+            .archives
+            .iter()
+            .map(|a| verify::log::archive_key(root, a))
+            .collect();
+        entry = entry.archive(names.join(","));
+    }
+    let target = match &args.to_collection {
+        Some(c) => format!("{}.{c}", args.to_database),
+        None => args.to_database.clone(),
+    };
+    crate::audit::append(root, &entry.target(target));
+}
+
+/// Plan, verify, write. `Err` for every way of stopping before the first write.
+fn restore(settings: &crate::config::Settings, args: &RestoreArgs) -> Result<Exit, Refused> {
+    let root = &settings.backup_root;
     let until = match args
         .until
         .as_deref()
@@ -39,18 +97,11 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
     {
         None => None,
         Some(Ok(t)) => Some(t),
-        Some(Err(e)) => {
-            eprintln!("error: --until: {e}");
-            return Exit::Config;
-        }
+        Some(Err(e)) => return Err(Refused::new(Exit::Config, format!("--until: {e}"))),
     };
-    let keys = match crate::crypto::keys_for(args.identity.as_deref(), &settings) {
-        Ok(k) => std::sync::Arc::new(k),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Config;
-        }
-    };
+    let keys = crate::crypto::keys_for(args.identity.as_deref(), settings)
+        .map(std::sync::Arc::new)
+        .map_err(|e| Refused::new(Exit::Config, e.to_string()))?;
     // A prune waits for this restore (and it for a prune in progress), so no archive
     // goes between the scan, the verification and the last write. A dry run only
     // reads manifests and leaves no lock file behind.
@@ -66,35 +117,32 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
         // A manifest whose archive is gone is a hole in a chain: restoring around it
         // would exit 0 with data missing.
         let selected = |p: &std::path::Path| {
-            let policy = p
-                .parent()
-                .and_then(std::path::Path::file_name)
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let policy = super::verify::policy_of(p).unwrap_or_default();
             args.policies.is_empty() || args.policies.contains(&policy)
         };
-        let holes: Vec<_> = broken
+        let (holes, elsewhere): (Vec<_>, Vec<_>) = broken
             .iter()
             .filter(|b| selected(&b.manifest_path))
-            .collect();
+            .partition(|b| restore::may_belong_to(&b.manifest_path, &args.collections));
+        for b in &elsewhere {
+            eprintln!(
+                "warning: {}: {} (not a selected collection; ignored)",
+                b.manifest_path.display(),
+                b.problem
+            );
+        }
         if !holes.is_empty() {
             for b in &holes {
                 eprintln!("error: {}: {}", b.manifest_path.display(), b.problem);
             }
-            eprintln!(
-                "error: the selection has archives that cannot be read, so the restore would miss data; nothing was written (restore the others with --archive, or remove those manifests if the loss is accepted)"
-            );
-            return Exit::Failed;
+            return Err(Refused::new(
+                Exit::Failed,
+                "the selection has archives that cannot be read, so the restore would miss data; nothing was written (restore the others with --archive, or remove those manifests if the loss is accepted)",
+            ));
         }
         found
     } else {
-        match explicit(&args.archives, &keys) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Exit::Failed;
-            }
-        }
+        explicit(&args.archives, &keys)?
     };
     let req = Request {
         policies: args.policies.clone(),
@@ -104,13 +152,8 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
         to_collection: args.to_collection.clone(),
         in_place: args.in_place,
     };
-    let (chains, skipped) = match restore::plan_with_skipped(&found, &req) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Config;
-        }
-    };
+    let (chains, skipped) = restore::plan_with_skipped(&found, &req)
+        .map_err(|e| Refused::new(Exit::Config, e.to_string()))?;
     if args.dry_run || !args.quiet {
         out!("{}", render_plan(root, &chains, args, until));
         for s in &skipped {
@@ -119,7 +162,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
     }
     if args.dry_run {
         outln!("dry run: nothing was written");
-        return Exit::Ok;
+        return Ok(Exit::Ok);
     }
 
     // Every archive is proven before the first write.
@@ -136,16 +179,46 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
     for r in &reports {
         verify::log::record(root, r);
     }
-    let bad: Vec<_> = reports.iter().filter(|r| !r.ok()).collect();
-    if !bad.is_empty() {
-        for r in &bad {
-            eprintln!("error: {} is corrupt:", r.archive.display());
-            for p in &r.problems {
-                eprintln!("  {p}");
-            }
+    let bad: Vec<_> = reports.iter().filter(|r| r.corrupt()).collect();
+    let locked: Vec<_> = reports
+        .iter()
+        .filter_map(|r| Some((r, r.locked()?)))
+        .collect();
+    for r in &bad {
+        eprintln!("error: {} is corrupt:", r.archive.display());
+        for p in &r.problems {
+            eprintln!("  {p}");
         }
-        eprintln!("error: nothing was written; the targets are untouched");
-        return Exit::Failed;
+    }
+    for (r, key) in &locked {
+        eprintln!("error: cannot open {}: {key}", r.archive.display());
+    }
+    if !bad.is_empty() || !locked.is_empty() {
+        let names = |rs: &[&verify::Report]| {
+            rs.iter()
+                .map(|r| verify::log::archive_key(root, &r.archive))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let unopened: Vec<&verify::Report> = locked.iter().map(|(r, _)| *r).collect();
+        // Damage outranks a key problem; a key problem alone is configuration.
+        return Err(if bad.is_empty() {
+            Refused::new(
+                Exit::Config,
+                format!(
+                    "cannot open {}; nothing was written, the targets are untouched",
+                    names(&unopened)
+                ),
+            )
+        } else {
+            Refused::new(
+                Exit::Failed,
+                format!(
+                    "corrupt: {}; nothing was written, the targets are untouched",
+                    names(&bad)
+                ),
+            )
+        });
     }
     let metadata: HashMap<PathBuf, serde_json::Value> = reports
         .into_iter()
@@ -153,38 +226,44 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
         .collect();
 
     let rt = runtime();
-    let client = match rt.block_on(crate::mongo::connect(&settings, Duration::from_secs(10))) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Failed;
-        }
-    };
-    // A point in time over documents already there would keep those written after it.
-    if until.is_some() && !args.drop {
-        for chain in &chains {
-            let coll = client
-                .database(&chain.target_database)
-                .collection::<mongodb::bson::Document>(&chain.target_collection);
-            let n = rt.block_on(async { coll.estimated_document_count().await });
-            match n {
-                Ok(0) => {}
-                Ok(n) => {
-                    eprintln!(
-                        "error: {} already holds {n} documents: a restore --until into it would keep any written after that time; add --drop or choose an empty target. Nothing was written",
-                        chain.target()
-                    );
-                    return Exit::Failed;
-                }
-                Err(e) => {
-                    eprintln!(
-                        "error: {}: {}",
-                        chain.target(),
-                        crate::redact::text(&e.to_string(), &settings.mongodb_uri)
-                    );
-                    return Exit::Failed;
-                }
-            }
+    let client = rt
+        .block_on(crate::mongo::connect(settings, Duration::from_secs(10)))
+        .map_err(|e| Refused::new(Exit::Failed, e))?;
+    // Some chains need an empty target; look only where one does.
+    for chain in &chains {
+        let newest = chain.archives.last().map(|f| &f.archive_path);
+        let meta = newest.and_then(|p| metadata.get(p));
+        let db = client.database(&chain.target_database);
+        let existing = rt
+            .block_on(async {
+                let entry = db
+                    .run_command(mongodb::bson::doc! {"listCollections": 1, "filter": {"name": &chain.target_collection}})
+                    .await?;
+                let first = entry
+                    .get_document("cursor")
+                    .ok()
+                    .and_then(|c| c.get_array("firstBatch").ok())
+                    .and_then(|b| b.first())
+                    .and_then(mongodb::bson::Bson::as_document)
+                    .cloned();
+                Ok::<_, mongodb::error::Error>(first)
+            })
+            .map_err(|e| Refused::new(Exit::Failed, format!("{}: {e}", chain.target())))?;
+        let Some(existing) = existing else { continue };
+        let target_is_ts =
+            restore::is_timeseries(&mongodb::bson::Bson::Document(existing).into_relaxed_extjson());
+        let timeseries = target_is_ts || meta.is_some_and(restore::is_timeseries);
+        let Some(why) = restore::needs_empty_target(args.drop, until.is_some(), timeseries) else {
+            continue;
+        };
+        // A count limited to one works on time-series collections too (views to some
+        // servers, where estimatedDocumentCount does not).
+        let coll = db.collection::<mongodb::bson::Document>(&chain.target_collection);
+        let n = rt
+            .block_on(async { coll.count_documents(mongodb::bson::doc! {}).limit(1).await })
+            .map_err(|e| Refused::new(Exit::Failed, format!("{}: {e}", chain.target())))?;
+        if n > 0 {
+            return Err(Refused::new(Exit::Failed, why.refusal(&chain.target())));
         }
     }
     let mut failed = false;
@@ -202,8 +281,11 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
             chain,
             meta,
             keys.clone(),
-            args.drop,
-            until,
+            write::Options {
+                drop_first: args.drop,
+                until,
+                bypass_validation: args.bypass_validation,
+            },
             &progress,
         ));
         if let Some(b) = bar {
@@ -263,27 +345,39 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
             }
         }
     }
-    if failed { Exit::Failed } else { Exit::Ok }
+    Ok(if failed { Exit::Failed } else { Exit::Ok })
 }
 
 /// Archives named on the command line, with the manifest beside each (or inside it).
-fn explicit(paths: &[PathBuf], keys: &crate::crypto::Keys) -> Result<Vec<Found>, String> {
+fn explicit(paths: &[PathBuf], keys: &crate::crypto::Keys) -> Result<Vec<Found>, Refused> {
     let mut out = Vec::new();
     for path in paths {
         if !path.is_file() {
-            return Err(format!("{}: no such archive", path.display()));
+            return Err(Refused::new(
+                Exit::Failed,
+                format!("{}: no such archive", path.display()),
+            ));
         }
-        let beside = verify::manifest_beside(path)?;
+        let beside = verify::manifest_beside(path).map_err(|e| Refused::new(Exit::Failed, e))?;
         let manifest: Manifest = match beside {
             Some(m) => m,
             None => {
                 let report = verify::check(path, None, 0, keys);
+                if let Some(key) = report.locked() {
+                    return Err(Refused::new(
+                        Exit::Config,
+                        format!("cannot open {}: {key}", path.display()),
+                    ));
+                }
                 match report.manifest {
                     Some(m) => m,
                     None => {
-                        return Err(format!(
-                            "{}: no manifest beside it and none readable inside it",
-                            path.display()
+                        return Err(Refused::new(
+                            Exit::Failed,
+                            format!(
+                                "{}: no manifest beside it and none readable inside it",
+                                path.display()
+                            ),
                         ));
                     }
                 }

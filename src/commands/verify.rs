@@ -13,7 +13,7 @@ use crate::export::manifest::{self, Manifest};
 use crate::human::{count, plural};
 use crate::unpack::Problem;
 use crate::verify::sample::SampleCheck;
-use crate::verify::{self, Report, log};
+use crate::verify::{self, Checked, Report, log};
 
 /// One archive to check.
 pub struct Target {
@@ -28,8 +28,12 @@ pub struct Target {
 struct Line {
     archive: String,
     ok: bool,
+    checked: Checked,
     documents: u64,
     problems: Vec<Problem>,
+    /// The keys could not open the archive (a configuration problem, not damage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sample: Option<SampleCheck>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,13 +66,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
             });
         }
         for b in broken {
-            let policy = b
-                .manifest_path
-                .parent()
-                .and_then(Path::file_name)
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if selected(&policy) {
+            if selected(&policy_of(&b.manifest_path).unwrap_or_default()) {
                 orphans.push(b);
             }
         }
@@ -139,14 +137,31 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
         lines.push(Line {
             archive: key,
             ok: r.ok(),
+            checked: r.checked,
             documents: r.documents,
+            key_error: r.locked().map(ToString::to_string),
             problems: std::mem::take(&mut r.problems),
             sample,
             sample_error,
         });
     }
 
-    let corrupt = lines.iter().filter(|l| !l.ok).count() + orphans.len();
+    // A broken manifest is a failed verification of what it describes.
+    for b in &orphans {
+        let mut entry = crate::audit::Entry::new(crate::audit::Operation::Verify, false)
+            .archive(log::archive_key(root, &b.manifest_path))
+            .detail(b.problem.clone());
+        if let Some(policy) = policy_of(&b.manifest_path) {
+            entry = entry.policy(policy);
+        }
+        crate::audit::append(root, &entry);
+    }
+    let locked = lines.iter().filter(|l| l.key_error.is_some()).count();
+    let corrupt = lines
+        .iter()
+        .filter(|l| !l.ok && l.key_error.is_none())
+        .count()
+        + orphans.len();
     let sample_failed = lines.iter().any(|l| l.sample_error.is_some());
     if args.json {
         let broken: Vec<_> = orphans
@@ -161,7 +176,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
         let v = serde_json::json!({
             "archives": lines,
             "brokenManifests": broken,
-            "ok": corrupt == 0 && !sample_failed,
+            "ok": corrupt == 0 && locked == 0 && !sample_failed,
         });
         outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
@@ -175,6 +190,9 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
                     l.archive,
                     count(l.documents)
                 );
+            } else if let Some(why) = &l.key_error {
+                let _ = writeln!(out, "NO KEY   {}", l.archive);
+                let _ = writeln!(out, "         {why}");
             } else if !l.ok {
                 let _ = writeln!(out, "CORRUPT  {}", l.archive);
                 for p in &l.problems {
@@ -222,13 +240,17 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
                 b.problem
             );
         }
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{} checked: {} ok, {} corrupt",
             plural(lines.len() + orphans.len(), "archive"),
-            lines.len() + orphans.len() - corrupt,
+            lines.len() + orphans.len() - corrupt - locked,
             corrupt
         );
+        if locked > 0 {
+            let _ = write!(out, ", {locked} not opened (identity)");
+        }
+        out.push('\n');
         if args.sample > 0 {
             let _ = writeln!(
                 out,
@@ -241,11 +263,22 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
         }
         out!("{out}");
     }
+    // Damage outranks a key problem: it needs attention whatever the keys.
     if corrupt > 0 || sample_failed {
         Exit::Failed
+    } else if locked > 0 {
+        Exit::Config
     } else {
         Exit::Ok
     }
+}
+
+/// The policy a manifest belongs to: the name of its folder.
+pub fn policy_of(manifest: &Path) -> Option<String> {
+    manifest
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
 }
 
 /// Check every target, one per core up to four (reading is decompression-bound).

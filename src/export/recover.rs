@@ -38,11 +38,14 @@ pub fn orphans(dir: &Path, settings: &Settings) -> Vec<PathBuf> {
 
 fn recover(path: &Path, name: &str, settings: &Settings) -> Result<(), String> {
     let keys = match (&settings.identity_file, crate::crypto::file_is_age(path)) {
-        (Some(file), true) => crate::crypto::Keys::load(file)?,
+        (Some(file), true) => crate::crypto::Keys::load(file).map_err(|e| e.to_string())?,
         (None, true) => return Err("it is encrypted and no identity is configured".into()),
         (_, false) => crate::crypto::Keys::default(),
     };
     let report = crate::verify::check(path, None, 0, &keys);
+    if let Some(key) = report.locked() {
+        return Err(format!("it cannot be opened: {key}"));
+    }
     if let Some(p) = report.problems.first() {
         return Err(format!("it does not verify ({}: {})", p.member, p.message));
     }

@@ -26,6 +26,7 @@ pub const BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// 16 MiB: stay well under.
 const REPLACE_BYTES: usize = 8 * 1024 * 1024;
 const DUPLICATE_KEY: i32 = 11000;
+const DOCUMENT_VALIDATION_FAILURE: i32 = 121;
 const NAMESPACE_EXISTS: i32 = 48;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -46,6 +47,18 @@ pub struct Outcome {
     pub notes: Vec<String>,
 }
 
+/// How to write a chain.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Drop the target collection first.
+    pub drop_first: bool,
+    /// Keep only documents whose time field is before this.
+    pub until: Option<DateTime<Utc>>,
+    /// Write with `bypassDocumentValidation` (needs that privilege, e.g. the `restore`
+    /// role): documents stored before a validator was added fail it.
+    pub bypass_validation: bool,
+}
+
 /// Restore one chain into its target. `metadata` is the newest archive's
 /// `.metadata.json`; `progress` gets the documents written so far.
 pub async fn chain(
@@ -53,10 +66,14 @@ pub async fn chain(
     chain: &Chain,
     metadata: Option<&Value>,
     keys: Arc<Keys>,
-    drop_first: bool,
-    until: Option<DateTime<Utc>>,
+    options: Options,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<Outcome, String> {
+    let Options {
+        drop_first,
+        until,
+        bypass_validation,
+    } = options;
     let db = client.database(&chain.target_database);
     let coll = db.collection::<RawDocumentBuf>(&chain.target_collection);
     let target = chain.target();
@@ -111,7 +128,7 @@ pub async fn chain(
         });
         let mut failed = None;
         while let Some(batch) = rx.recv().await {
-            match write_batch(&db, &coll, &batch).await {
+            match write_batch(&db, &coll, &batch, bypass_validation).await {
                 Ok((inserted, replaced)) => {
                     out.inserted += inserted;
                     out.replaced += replaced;
@@ -220,6 +237,8 @@ fn read_batches(
         }
         Ok(())
     });
+    // Verified with these keys before the first write; a key problem now is a change.
+    let digest = digest.map_err(|k| Problem::new("archive", k.to_string()))?;
     if let Some(p) = problems.into_iter().next() {
         return Err(p);
     }
@@ -241,8 +260,13 @@ async fn write_batch(
     db: &Database,
     coll: &Collection<RawDocumentBuf>,
     batch: &[RawDocumentBuf],
+    bypass: bool,
 ) -> Result<(u64, u64), String> {
-    let error = match coll.insert_many(batch).ordered(false).await {
+    let mut insert = coll.insert_many(batch).ordered(false);
+    if bypass {
+        insert = insert.bypass_document_validation(true);
+    }
+    let error = match insert.await {
         Ok(_) => return Ok((batch.len() as u64, 0)),
         Err(e) => e,
     };
@@ -254,6 +278,12 @@ async fn write_batch(
     }
     let errors = failure.write_errors.as_deref().unwrap_or_default();
     if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
+        if other.code == DOCUMENT_VALIDATION_FAILURE {
+            return Err(validation_failed(
+                batch.get(other.index).and_then(id_of),
+                &other.message,
+            ));
+        }
         return Err(format!(
             "a document was refused ({}): {}",
             other.code_name.as_deref().unwrap_or("error"),
@@ -267,20 +297,28 @@ async fn write_batch(
         return Err("the server reported write errors that do not match the batch".into());
     }
     let dups: Vec<&RawDocumentBuf> = indexes.iter().map(|&i| &batch[i]).collect();
-    replace(db, coll.name(), &dups).await?;
+    replace(db, coll.name(), &dups, bypass).await?;
     Ok(((batch.len() - dups.len()) as u64, dups.len() as u64))
 }
 
 /// Replace documents by `_id` (upsert), in as few commands as fit.
-async fn replace(db: &Database, coll: &str, docs: &[&RawDocumentBuf]) -> Result<(), String> {
+async fn replace(
+    db: &Database,
+    coll: &str,
+    docs: &[&RawDocumentBuf],
+    bypass: bool,
+) -> Result<(), String> {
     let mut updates = RawArrayBuf::new();
+    let mut first = 0usize;
     let mut pending = 0usize;
     let mut size = 0usize;
-    for doc in docs {
+    for (i, doc) in docs.iter().enumerate() {
         let len = doc.as_bytes().len();
         // Send what is pending before this document would push the command past the cap.
         if pending > 0 && size + len > REPLACE_BYTES {
-            send_replacements(db, coll, std::mem::take(&mut updates), pending).await?;
+            let sent = &docs[first..i];
+            send_replacements(db, coll, std::mem::take(&mut updates), sent, bypass).await?;
+            first = i;
             pending = 0;
             size = 0;
         }
@@ -294,26 +332,38 @@ async fn replace(db: &Database, coll: &str, docs: &[&RawDocumentBuf]) -> Result<
         size += len + 64;
     }
     if pending > 0 {
-        send_replacements(db, coll, updates, pending).await?;
+        send_replacements(db, coll, updates, &docs[first..], bypass).await?;
     }
     Ok(())
 }
 
+/// One `update` command replacing `docs` (whose statements `updates` holds).
 async fn send_replacements(
     db: &Database,
     coll: &str,
     updates: RawArrayBuf,
-    expected: usize,
+    docs: &[&RawDocumentBuf],
+    bypass: bool,
 ) -> Result<(), String> {
-    let cmd = rawdoc! {"update": coll, "updates": updates, "ordered": false};
+    let expected = docs.len();
+    let cmd = if bypass {
+        rawdoc! {"update": coll, "updates": updates, "ordered": false, "bypassDocumentValidation": true}
+    } else {
+        rawdoc! {"update": coll, "updates": updates, "ordered": false}
+    };
     let reply = db.run_raw_command(cmd).await.map_err(|e| e.to_string())?;
     if let Ok(errors) = reply.get_array("writeErrors")
         && let Some(Bson::Document(first)) = errors.first()
     {
-        return Err(format!(
-            "a document could not be replaced: {}",
-            first.get_str("errmsg").unwrap_or("unknown error")
-        ));
+        let message = first.get_str("errmsg").unwrap_or("unknown error");
+        if first.get_i32("code").ok() == Some(DOCUMENT_VALIDATION_FAILURE) {
+            let doc = first
+                .get_i32("index")
+                .ok()
+                .and_then(|i| docs.get(usize::try_from(i).ok()?));
+            return Err(validation_failed(doc.and_then(|d| id_of(d)), message));
+        }
+        return Err(format!("a document could not be replaced: {message}"));
     }
     if let Ok(wce) = reply.get_document("writeConcernError") {
         return Err(format!(
@@ -330,6 +380,27 @@ async fn send_replacements(
         return Err(format!("the server replaced {n} of {expected} documents"));
     }
     Ok(())
+}
+
+/// A document's `_id` for a message (extended JSON, cut short when long).
+fn id_of(doc: &RawDocumentBuf) -> Option<String> {
+    let id: Bson = doc.get("_id").ok()??.try_into().ok()?;
+    let text = id.into_relaxed_extjson().to_string();
+    Some(match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    })
+}
+
+/// The collection's validator refused a document: say which, why, and what to do.
+fn validation_failed(id: Option<String>, message: &str) -> String {
+    let which = match id {
+        Some(id) => format!("the document with _id {id}"),
+        None => "a document".to_string(),
+    };
+    format!(
+        "{which} fails the collection's validator ({message}); documents stored before the validator was added, or under a looser one, do not pass it. Restore with --bypass-validation (needs the bypassDocumentValidation privilege, e.g. the `restore` role; `readWrite` lacks it)"
+    )
 }
 
 /// Create the collection with the options it had, unless it exists.
