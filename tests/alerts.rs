@@ -45,8 +45,9 @@ impl Recorded {
 type Log = Arc<Mutex<Vec<Recorded>>>;
 
 /// An HTTP server on 127.0.0.1 that records every request. It answers like the chat
-/// robots do: `/robot-error` gets HTTP 200 with errcode 310000, `/bad-request` gets
-/// HTTP 400, everything else HTTP 200 `{"errcode":0,"errmsg":"ok"}`.
+/// robots do: `/robot-error` gets HTTP 200 with errcode 310000 (bad signature),
+/// `/robot-busy` HTTP 200 with errcode 130101 (rate limit), `/bad-request` HTTP 400,
+/// everything else HTTP 200 `{"errcode":0,"errmsg":"ok"}`.
 struct Recorder {
     base: String,
     log: Log,
@@ -74,6 +75,7 @@ impl Recorder {
             });
             match path.as_str() {
                 "/robot-error" => r#"{"errcode":310000,"errmsg":"sign not match"}"#.into_response(),
+                "/robot-busy" => r#"{"errcode":130101,"errmsg":"send too fast"}"#.into_response(),
                 "/bad-request" => (StatusCode::BAD_REQUEST, "no").into_response(),
                 _ => r#"{"errcode":0,"errmsg":"ok"}"#.into_response(),
             }
@@ -368,11 +370,12 @@ impl std::io::Write for Captured {
     }
 }
 
-// A robot that answers HTTP 200 with an error code is a failed delivery, retried then
-// reported; an HTTP 400 is reported without retrying; the warning names the notifier
-// and its host, never its token, secret or path.
+// A robot that answers HTTP 200 with an error code is a failed delivery: a bad
+// signature, token or keyword is reported at once (asking again cannot help), a rate
+// limit is retried then reported; an HTTP 400 is reported without retrying; the
+// warning names the notifier and its host, never its token, secret or path.
 #[tokio::test] // current-thread: the deliveries run where the capturing subscriber is set
-async fn robot_errors_are_retried_and_reported_without_secrets() {
+async fn robot_errors_are_reported_without_secrets() {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -388,27 +391,39 @@ async fn robot_errors_are_retried_and_reported_without_secrets() {
         "notifiers:\n\
          - {{type: dingtalk, name: plant-ops, url: '{}', secret: SECverysecret}}\n\
          - {{type: webhook, name: rejected, url: '{}', headers: {{Authorization: Bearer hunter2}}}}\n\
-         - {{type: slack, name: gone, url: 'http://127.0.0.1:{closed}/services/SLACKTOKEN'}}\n",
+         - {{type: slack, name: gone, url: 'http://127.0.0.1:{closed}/services/SLACKTOKEN'}}\n\
+         - {{type: wecom, name: busy, url: '{}'}}\n",
         r.url("/robot-error?access_token=TOKEN123"),
         r.url("/bad-request"),
+        r.url("/robot-busy?key=WECOMKEY"),
     ));
     let alerter = Alerter::new(&cfg, dir.path().join("alerts.log")).unwrap();
     alerter.raise(failure("database")).await;
     alerter.flush().await;
 
-    assert_eq!(r.at("/robot-error").len(), 3, "DingTalk errors are retried");
+    assert_eq!(
+        r.at("/robot-error").len(),
+        1,
+        "a bad signature is not retried"
+    );
+    assert_eq!(r.at("/robot-busy").len(), 3, "a rate limit is retried");
     assert_eq!(r.at("/bad-request").len(), 1, "HTTP 400 is not retried");
-    assert_eq!(alerter.failed_deliveries(), 3);
+    assert_eq!(alerter.failed_deliveries(), 4);
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let warnings: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("could not be delivered"))
         .collect();
-    assert_eq!(warnings.len(), 3, "{logs}");
+    assert_eq!(warnings.len(), 4, "{logs}");
+    assert!(warnings.iter().any(|w| w.contains("plant-ops")
+        && w.contains("310000")
+        && w.contains("not retried")
+        && w.contains("attempts=1")
+        && w.contains(&r.base)));
     assert!(
         warnings
             .iter()
-            .any(|w| w.contains("plant-ops") && w.contains("310000") && w.contains(&r.base))
+            .any(|w| w.contains("busy") && w.contains("130101") && w.contains("attempts=3"))
     );
     assert!(
         warnings
@@ -427,6 +442,7 @@ async fn robot_errors_are_retried_and_reported_without_secrets() {
         "TOKEN123",
         "SECverysecret",
         "hunter2",
+        "WECOMKEY",
         "robot-error",
         "sign=",
     ] {
