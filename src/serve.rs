@@ -80,6 +80,18 @@ fn alerts_log(settings: &Settings) -> PathBuf {
     storage::logs_dir(&settings.backup_root).join("alerts.log")
 }
 
+/// The alerts config with its file paths relative to dcb.yaml's folder.
+fn alerts_config(settings: &Settings) -> crate::alert::AlertsConfig {
+    match settings
+        .config_file
+        .as_deref()
+        .and_then(std::path::Path::parent)
+    {
+        Some(base) => settings.config.alerts.relative_to(base),
+        None => settings.config.alerts.clone(),
+    }
+}
+
 impl Service {
     fn settings(&self) -> Settings {
         self.settings
@@ -116,13 +128,12 @@ impl Service {
             Ok(new) => {
                 let changed_alerts = {
                     let old = self.settings();
-                    serde_json::to_string(&old.config.alerts).ok()
-                        != serde_json::to_string(&new.config.alerts).ok()
+                    alerts_config(&old) != alerts_config(&new)
                 };
                 if changed_alerts {
                     match self
                         .alerter()
-                        .reconfigured(&new.config.alerts, alerts_log(&new))
+                        .reconfigured(&alerts_config(&new), alerts_log(&new))
                     {
                         Ok(a) => {
                             *self.alerter.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(a)
@@ -670,7 +681,7 @@ pub async fn serve(settings: Settings, opts: Options) -> crate::commands::Exit {
         return Exit::Failed;
     }
     let _ = std::fs::remove_file(status::stop_request_path(&root));
-    let alerter = match Alerter::new(&settings.config.alerts, alerts_log(&settings)) {
+    let alerter = match Alerter::new(&alerts_config(&settings), alerts_log(&settings)) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: invalid alerts configuration: {e}");

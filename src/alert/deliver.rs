@@ -156,10 +156,11 @@ pub fn http_url(n: &NotifierConfig, now: chrono::DateTime<chrono::Utc>) -> Strin
     }
 }
 
-/// Send one alert to one notifier, once.
+/// Send one alert to one notifier, once. `ca_pem` is an email notifier's extra CA.
 pub async fn send(
     client: &reqwest::Client,
     n: &NotifierConfig,
+    ca_pem: Option<&[u8]>,
     alert: &Alert,
 ) -> Result<(), Failure> {
     let now = chrono::Utc::now();
@@ -180,6 +181,7 @@ pub async fn send(
                 tls: *tls,
                 username: username.as_deref(),
                 password: password.as_deref(),
+                ca_pem,
             };
             email(&server, from, to, alert).await
         }
@@ -287,20 +289,33 @@ struct Smtp<'a> {
     tls: SmtpTls,
     username: Option<&'a str>,
     password: Option<&'a str>,
+    ca_pem: Option<&'a [u8]>,
 }
 
 async fn email(server: &Smtp<'_>, from: &str, to: &[String], alert: &Alert) -> Result<(), Failure> {
     use lettre::message::header::ContentType;
     use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
     type Transport = AsyncSmtpTransport<Tokio1Executor>;
+    // The public roots, plus the notifier's own CA when it names one.
+    let params = || {
+        let mut b = TlsParameters::builder(server.host.to_string());
+        if let Some(pem) = server.ca_pem {
+            let ca = Certificate::from_pem(pem)
+                .map_err(|e| Failure::permanent(format!("bad caFile: {e}")))?;
+            b = b.add_root_certificate(ca);
+        }
+        b.build_rustls()
+            .map_err(|e| Failure::permanent(format!("cannot set up TLS: {e}")))
+    };
+    let builder = Transport::builder_dangerous(server.host);
     let builder = match server.tls {
-        SmtpTls::Starttls => Transport::starttls_relay(server.host),
-        SmtpTls::Tls => Transport::relay(server.host),
-        SmtpTls::None => Ok(Transport::builder_dangerous(server.host)),
-    }
-    .map_err(|e| Failure::permanent(format!("cannot set up TLS: {e}")))?;
+        SmtpTls::Starttls => builder.tls(Tls::Required(params()?)),
+        SmtpTls::Tls => builder.tls(Tls::Wrapper(params()?)),
+        SmtpTls::None => builder,
+    };
     let mut builder = builder.port(server.port).timeout(Some(TIMEOUT));
     if let Some(user) = server.username {
         builder = builder.credentials(Credentials::new(
