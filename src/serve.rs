@@ -868,4 +868,33 @@ fn spawn_signals(tx: mpsc::UnboundedSender<Event>) {
             }
         });
     }
+    // A closed console window, a log-off of a console session, a system shutdown and
+    // Ctrl-Break stop gracefully like Ctrl-C (Windows then allows only a few seconds).
+    #[cfg(windows)]
+    {
+        use tokio::signal::windows::{ctrl_break, ctrl_close, ctrl_shutdown};
+        let t = tx.clone();
+        tokio::spawn(async move {
+            if let Ok(mut s) = ctrl_close()
+                && s.recv().await.is_some()
+            {
+                let _ = t.send(Event::Shutdown("console closed"));
+            }
+        });
+        let t = tx.clone();
+        tokio::spawn(async move {
+            if let Ok(mut s) = ctrl_shutdown()
+                && s.recv().await.is_some()
+            {
+                let _ = t.send(Event::Shutdown("system shutdown"));
+            }
+        });
+        tokio::spawn(async move {
+            if let Ok(mut s) = ctrl_break()
+                && s.recv().await.is_some()
+            {
+                let _ = tx.send(Event::Shutdown("Ctrl-Break"));
+            }
+        });
+    }
 }
