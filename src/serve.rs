@@ -30,6 +30,19 @@ use crate::{retention, runner, storage};
 
 /// How long file events must be quiet before a reload (editors write in steps).
 const DEBOUNCE: Duration = Duration::from_millis(300);
+/// Once the grace period is over and exports are told to stop, how long they get to
+/// stop before their tasks are aborted.
+pub const ABORT_WAIT: Duration = Duration::from_secs(10);
+/// How long a stop waits for alert deliveries in flight.
+pub const FLUSH_WAIT: Duration = Duration::from_secs(10);
+/// How long the runtime may take to wind down blocking work after the service loop.
+pub const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
+/// The most a stop takes beyond `--grace`. A service manager must wait longer than
+/// grace plus this before it kills (the examples wait 90 s; the default grace is 30 s).
+pub const STOP_OVERHEAD: Duration =
+    Duration::from_secs(ABORT_WAIT.as_secs() + FLUSH_WAIT.as_secs() + RUNTIME_SHUTDOWN.as_secs());
+/// The run lock in a policy's folder, as `dcb run` and `dcb prune` take it.
+const RUN_LOCK: &str = ".dcb.lock";
 
 pub struct Options {
     pub overrides: Overrides,
@@ -509,6 +522,23 @@ impl Service {
         }
     }
 
+    /// After an abort: remove what the aborted exports left (their temporary files),
+    /// where no other process holds the policy.
+    async fn remove_leftovers(&self, policies: Vec<String>) {
+        let root = self.settings().backup_root;
+        let _ = tokio::task::spawn_blocking(move || {
+            for name in policies {
+                let dir = storage::policy_dir(&root, &name);
+                if let Ok(Some(_lock)) = storage::try_lock(&dir.join(RUN_LOCK)) {
+                    for f in storage::remove_leftovers(&dir) {
+                        tracing::info!(file = %f.display(), "removed the temporary file of an aborted export");
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
     async fn health_check(self: &Arc<Self>, db: &mut Option<mongodb::Client>) {
         let settings = self.settings();
         let policies: Vec<Policy> = lock(&self.policies).values().cloned().collect();
@@ -561,6 +591,16 @@ impl Service {
                     .resolve(&f.key, format!("{}: resolved", f.key))
                     .await;
             }
+        }
+    }
+}
+
+async fn drain(runs: &mut JoinSet<()>) {
+    while let Some(done) = runs.join_next().await {
+        if let Err(e) = done
+            && e.is_panic()
+        {
+            tracing::error!("a policy run panicked");
         }
     }
 }
@@ -811,22 +851,21 @@ pub async fn serve(settings: Settings, opts: Options) -> crate::commands::Exit {
     }
     health_task.abort();
     let mut runs = std::mem::take(&mut *lock(&service.runs));
-    let drained = tokio::time::timeout(opts.grace, async {
-        while runs.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            "grace period over; aborting running exports (their temporary files are removed)"
-        );
-        service.cancel.store(true, Ordering::SeqCst);
-        if tokio::time::timeout(Duration::from_secs(60), async {
-            while runs.join_next().await.is_some() {}
-        })
+    if tokio::time::timeout(opts.grace, drain(&mut runs))
         .await
         .is_err()
+    {
+        tracing::warn!("grace period over; telling running exports to stop");
+        service.cancel.store(true, Ordering::SeqCst);
+        if tokio::time::timeout(ABORT_WAIT, drain(&mut runs))
+            .await
+            .is_err()
         {
+            let running: Vec<String> = lock(&service.running).iter().cloned().collect();
+            tracing::warn!(policies = ?running, "exports did not stop within {} s; aborting them", ABORT_WAIT.as_secs());
             runs.abort_all();
+            drain(&mut runs).await;
+            service.remove_leftovers(running).await;
         }
     }
     hb.abort();
@@ -834,7 +873,7 @@ pub async fn serve(settings: Settings, opts: Options) -> crate::commands::Exit {
         t.abort();
     }
     // A notifier that hangs must not keep the service from exiting.
-    let _ = tokio::time::timeout(Duration::from_secs(15), service.alerter().flush()).await;
+    let _ = tokio::time::timeout(FLUSH_WAIT, service.alerter().flush()).await;
     let mut record = service.record();
     record.stopped_at = Some(Utc::now());
     record.active_jobs.clear();

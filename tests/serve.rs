@@ -41,6 +41,36 @@ impl Serve {
         self.child.as_ref().unwrap().id()
     }
 
+    #[cfg(unix)]
+    fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The admin endpoint's address, from the service record.
+    fn http(&self) -> String {
+        status_record(&self.root).unwrap()["http"]
+            .as_str()
+            .expect("the service listens")
+            .to_string()
+    }
+
+    /// The service's log so far.
+    fn log(&self) -> String {
+        std::fs::read_dir(self.root.join("logs"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("dcb."))
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Wait for the process to exit; its exit code.
     fn wait(mut self, secs: u64) -> i32 {
         let mut child = self.child.take().unwrap();
@@ -94,6 +124,23 @@ async fn seed(uri: &str, db: &str, n: usize) {
         .insert_many(docs)
         .await
         .unwrap();
+}
+
+/// One sample of `/metrics` whose labels include `labels`.
+fn metric(addr: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let (code, text) = http_get(addr, "/metrics");
+    assert_eq!(code, 200);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    scrape
+        .samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
 }
 
 fn config_with_webhook(url: &str, health: &str) -> String {
@@ -364,6 +411,124 @@ async fn sigterm_during_export_exits_cleanly() {
         "{names:?}"
     );
     let st = state(&s.path().join("backups"));
+    assert!(
+        st["collections"][format!("p/{db}/api_logs")]["watermark"].is_null(),
+        "{st}"
+    );
+}
+
+// The service managers in examples/ and `dcb stop --wait` wait longer than the
+// slowest stop (default grace plus the abort wait, the alert flush and the runtime's
+// wind-down, plus time to spare), so none of them kills dcb first.
+#[test]
+fn stop_timeouts_outlast_the_slowest_stop() {
+    use clap::Parser as _;
+    use dcb::cli::{Cli, Command};
+    let grace = match Cli::try_parse_from(["dcb", "serve"]).unwrap().command {
+        Command::Serve(a) => a.grace.0,
+        _ => unreachable!(),
+    };
+    let wait = match Cli::try_parse_from(["dcb", "stop"]).unwrap().command {
+        Command::Stop(a) => std::time::Duration::from_secs(a.wait),
+        _ => unreachable!(),
+    };
+    let needed = grace + dcb::serve::STOP_OVERHEAD + std::time::Duration::from_secs(10);
+    let examples = support::project_root().join("examples");
+    let read = |f: &str| std::fs::read_to_string(examples.join(f)).unwrap();
+    // The first number after `key`, in seconds (`ms` when the file counts milliseconds).
+    let seconds = |text: &str, key: &str, ms: bool| -> std::time::Duration {
+        let rest = &text[text.find(key).unwrap_or_else(|| panic!("no {key}")) + key.len()..];
+        let n: u64 = rest
+            .trim_start_matches(|c: char| !c.is_ascii_digit())
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap();
+        if ms {
+            std::time::Duration::from_millis(n)
+        } else {
+            std::time::Duration::from_secs(n)
+        }
+    };
+    let windows = read("windows-service.md");
+    for (what, t) in [
+        (
+            "TimeoutStopSec",
+            seconds(&read("dcb.service"), "TimeoutStopSec=", false),
+        ),
+        (
+            "kill_timeout",
+            seconds(&read("ecosystem.config.js"), "kill_timeout:", true),
+        ),
+        (
+            "AppStopMethodConsole",
+            seconds(&windows, "AppStopMethodConsole", true),
+        ),
+        ("stoptimeout", seconds(&windows, "<stoptimeout>", false)),
+        ("dcb stop --wait", wait),
+    ] {
+        assert!(t >= needed, "{what} is {t:?}; a stop can take {needed:?}");
+    }
+}
+
+// A run still going at its next tick makes the tick skip (logged and counted in
+// /metrics). A stop then gives the export the grace period, tells it to stop, and
+// aborts it after a bounded wait even when it cannot react (blocked in the server for
+// a minute and a half): exit 0 well before the block ends, with no archive, no
+// temporary file and no watermark.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_slow_run_skips_ticks_and_a_stop_does_not_wait_for_it() {
+    let server = support::start_server(&["--enable-test-commands"]);
+    let db = support::unique_db("slow");
+    // More than one server batch, so the export reaches the blocked getMore.
+    seed(&server.uri, &db, 6000).await;
+    let client = mongodb::Client::with_uri_str(&server.uri).await.unwrap();
+    client
+        .database("admin")
+        .run_command(
+            doc! {"configureFailPoint": "failCommand", "mode": {"times": 1},
+            "data": {"failCommands": ["getMore"], "blockConnection": true, "blockTimeMS": 90_000}},
+        )
+        .await
+        .unwrap();
+    let s = Scratch::new();
+    s.write("policies/p.yaml", &policy("p", &db, "* * * * * *"));
+    let serve = Serve::start(&s, &server.uri, &["--grace", "1s", "--http", "127.0.0.1:0"]);
+    let addr = serve.http();
+    eventually(30, "two skipped ticks", || {
+        (metric(&addr, "dcb_skipped_runs_total", &[("policy", "p")])? >= 2.0).then_some(())
+    });
+    assert!(
+        serve.log().contains("this tick is skipped"),
+        "{}",
+        serve.log()
+    );
+
+    let t = std::time::Instant::now();
+    serve.signal("TERM");
+    let root = serve.root.clone();
+    assert_eq!(serve.wait(120), 0);
+    let took = t.elapsed();
+    // Grace 1 s + the 10 s abort wait, with room for a loaded machine; far below the
+    // block (90 s) the export waits in.
+    assert!(
+        took < std::time::Duration::from_secs(45),
+        "the stop took {took:?}"
+    );
+    let names: Vec<String> = std::fs::read_dir(root.join("p"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".tar.gz") || n.ends_with(".dcb-tmp")),
+        "{names:?}"
+    );
+    let st = state(&root);
     assert!(
         st["collections"][format!("p/{db}/api_logs")]["watermark"].is_null(),
         "{st}"
