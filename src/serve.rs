@@ -542,9 +542,13 @@ impl Service {
     async fn health_check(self: &Arc<Self>, db: &mut Option<mongodb::Client>) {
         let settings = self.settings();
         let policies: Vec<Policy> = lock(&self.policies).values().cloned().collect();
-        let jobs: Vec<(Policy, Vec<JobSpec>)> = plan::compile(&policies, &settings)
-            .map(|plans| plans.into_iter().map(|p| (p.policy, p.jobs)).collect())
-            .unwrap_or_default();
+        // One policy that cannot compile must not hide the others from the checks.
+        let (plans, errors) = plan::compile_each(&policies, &settings);
+        for (policy, error) in errors {
+            tracing::debug!(policy = %policy, "not health-checked: {error}");
+        }
+        let jobs: Vec<(Policy, Vec<JobSpec>)> =
+            plans.into_iter().map(|p| (p.policy, p.jobs)).collect();
         let database = match db {
             Some(c) => ping(c).await,
             None => match crate::mongo::connect(&settings, Duration::from_secs(5)).await {
