@@ -10,8 +10,9 @@ module.exports = {
       args: "serve",
       interpreter: "none",
       autorestart: true,
-      // dcb lets running exports finish for up to 30 s before it exits.
-      kill_timeout: 45000,
+      // dcb lets running exports finish for --grace (30 s), then stops them: it exits
+      // within grace + 25 s. PM2 must wait longer before it kills.
+      kill_timeout: 90000,
       env: {
         DCB_CONFIG: "./examples/dcb.yaml",
         DCB_BACKUP_ROOT: "./backups",

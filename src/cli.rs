@@ -187,7 +187,7 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Seconds to wait for the service to stop.
+    /// Seconds to wait for the service to stop (it takes at most its --grace + 25 s).
     #[arg(long, default_value_t = 90)]
     pub wait: u64,
 }

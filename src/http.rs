@@ -26,11 +26,11 @@ async fn healthz(State(s): State<Arc<dyn Source>>) -> Response {
 }
 
 async fn status(State(s): State<Arc<dyn Source>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        s.status_json(),
-    )
-        .into_response()
+    // The status reads the state and scans the archives: not on an async worker.
+    match tokio::task::spawn_blocking(move || s.status_json()).await {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "status failed\n").into_response(),
+    }
 }
 
 async fn metrics(State(s): State<Arc<dyn Source>>) -> Response {
@@ -44,13 +44,24 @@ async fn metrics(State(s): State<Arc<dyn Source>>) -> Response {
         .into_response()
 }
 
-/// Bind `addr` and serve until the returned task is aborted. Returns the bound
-/// address (useful with port 0).
+/// The address to bind: a bare port (`9187` or `:9187`) is on loopback; anything else
+/// is taken as given.
+pub fn listen_addr(addr: &str) -> String {
+    let port = addr.strip_prefix(':').unwrap_or(addr);
+    if port.parse::<u16>().is_ok() {
+        format!("127.0.0.1:{port}")
+    } else {
+        addr.to_string()
+    }
+}
+
+/// Bind `addr` (see [`listen_addr`]) and serve until the returned task is aborted.
+/// Returns the bound address (useful with port 0).
 pub async fn spawn(
     addr: &str,
     source: Arc<dyn Source>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = tokio::net::TcpListener::bind(listen_addr(addr)).await?;
     let bound = listener.local_addr()?;
     if !bound.ip().is_loopback() {
         tracing::warn!(%bound, "the admin endpoint listens beyond loopback; it has no authentication");
@@ -66,4 +77,22 @@ pub async fn spawn(
         }
     });
     Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    // A bare port means loopback (the endpoint has no authentication); a host stays.
+    #[rstest]
+    #[case("9187", "127.0.0.1:9187")]
+    #[case(":9187", "127.0.0.1:9187")]
+    #[case("127.0.0.1:9187", "127.0.0.1:9187")]
+    #[case("0.0.0.0:9187", "0.0.0.0:9187")]
+    #[case("[::1]:9187", "[::1]:9187")]
+    #[case("localhost:9187", "localhost:9187")]
+    fn bare_ports_are_loopback(#[case] given: &str, #[case] bound: &str) {
+        assert_eq!(listen_addr(given), bound);
+    }
 }

@@ -33,29 +33,53 @@ pub struct Metrics {
     inner: Mutex<Inner>,
 }
 
+/// How one collection's run ended, as `/metrics` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunResult {
+    /// Exported: (documents, bytes).
+    Success {
+        documents: u64,
+        bytes: u64,
+    },
+    Failure,
+    /// Not started: another process (a `dcb run`) held the policy's lock.
+    Locked,
+}
+
+impl RunResult {
+    fn label(self) -> &'static str {
+        match self {
+            RunResult::Success { .. } => "success",
+            RunResult::Failure => "failure",
+            RunResult::Locked => "locked",
+        }
+    }
+}
+
 impl Metrics {
-    /// One finished export of one collection.
-    /// `exported` is (documents, bytes) of a success, `None` for a failure.
+    /// One finished run of one collection, `seconds` long, at unix time `at`. A locked
+    /// run exported nothing and is not in the duration histogram.
     pub fn record_run(
         &self,
         policy: &str,
         collection: &str,
-        exported: Option<(u64, u64)>,
+        result: RunResult,
         seconds: f64,
         at: f64,
     ) {
-        let ok = exported.is_some();
-        let (documents, bytes) = exported.unwrap_or_default();
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let key = (policy.to_string(), collection.to_string());
-        let result = if ok { "success" } else { "failure" };
         *m.runs
-            .entry((key.0.clone(), key.1.clone(), result))
+            .entry((key.0.clone(), key.1.clone(), result.label()))
             .or_default() += 1;
-        if ok {
-            *m.documents.entry(key.clone()).or_default() += documents;
-            *m.bytes.entry(key.clone()).or_default() += bytes;
-            m.last_success.insert(key.clone(), at);
+        match result {
+            RunResult::Success { documents, bytes } => {
+                *m.documents.entry(key.clone()).or_default() += documents;
+                *m.bytes.entry(key.clone()).or_default() += bytes;
+                m.last_success.insert(key.clone(), at);
+            }
+            RunResult::Failure => {}
+            RunResult::Locked => return,
         }
         let h = m.durations.entry(key).or_default();
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -65,6 +89,17 @@ impl Metrics {
         }
         h.sum += seconds;
         h.count += 1;
+    }
+
+    /// A success recorded before this process started (from the state), unless a
+    /// newer one is known.
+    pub fn seed_last_success(&self, policy: &str, collection: &str, at: f64) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let t = m
+            .last_success
+            .entry((policy.to_string(), collection.to_string()))
+            .or_insert(at);
+        *t = t.max(at);
     }
 
     /// A scheduled tick skipped because the policy's previous run was still going.
@@ -89,7 +124,7 @@ impl Metrics {
             &mut o,
             "dcb_runs_total",
             "counter",
-            "Collection exports by result.",
+            "Collection runs by result: success, failure, or locked (another process held the policy).",
         );
         for ((p, c, r), n) in &m.runs {
             let _ = writeln!(o, "dcb_runs_total{{{},result=\"{r}\"}} {n}", pc(p, c));
@@ -190,15 +225,17 @@ mod tests {
     #[test]
     fn renders_parseable_text() {
         let m = Metrics::default();
-        m.record_run("hot", "api_logs", Some((10, 4000)), 2.5, 1.7e9);
-        m.record_run("hot", "api_logs", None, 0.2, 1.7e9);
-        m.record_run("hot", "we\"ird", Some((1, 1)), 0.1, 1.7e9);
+        let ok = |documents, bytes| RunResult::Success { documents, bytes };
+        m.record_run("hot", "api_logs", ok(10, 4000), 2.5, 1.7e9);
+        m.record_run("hot", "api_logs", RunResult::Failure, 0.2, 1.7e9);
+        m.record_run("hot", "api_logs", RunResult::Locked, 0.0, 1.7e9);
+        m.record_run("hot", "we\"ird", ok(1, 1), 0.1, 1.7e9);
         m.record_skip("hot");
         let text = m.render(&[("hot".into(), 1.8e9)], true);
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
         let find = |name: &str| scrape.samples.iter().filter(|s| s.metric == name).count();
-        assert_eq!(find("dcb_runs_total"), 3);
+        assert_eq!(find("dcb_runs_total"), 4);
         assert_eq!(find("dcb_documents_total"), 2);
         assert_eq!(find("dcb_next_run_timestamp_seconds"), 1);
         assert!(text.contains(
@@ -211,5 +248,27 @@ mod tests {
             "dcb_run_duration_seconds_bucket{policy=\"hot\",collection=\"api_logs\",le=\"1\"} 1"
         ));
         assert!(text.contains("collection=\"we\\\"ird\""));
+        // A locked run is counted as such, and is no export to time.
+        assert!(text.contains(
+            "dcb_runs_total{policy=\"hot\",collection=\"api_logs\",result=\"locked\"} 1"
+        ));
+        assert!(
+            text.contains(
+                "dcb_run_duration_seconds_count{policy=\"hot\",collection=\"api_logs\"} 2"
+            )
+        );
+    }
+
+    // A last success from the state shows before any run, and never hides a newer one.
+    #[test]
+    fn seeded_last_success() {
+        let m = Metrics::default();
+        m.seed_last_success("hot", "api_logs", 1.6e9);
+        assert!(m.render(&[], true).contains(
+            "dcb_last_success_timestamp_seconds{policy=\"hot\",collection=\"api_logs\"} 1600000000"
+        ));
+        m.record_run("hot", "api_logs", RunResult::Failure, 0.1, 1.7e9);
+        m.seed_last_success("hot", "api_logs", 1.5e9);
+        assert!(m.render(&[], true).contains("api_logs\"} 1600000000"));
     }
 }

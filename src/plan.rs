@@ -47,6 +47,20 @@ pub struct PolicyPlan {
 
 /// Resolve each policy's database and split it into jobs. Errors name the policy.
 pub fn compile(policies: &[Policy], settings: &Settings) -> Result<Vec<PolicyPlan>, Vec<String>> {
+    let (plans, errors) = compile_each(policies, settings);
+    if errors.is_empty() {
+        Ok(plans)
+    } else {
+        Err(errors.into_iter().map(|(_, e)| e).collect())
+    }
+}
+
+/// As [`compile`], one policy at a time: the plans of the policies that compile, and
+/// (policy name, error) for each that does not. One bad policy never hides the rest.
+pub fn compile_each(
+    policies: &[Policy],
+    settings: &Settings,
+) -> (Vec<PolicyPlan>, Vec<(String, String)>) {
     let mut plans = Vec::new();
     let mut errors = Vec::new();
     for policy in policies {
@@ -63,14 +77,10 @@ pub fn compile(policies: &[Policy], settings: &Settings) -> Result<Vec<PolicyPla
                     .collect(),
                 policy: policy.clone(),
             }),
-            Err(e) => errors.push(e),
+            Err(e) => errors.push((policy.name.clone(), e)),
         }
     }
-    if errors.is_empty() {
-        Ok(plans)
-    } else {
-        Err(errors)
-    }
+    (plans, errors)
 }
 
 /// The plan as `dcb plan --json` prints it.
@@ -177,4 +187,54 @@ pub fn view(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+    use crate::document::Document;
+    use crate::policy::validate::{Defaults, validate};
+
+    fn policy(name: &str, rest: &str) -> Policy {
+        let file = format!("{name}.yaml");
+        let doc =
+            Document::parse(std::path::Path::new(&file), format!("name: {name}\n{rest}")).unwrap();
+        let defaults = Defaults {
+            timezone: chrono_tz::Tz::UTC,
+            concurrency: 1,
+        };
+        let (p, diags) = validate(&doc, &defaults);
+        p.unwrap_or_else(|| panic!("{diags:?}"))
+    }
+
+    // A policy with no database anywhere fails alone: the others still compile (the
+    // service's health checks and schedules go on for them).
+    #[test]
+    fn one_bad_policy_does_not_hide_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("dcb.yaml");
+        std::fs::write(&config, "{}\n").unwrap();
+        let overrides = Overrides {
+            config: Some(config),
+            ..Overrides::default()
+        };
+        let settings = Settings::resolve(&overrides, &|_: &str| None).unwrap();
+        let bad = policy(
+            "off",
+            "enabled: false\nschedule: \"0 * * * *\"\ncollections: [a]\nretention: 1d\n",
+        );
+        let good = policy(
+            "hot",
+            "schedule: \"0 * * * *\"\ndatabase: mes\ncollections: [a, b]\nretention: 1d\n",
+        );
+        let (plans, errors) = compile_each(&[bad.clone(), good.clone()], &settings);
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].policy.name, "hot");
+        assert_eq!(plans[0].jobs.len(), 2);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, "off");
+        assert!(errors[0].1.contains("names no database"), "{errors:?}");
+        assert!(compile(&[bad, good], &settings).is_err());
+    }
 }

@@ -37,8 +37,13 @@ pub struct ServiceRecord {
     pub http: Option<String>,
 }
 
-/// This machine's name, for records and alerts.
+/// This machine's name, for records and alerts (looked up once).
 pub fn hostname() -> String {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(lookup_hostname).clone()
+}
+
+fn lookup_hostname() -> String {
     ["HOSTNAME", "COMPUTERNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
@@ -71,23 +76,61 @@ pub fn write_service(root: &Path, record: &ServiceRecord) -> std::io::Result<()>
 }
 
 impl ServiceRecord {
-    /// Alive: not stopped, a recent heartbeat, and (where the OS tells) its process.
+    /// Alive: not stopped, a recent heartbeat, and its process still there (checked
+    /// on this host only; a record from another host trusts the heartbeat).
     pub fn is_alive(&self, now: DateTime<Utc>) -> bool {
         let fresh = (now - self.heartbeat_at)
             .to_std()
             .is_ok_and(|age| age <= HEARTBEAT * 3)
             || self.heartbeat_at > now;
-        self.stopped_at.is_none() && fresh && process_exists(self.pid)
+        self.stopped_at.is_none() && fresh && (self.host != hostname() || process_exists(self.pid))
     }
 }
 
-#[cfg(target_os = "linux")]
-fn process_exists(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// Whether a process with this id runs: signal 0 checks without sending anything.
+#[cfg(unix)]
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill(2) with signal 0 only checks that the pid exists and may be signalled.
+    let rc = unsafe { libc::kill(pid, 0) };
+    // EPERM: it exists, under another user.
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-#[cfg(not(target_os = "linux"))]
-fn process_exists(_pid: u32) -> bool {
+/// Whether a process with this id runs: it opens, and has no exit code yet.
+#[cfg(windows)]
+pub fn process_exists(pid: u32) -> bool {
+    use windows_sys::Win32::Foundation::{
+        CloseHandle, ERROR_ACCESS_DENIED, GetLastError, STILL_ACTIVE,
+    };
+    use windows_sys::Win32::System::Threading::{
+        GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
+    };
+    if pid == 0 {
+        return false;
+    }
+    // SAFETY: plain Win32 calls on a handle this function opens and closes; `code`
+    // outlives the call that writes it.
+    unsafe {
+        let handle = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+        if handle.is_null() {
+            // Denied: it exists, under another account.
+            return GetLastError() == ERROR_ACCESS_DENIED;
+        }
+        let mut code = 0u32;
+        let ok = GetExitCodeProcess(handle, &mut code) != 0;
+        CloseHandle(handle);
+        ok && code == STILL_ACTIVE as u32
+    }
+}
+
+#[cfg(not(any(unix, windows)))]
+pub fn process_exists(_pid: u32) -> bool {
     true
 }
 
@@ -358,4 +401,48 @@ pub fn render_human(status: &Status, now: DateTime<Utc>) -> String {
         let _ = writeln!(out, "  {}: {}  [{}]", p.name, next, p.schedule);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // This process exists; one that has exited and been reaped does not.
+    #[test]
+    fn process_liveness() {
+        assert!(process_exists(std::process::id()));
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--list")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!process_exists(pid));
+    }
+
+    // A fresh record of a process that is gone (a crash) is not alive, so a new
+    // service may start at once.
+    #[test]
+    fn crashed_service_is_not_alive() {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--list")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let now = Utc::now();
+        let record = |pid| ServiceRecord {
+            pid,
+            host: hostname(),
+            started_at: now,
+            heartbeat_at: now,
+            stopped_at: None,
+            active_jobs: vec![],
+            http: None,
+        };
+        assert!(!record(pid).is_alive(now));
+        assert!(record(std::process::id()).is_alive(now));
+    }
 }

@@ -45,8 +45,9 @@ impl Recorded {
 type Log = Arc<Mutex<Vec<Recorded>>>;
 
 /// An HTTP server on 127.0.0.1 that records every request. It answers like the chat
-/// robots do: `/robot-error` gets HTTP 200 with errcode 310000, `/bad-request` gets
-/// HTTP 400, everything else HTTP 200 `{"errcode":0,"errmsg":"ok"}`.
+/// robots do: `/robot-error` gets HTTP 200 with errcode 310000 (bad signature),
+/// `/robot-busy` HTTP 200 with errcode 130101 (rate limit), `/bad-request` HTTP 400,
+/// everything else HTTP 200 `{"errcode":0,"errmsg":"ok"}`.
 struct Recorder {
     base: String,
     log: Log,
@@ -74,6 +75,7 @@ impl Recorder {
             });
             match path.as_str() {
                 "/robot-error" => r#"{"errcode":310000,"errmsg":"sign not match"}"#.into_response(),
+                "/robot-busy" => r#"{"errcode":130101,"errmsg":"send too fast"}"#.into_response(),
                 "/bad-request" => (StatusCode::BAD_REQUEST, "no").into_response(),
                 _ => r#"{"errcode":0,"errmsg":"ok"}"#.into_response(),
             }
@@ -368,11 +370,12 @@ impl std::io::Write for Captured {
     }
 }
 
-// A robot that answers HTTP 200 with an error code is a failed delivery, retried then
-// reported; an HTTP 400 is reported without retrying; the warning names the notifier
-// and its host, never its token, secret or path.
+// A robot that answers HTTP 200 with an error code is a failed delivery: a bad
+// signature, token or keyword is reported at once (asking again cannot help), a rate
+// limit is retried then reported; an HTTP 400 is reported without retrying; the
+// warning names the notifier and its host, never its token, secret or path.
 #[tokio::test] // current-thread: the deliveries run where the capturing subscriber is set
-async fn robot_errors_are_retried_and_reported_without_secrets() {
+async fn robot_errors_are_reported_without_secrets() {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -388,27 +391,39 @@ async fn robot_errors_are_retried_and_reported_without_secrets() {
         "notifiers:\n\
          - {{type: dingtalk, name: plant-ops, url: '{}', secret: SECverysecret}}\n\
          - {{type: webhook, name: rejected, url: '{}', headers: {{Authorization: Bearer hunter2}}}}\n\
-         - {{type: slack, name: gone, url: 'http://127.0.0.1:{closed}/services/SLACKTOKEN'}}\n",
+         - {{type: slack, name: gone, url: 'http://127.0.0.1:{closed}/services/SLACKTOKEN'}}\n\
+         - {{type: wecom, name: busy, url: '{}'}}\n",
         r.url("/robot-error?access_token=TOKEN123"),
         r.url("/bad-request"),
+        r.url("/robot-busy?key=WECOMKEY"),
     ));
     let alerter = Alerter::new(&cfg, dir.path().join("alerts.log")).unwrap();
     alerter.raise(failure("database")).await;
     alerter.flush().await;
 
-    assert_eq!(r.at("/robot-error").len(), 3, "DingTalk errors are retried");
+    assert_eq!(
+        r.at("/robot-error").len(),
+        1,
+        "a bad signature is not retried"
+    );
+    assert_eq!(r.at("/robot-busy").len(), 3, "a rate limit is retried");
     assert_eq!(r.at("/bad-request").len(), 1, "HTTP 400 is not retried");
-    assert_eq!(alerter.failed_deliveries(), 3);
+    assert_eq!(alerter.failed_deliveries(), 4);
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let warnings: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("could not be delivered"))
         .collect();
-    assert_eq!(warnings.len(), 3, "{logs}");
+    assert_eq!(warnings.len(), 4, "{logs}");
+    assert!(warnings.iter().any(|w| w.contains("plant-ops")
+        && w.contains("310000")
+        && w.contains("not retried")
+        && w.contains("attempts=1")
+        && w.contains(&r.base)));
     assert!(
         warnings
             .iter()
-            .any(|w| w.contains("plant-ops") && w.contains("310000") && w.contains(&r.base))
+            .any(|w| w.contains("busy") && w.contains("130101") && w.contains("attempts=3"))
     );
     assert!(
         warnings
@@ -427,6 +442,7 @@ async fn robot_errors_are_retried_and_reported_without_secrets() {
         "TOKEN123",
         "SECverysecret",
         "hunter2",
+        "WECOMKEY",
         "robot-error",
         "sign=",
     ] {
@@ -490,6 +506,16 @@ struct SmtpSink {
 
 impl SmtpSink {
     fn start(out: PathBuf, user: &str, password: &str) -> SmtpSink {
+        SmtpSink::start_with(out, &[user, password])
+    }
+
+    /// With TLS: `mode` is `starttls` or `tls`, with the server's certificate and key.
+    fn start_tls(out: PathBuf, mode: &str, cert: &Path, key: &Path) -> SmtpSink {
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        SmtpSink::start_with(out, &["dcb", "s3cret", mode, cert, key])
+    }
+
+    fn start_with(out: PathBuf, args: &[&str]) -> SmtpSink {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let python = [".venv/bin/python", ".venv/Scripts/python.exe"]
             .iter()
@@ -504,7 +530,7 @@ impl SmtpSink {
         let mut child = Command::new(python)
             .arg(root.join("tests/support/smtp_sink.py"))
             .arg(&out)
-            .args([user, password])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -612,4 +638,154 @@ async fn email_with_a_wrong_password_is_reported_once() {
     );
     assert_eq!(alerter.failed_deliveries(), 1);
     assert!(sink.stop().is_empty());
+}
+
+/// A private CA and a certificate it issued for 127.0.0.1, as PEM files in `dir`:
+/// (CA, certificate, key).
+fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "dcb test mail CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// Email over `mode` (starttls or tls) to a server whose certificate a private CA
+/// issued: delivered over TLS when `caFile` names the CA, refused without it.
+async fn email_over_tls(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = private_ca(dir.path());
+    let sink = SmtpSink::start_tls(dir.path().join("mail.jsonl"), mode, &cert, &key);
+    let notifier = |ca_file: &str| {
+        config(&format!(
+            "notifiers:\n\
+             - {{type: email, host: 127.0.0.1, port: {}, tls: {mode}, username: dcb, \
+             password: s3cret, {ca_file}from: dcb@factory.local, to: [ops@factory.local]}}\n",
+            sink.port
+        ))
+    };
+    let trusted = notifier(&format!("caFile: '{}', ", ca.display()));
+    let alerter = Alerter::new(&trusted, dir.path().join("a/alerts.log")).unwrap();
+    alerter.raise(failure("failures:hot/db/api_logs")).await;
+    alerter.flush().await;
+    assert_eq!(alerter.failed_deliveries(), 0);
+
+    // The public roots do not know the private CA.
+    let untrusted = Alerter::new(&notifier(""), dir.path().join("b/alerts.log")).unwrap();
+    untrusted.raise(failure("failures:hot/db/api_logs")).await;
+    untrusted.flush().await;
+    assert_eq!(untrusted.failed_deliveries(), 1);
+
+    let mail = sink.stop();
+    assert_eq!(mail.len(), 1, "{mail:#?}");
+    assert_eq!(mail[0]["tls"], true, "{mail:#?}");
+    assert_eq!(mail[0]["authenticated"], true);
+    assert!(
+        mail[0]["data"]
+            .as_str()
+            .unwrap()
+            .contains("Subject: [dcb] failures:hot/db/api_logs is failing"),
+        "{mail:#?}"
+    );
+}
+
+// STARTTLS (the default) upgrades the connection before AUTH, trusting `caFile`.
+#[tokio::test]
+async fn email_over_starttls_with_a_private_ca() {
+    email_over_tls("starttls").await;
+}
+
+// Implicit TLS (SMTPS) speaks TLS from the first byte, trusting `caFile`.
+#[tokio::test]
+async fn email_over_implicit_tls_with_a_private_ca() {
+    email_over_tls("tls").await;
+}
+
+// An unreadable `caFile` is refused when the alerter is built, naming the field.
+#[test]
+fn a_missing_ca_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        "notifiers: [{type: email, host: h, caFile: /nonexistent/ca.pem, from: a@b.c, to: [d@e.f]}]",
+    );
+    let err = Alerter::new(&cfg, dir.path().join("alerts.log"))
+        .err()
+        .expect("refused");
+    assert!(err.contains("alerts/notifiers/0/caFile"), "{err}");
+}
+
+// The alerter remembers across a restart: a condition raised before it still resolves
+// after it, and a repeat within the cool-down stays held back (a crash loop does not
+// repeat alerts). A corrupt memory file means a fresh start, not a failure.
+#[tokio::test]
+async fn memory_survives_a_restart() {
+    let r = Recorder::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("logs/alerts.log");
+    let state = dir.path().join("logs/alerts-state.json");
+    let cfg = config(&format!(
+        "cooldown: 1h\nnotifiers: [{{type: webhook, url: '{}'}}]",
+        r.url("/hook")
+    ));
+    {
+        let before = Alerter::new(&cfg, log.clone()).unwrap();
+        before.raise(failure("database")).await;
+        before.raise(failure("stale:x")).await;
+        before.flush().await;
+    }
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(saved["active"], serde_json::json!(["database", "stale:x"]));
+
+    let after = Alerter::new(&cfg, log.clone()).unwrap();
+    assert_eq!(after.active(), ["database", "stale:x"]);
+    after.raise(failure("database")).await;
+    after.resolve("stale:x", "fresh again".into()).await;
+    after.flush().await;
+    assert_eq!(after.throttled(), 1);
+    let mut sent: Vec<(String, String)> = r
+        .at("/hook")
+        .iter()
+        .map(|q| {
+            let v = q.json();
+            (v["kind"].to_string(), v["key"].to_string())
+        })
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            ("\"failure\"".into(), "\"database\"".into()),
+            ("\"failure\"".into(), "\"stale:x\"".into()),
+            ("\"resolved\"".into(), "\"stale:x\"".into()),
+        ]
+    );
+    drop(after);
+
+    std::fs::write(&state, "{not json").unwrap();
+    let fresh = Alerter::new(&cfg, log).unwrap();
+    assert!(fresh.active().is_empty());
+    fresh.raise(failure("database")).await;
+    fresh.flush().await;
+    assert_eq!(r.at("/hook").len(), 4);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(saved["active"], serde_json::json!(["database"]));
 }

@@ -677,4 +677,18 @@ async fn service_records_hash_checks_and_no_failure_for_a_wrong_identity() {
     );
     let table = dcb(&s, &["list"], &env).stdout;
     assert!(!table.contains("FAILED"), "{table}");
+    // The alert is about the key, not about a corrupt archive.
+    let alerts = lines_of(&root.join("logs/alerts.log"));
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["key"] == "identity:p" && a["kind"] == "failure"),
+        "{alerts:#?}"
+    );
+    assert!(
+        !alerts
+            .iter()
+            .any(|a| a["title"].as_str().unwrap_or("").contains("corrupt")),
+        "{alerts:#?}"
+    );
 }

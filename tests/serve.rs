@@ -18,11 +18,17 @@ struct Serve {
 
 impl Serve {
     fn start(s: &Scratch, uri: &str, args: &[&str]) -> Serve {
-        let child = s
-            .dcb()
-            .arg("serve")
-            .args(args)
-            .env("DCB_MONGODB_URI", uri)
+        Serve::start_with(s, Some(uri), args)
+    }
+
+    /// Without `uri`, the connection URI comes from dcb.yaml (or the default).
+    fn start_with(s: &Scratch, uri: Option<&str>, args: &[&str]) -> Serve {
+        let mut cmd = s.dcb();
+        cmd.arg("serve").args(args);
+        if let Some(uri) = uri {
+            cmd.env("DCB_MONGODB_URI", uri);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -39,6 +45,36 @@ impl Serve {
     #[cfg(unix)]
     fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    #[cfg(unix)]
+    fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The admin endpoint's address, from the service record.
+    fn http(&self) -> String {
+        status_record(&self.root).unwrap()["http"]
+            .as_str()
+            .expect("the service listens")
+            .to_string()
+    }
+
+    /// The service's log so far.
+    fn log(&self) -> String {
+        std::fs::read_dir(self.root.join("logs"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("dcb."))
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Wait for the process to exit; its exit code.
@@ -94,6 +130,49 @@ async fn seed(uri: &str, db: &str, n: usize) {
         .insert_many(docs)
         .await
         .unwrap();
+}
+
+/// One sample of `/metrics` whose labels include `labels`.
+fn metric(addr: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let (code, text) = http_get(addr, "/metrics");
+    assert_eq!(code, 200);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    scrape
+        .samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// Webhook bodies as JSON.
+fn alerts(hook: &Recorder) -> Vec<serde_json::Value> {
+    hook.bodies()
+        .iter()
+        .filter_map(|b| serde_json::from_str(b).ok())
+        .collect()
+}
+
+fn count(hook: &Recorder, kind: &str, key: &str) -> usize {
+    alerts(hook)
+        .iter()
+        .filter(|a| a["kind"] == kind && a["key"] == key)
+        .count()
+}
+
+/// A state.json with one collection's last success.
+fn write_state(s: &Scratch, id: &str, last_success: chrono::DateTime<chrono::Utc>) {
+    let (policy, rest) = id.split_once('/').unwrap();
+    let (database, collection) = rest.split_once('/').unwrap();
+    let state = serde_json::json!({"version": 1, "collections": {id: {
+        "policy": policy, "database": database, "collection": collection,
+        "lastSuccess": last_success, "runs": 5, "successes": 5
+    }}});
+    s.write("backups/logs/state.json", &state.to_string());
 }
 
 fn config_with_webhook(url: &str, health: &str) -> String {
@@ -365,4 +444,454 @@ async fn sigterm_during_export_exits_cleanly() {
         st["collections"][format!("p/{db}/api_logs")]["watermark"].is_null(),
         "{st}"
     );
+}
+
+/// Garbage where a policy should be.
+const GARBAGE: &str = "name: first\nschedule: [not, a, cron\n";
+
+// The service managers in examples/ and `dcb stop --wait` wait longer than the
+// slowest stop (default grace plus the abort wait, the alert flush and the runtime's
+// wind-down, plus time to spare), so none of them kills dcb first.
+#[test]
+fn stop_timeouts_outlast_the_slowest_stop() {
+    use clap::Parser as _;
+    use dcb::cli::{Cli, Command};
+    let grace = match Cli::try_parse_from(["dcb", "serve"]).unwrap().command {
+        Command::Serve(a) => a.grace.0,
+        _ => unreachable!(),
+    };
+    let wait = match Cli::try_parse_from(["dcb", "stop"]).unwrap().command {
+        Command::Stop(a) => std::time::Duration::from_secs(a.wait),
+        _ => unreachable!(),
+    };
+    let needed = grace + dcb::serve::STOP_OVERHEAD + std::time::Duration::from_secs(10);
+    let examples = support::project_root().join("examples");
+    let read = |f: &str| std::fs::read_to_string(examples.join(f)).unwrap();
+    // The first number after `key`, in seconds (`ms` when the file counts milliseconds).
+    let seconds = |text: &str, key: &str, ms: bool| -> std::time::Duration {
+        let rest = &text[text.find(key).unwrap_or_else(|| panic!("no {key}")) + key.len()..];
+        let n: u64 = rest
+            .trim_start_matches(|c: char| !c.is_ascii_digit())
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap();
+        if ms {
+            std::time::Duration::from_millis(n)
+        } else {
+            std::time::Duration::from_secs(n)
+        }
+    };
+    let windows = read("windows-service.md");
+    for (what, t) in [
+        (
+            "TimeoutStopSec",
+            seconds(&read("dcb.service"), "TimeoutStopSec=", false),
+        ),
+        (
+            "kill_timeout",
+            seconds(&read("ecosystem.config.js"), "kill_timeout:", true),
+        ),
+        (
+            "AppStopMethodConsole",
+            seconds(&windows, "AppStopMethodConsole", true),
+        ),
+        ("stoptimeout", seconds(&windows, "<stoptimeout>", false)),
+        ("dcb stop --wait", wait),
+    ] {
+        assert!(t >= needed, "{what} is {t:?}; a stop can take {needed:?}");
+    }
+}
+
+// A run still going at its next tick makes the tick skip (logged and counted in
+// /metrics). A stop then gives the export the grace period, tells it to stop, and
+// aborts it after a bounded wait even when it cannot react (blocked in the server for
+// a minute and a half): exit 0 well before the block ends, with no archive, no
+// temporary file and no watermark.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_slow_run_skips_ticks_and_a_stop_does_not_wait_for_it() {
+    let server = support::start_server(&["--enable-test-commands"]);
+    let db = support::unique_db("slow");
+    // More than one server batch, so the export reaches the blocked getMore.
+    seed(&server.uri, &db, 6000).await;
+    let client = mongodb::Client::with_uri_str(&server.uri).await.unwrap();
+    client
+        .database("admin")
+        .run_command(
+            doc! {"configureFailPoint": "failCommand", "mode": {"times": 1},
+            "data": {"failCommands": ["getMore"], "blockConnection": true, "blockTimeMS": 90_000}},
+        )
+        .await
+        .unwrap();
+    let s = Scratch::new();
+    s.write("policies/p.yaml", &policy("p", &db, "* * * * * *"));
+    let serve = Serve::start(&s, &server.uri, &["--grace", "1s", "--http", "127.0.0.1:0"]);
+    let addr = serve.http();
+    eventually(30, "two skipped ticks", || {
+        (metric(&addr, "dcb_skipped_runs_total", &[("policy", "p")])? >= 2.0).then_some(())
+    });
+    assert!(
+        serve.log().contains("this tick is skipped"),
+        "{}",
+        serve.log()
+    );
+
+    let t = std::time::Instant::now();
+    serve.signal("TERM");
+    let root = serve.root.clone();
+    assert_eq!(serve.wait(120), 0);
+    let took = t.elapsed();
+    // Grace 1 s + the 10 s abort wait, with room for a loaded machine; far below the
+    // block (90 s) the export waits in.
+    assert!(
+        took < std::time::Duration::from_secs(45),
+        "the stop took {took:?}"
+    );
+    let names: Vec<String> = std::fs::read_dir(root.join("p"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".tar.gz") || n.ends_with(".dcb-tmp")),
+        "{names:?}"
+    );
+    let st = state(&root);
+    assert!(
+        st["collections"][format!("p/{db}/api_logs")]["watermark"].is_null(),
+        "{st}"
+    );
+}
+
+// After downtime the service catches up once at start-up, not once per missed tick:
+// with the last success 13 h ago and a 6-hourly schedule, exactly one run starts, and
+// its runStart event names the policy.
+#[tokio::test]
+async fn catches_up_once_after_downtime() {
+    let uri = support::server().uri.clone();
+    let db = support::unique_db("catchup");
+    seed(&uri, &db, 10).await;
+    let hook = Recorder::start();
+    let s = Scratch::new();
+    s.write(
+        "dcb.yaml",
+        &format!(
+            "alerts:\n  notifiers:\n    - type: webhook\n      url: {}\n      events: [runStart]\n",
+            hook.url
+        ),
+    );
+    s.write("policies/p.yaml", &policy("p", &db, "0 0 */6 * * *"));
+    let id = format!("p/{db}/api_logs");
+    write_state(&s, &id, chrono::Utc::now() - chrono::TimeDelta::hours(13));
+    let serve = Serve::start(&s, &uri, &[]);
+    eventually(20, "the catch-up run", || {
+        (runs_of(&serve.root, &id) == 6).then_some(())
+    });
+    // Every catch-up starts before the service says it has started.
+    eventually(10, "the service to start", || {
+        serve.log().contains("dcb service started").then_some(())
+    });
+    let start = hook.wait_for(10, "a runStart event", |b| b.contains("runStart"));
+    let start: serde_json::Value = serde_json::from_str(&start).unwrap();
+    assert_eq!(start["policy"], "p", "{start}");
+    assert!(
+        start["message"].as_str().unwrap().contains("catch-up"),
+        "{start}"
+    );
+    let log = serve.log();
+    let started: Vec<&str> = log.lines().filter(|l| l.contains("run started")).collect();
+    assert_eq!(started.len(), 1, "{log}");
+    assert!(started[0].contains("reason=catch-up"), "{log}");
+    assert_eq!(hook.bodies().len(), 1, "{:#?}", hook.bodies());
+    assert_eq!(runs_of(&serve.root, &id), 6);
+}
+
+// SIGHUP reloads: a change the file watcher cannot see (dcb.yaml is a link to a file
+// elsewhere, edited there) takes effect on SIGHUP.
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_reloads() {
+    let uri = support::server().uri.clone();
+    let db = support::unique_db("hup");
+    seed(&uri, &db, 10).await;
+    let s = Scratch::new();
+    s.write("conf/real.yaml", "policiesDir: policies-a\n");
+    std::os::unix::fs::symlink(s.path().join("conf/real.yaml"), s.path().join("dcb.yaml")).unwrap();
+    s.write("policies-a/a.yaml", &policy("a", &db, "*/2 * * * * *"));
+    s.write("policies-b/b.yaml", &policy("b", &db, "*/2 * * * * *"));
+    let serve = Serve::start(&s, &uri, &[]);
+    let (a, b) = (format!("a/{db}/api_logs"), format!("b/{db}/api_logs"));
+    eventually(15, "a to run", || {
+        (runs_of(&serve.root, &a) >= 1).then_some(())
+    });
+    s.write("conf/real.yaml", "policiesDir: policies-b\n");
+    serve.signal("HUP");
+    eventually(15, "b to run after SIGHUP", || {
+        (runs_of(&serve.root, &b) >= 1).then_some(())
+    });
+    let log = serve.log();
+    let reloads: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("loading policies"))
+        .collect();
+    assert!(reloads.iter().any(|l| l.contains("reason=SIGHUP")), "{log}");
+    assert!(
+        !reloads.iter().any(|l| l.contains("file change")),
+        "the watcher saw the edit, so this proves nothing: {log}"
+    );
+}
+
+// dcb.yaml edits while serving: a policy with no database anywhere raises
+// `config:p`; an invalid dcb.yaml is rejected with an alert (through the alerts
+// settings it would have replaced) while the old settings keep the other policy
+// running; mending it, now with a database, resolves both alerts and p runs.
+#[tokio::test]
+async fn invalid_config_edits_keep_the_old_settings() {
+    let uri = support::server().uri.clone();
+    let db = support::unique_db("cfg");
+    seed(&uri, &db, 10).await;
+    let hook = Recorder::start();
+    let s = Scratch::new();
+    let good = config_with_webhook(&hook.url, "  interval: 1h");
+    s.write("dcb.yaml", &good);
+    s.write(
+        "policies/p.yaml",
+        "name: p\nschedule: \"*/2 * * * * *\"\nwindow: {initial: all, settle: 0s}\n\
+         collections: [api_logs]\nretention: 1h\n",
+    );
+    s.write("policies/q.yaml", &policy("q", &db, "*/2 * * * * *"));
+    let serve = Serve::start(&s, &uri, &[]);
+    let down = hook.wait_for(15, "a config:p alert", |b| {
+        b.contains(r#""key":"config:p""#) && b.contains(r#""kind":"failure""#)
+    });
+    assert!(down.contains("names no database"), "{down}");
+    assert!(down.contains(r#""policy":"p""#), "{down}");
+
+    s.write("dcb.yaml", "health: [not, a, mapping\n");
+    hook.wait_for(15, "a dcb.yaml alert", |b| {
+        b.contains(r#""key":"config""#) && b.contains(r#""kind":"failure""#)
+    });
+    let q = format!("q/{db}/api_logs");
+    let before = runs_of(&serve.root, &q);
+    eventually(15, "q to keep running", || {
+        (runs_of(&serve.root, &q) >= before + 2).then_some(())
+    });
+
+    s.write("dcb.yaml", &format!("database: {db}\n{good}"));
+    for key in ["config", "config:p"] {
+        hook.wait_for(15, "a resolved alert", |b| {
+            b.contains(&format!(r#""key":"{key}""#)) && b.contains(r#""kind":"resolved""#)
+        });
+    }
+    eventually(15, "p to run", || {
+        (runs_of(&serve.root, &format!("p/{db}/api_logs")) >= 1).then_some(())
+    });
+    assert_eq!(count(&hook, "failure", "config"), 1);
+    assert_eq!(count(&hook, "failure", "config:p"), 1);
+}
+
+// With neither the policies folder nor dcb.yaml there at start, the service waits for
+// them: a folder made later with a policy in it runs, and a dcb.yaml created later is
+// read (its webhook gets the next success).
+#[tokio::test]
+async fn folders_and_config_that_appear_later_are_watched() {
+    let uri = support::server().uri.clone();
+    let db = support::unique_db("appear");
+    seed(&uri, &db, 10).await;
+    let s = Scratch::new();
+    std::fs::remove_dir(s.path().join("policies")).unwrap();
+    let serve = Serve::start(&s, &uri, &[]);
+    s.write("policies/p.yaml", &policy("p", &db, "*/2 * * * * *"));
+    let id = format!("p/{db}/api_logs");
+    eventually(20, "the new folder's policy to run", || {
+        (runs_of(&serve.root, &id) >= 1).then_some(())
+    });
+    let hook = Recorder::start();
+    s.write(
+        "dcb.yaml",
+        &format!(
+            "alerts:\n  notifiers:\n    - type: webhook\n      url: {}\n      events: [success]\n",
+            hook.url
+        ),
+    );
+    hook.wait_for(20, "a success event from the new dcb.yaml", |b| {
+        b.contains(r#""kind":"success""#)
+    });
+}
+
+// An invalid policy file alerts when it breaks and when its content changes while
+// broken, not again at every reload (here with no cool-down to hide repeats).
+#[tokio::test]
+async fn invalid_files_alert_only_when_they_change() {
+    let uri = support::server().uri.clone();
+    let db = support::unique_db("realert");
+    seed(&uri, &db, 10).await;
+    let hook = Recorder::start();
+    let s = Scratch::new();
+    s.write(
+        "dcb.yaml",
+        &format!(
+            "alerts:\n  cooldown: 0s\n  notifiers:\n    - type: webhook\n      url: {}\n",
+            hook.url
+        ),
+    );
+    s.write("policies/a.yaml", &policy("a", &db, "0 0 1 1 *"));
+    let serve = Serve::start(&s, &uri, &[]);
+    let key = "invalid-policy:policies/a.yaml";
+    s.write("policies/a.yaml", GARBAGE);
+    eventually(15, "an alert for a.yaml", || {
+        (count(&hook, "failure", key) == 1).then_some(())
+    });
+    // Another file's change reloads everything; a.yaml is unchanged.
+    s.write("policies/b.yaml", &policy("b", &db, "*/2 * * * * *"));
+    eventually(15, "b to run", || {
+        (runs_of(&serve.root, &format!("b/{db}/api_logs")) >= 1).then_some(())
+    });
+    assert_eq!(count(&hook, "failure", key), 1, "{:#?}", hook.bodies());
+    s.write("policies/a.yaml", "name: a\nschedule: 12\n");
+    eventually(15, "a second alert for the changed a.yaml", || {
+        (count(&hook, "failure", key) == 2).then_some(())
+    });
+}
+
+// A policy that another process (a `dcb run`) is running is not run twice and not a
+// failure: counted as `locked`, no failure alert. Health checks still see it go stale,
+// though another policy (disabled, with no database anywhere) does not compile.
+#[tokio::test]
+async fn a_locked_policy_is_no_failure_and_health_sees_past_a_bad_policy() {
+    let uri = support::server().uri.clone();
+    let db = support::unique_db("locked");
+    seed(&uri, &db, 10).await;
+    let hook = Recorder::start();
+    let s = Scratch::new();
+    s.write(
+        "dcb.yaml",
+        &config_with_webhook(&hook.url, "  interval: 1s\n  failureThreshold: 1"),
+    );
+    s.write("policies/p.yaml", &policy("p", &db, "* * * * * *"));
+    s.write(
+        "policies/off.yaml",
+        "name: off\nenabled: false\nschedule: \"0 * * * *\"\ncollections: [x]\nretention: 1h\n",
+    );
+    let held = dcb::storage::try_lock(&s.path().join("backups/p/.dcb.lock"))
+        .unwrap()
+        .expect("the lock is free");
+    let serve = Serve::start(&s, &uri, &["--http", "127.0.0.1:0"]);
+    let addr = serve.http();
+    let id = format!("p/{db}/api_logs");
+    let labels = [("policy", "p"), ("result", "locked")];
+    eventually(20, "two locked runs", || {
+        (metric(&addr, "dcb_runs_total", &labels)? >= 2.0).then_some(())
+    });
+    hook.wait_for(20, "a stale alert", |b| {
+        b.contains(&format!(r#""key":"stale:{id}""#))
+    });
+    assert!(metric(&addr, "dcb_runs_total", &[("result", "failure")]).is_none());
+    assert_eq!(count(&hook, "failure", &format!("failures:{id}")), 0);
+    assert_eq!(runs_of(&serve.root, &id), 0);
+
+    drop(held);
+    eventually(20, "a run once the lock is free", || {
+        (runs_of(&serve.root, &id) >= 1).then_some(())
+    });
+}
+
+// With the database down at start-up, the first health check runs at once (not after
+// `health.interval`, an hour here): /healthz answers 503 and an alert goes out. The
+// admin endpoint given as a bare port listens on loopback.
+#[tokio::test]
+async fn database_down_at_start_is_seen_at_once() {
+    let hook = Recorder::start();
+    let s = Scratch::new();
+    let closed = support::free_port();
+    s.write(
+        "dcb.yaml",
+        &format!(
+            "mongodb:\n  uri: mongodb://127.0.0.1:{closed}/?serverSelectionTimeoutMS=1000\n{}",
+            config_with_webhook(&hook.url, "  interval: 1h")
+        ),
+    );
+    s.write("policies/p.yaml", &policy("p", "db", "0 0 1 1 *"));
+    let port = support::free_port();
+    let serve = Serve::start_with(&s, None, &["--http", &format!(":{port}")]);
+    assert_eq!(serve.http(), format!("127.0.0.1:{port}"));
+    let down = hook.wait_for(30, "a database alert", |b| {
+        b.contains(r#""key":"database""#) && b.contains(r#""kind":"failure""#)
+    });
+    assert!(down.contains("unreachable"), "{down}");
+    eventually(10, "/healthz to say unhealthy", || {
+        (http_get(&serve.http(), "/healthz").0 == 503).then_some(())
+    });
+}
+
+// The health check's connection follows dcb.yaml: fixing the URI there resolves the
+// database alert (the client built for the old URI is dropped).
+#[tokio::test]
+async fn health_checks_follow_a_changed_uri() {
+    let uri = support::server().uri.clone();
+    let hook = Recorder::start();
+    let s = Scratch::new();
+    let health = "  interval: 1s";
+    let closed = support::free_port();
+    s.write(
+        "dcb.yaml",
+        &format!(
+            "mongodb:\n  uri: mongodb://127.0.0.1:{closed}/?serverSelectionTimeoutMS=500\n{}",
+            config_with_webhook(&hook.url, health)
+        ),
+    );
+    s.write("policies/p.yaml", &policy("p", "db", "0 0 1 1 *"));
+    let _serve = Serve::start_with(&s, None, &[]);
+    hook.wait_for(30, "a database alert", |b| {
+        b.contains(r#""key":"database""#) && b.contains(r#""kind":"failure""#)
+    });
+    s.write(
+        "dcb.yaml",
+        &format!(
+            "mongodb:\n  uri: \"{uri}\"\n{}",
+            config_with_webhook(&hook.url, health)
+        ),
+    );
+    hook.wait_for(30, "the database alert resolved", |b| {
+        b.contains(r#""key":"database""#) && b.contains(r#""kind":"resolved""#)
+    });
+}
+
+// What the service knew before a restart is picked up: the last success shows in
+// /metrics before any run, and an alert still active for a policy that has since been
+// removed resolves, saying so.
+#[tokio::test]
+async fn state_from_before_a_restart_is_picked_up() {
+    let uri = support::server().uri.clone();
+    let db = support::unique_db("restart");
+    let hook = Recorder::start();
+    let s = Scratch::new();
+    s.write(
+        "dcb.yaml",
+        &config_with_webhook(&hook.url, "  interval: 1h"),
+    );
+    s.write("policies/p.yaml", &policy("p", &db, "0 0 1 1 *"));
+    let last = chrono::Utc::now() - chrono::TimeDelta::minutes(1);
+    write_state(&s, &format!("p/{db}/api_logs"), last);
+    let gone = "failures:gone/db/api_logs";
+    s.write(
+        "backups/logs/alerts-state.json",
+        &serde_json::json!({"active": [gone], "lastRaised": {gone: last}}).to_string(),
+    );
+    let serve = Serve::start(&s, &uri, &["--http", "127.0.0.1:0"]);
+    let resolved = hook.wait_for(20, "the removed policy's alert resolved", |b| {
+        b.contains(&format!(r#""key":"{gone}""#))
+    });
+    assert!(resolved.contains(r#""kind":"resolved""#), "{resolved}");
+    assert!(resolved.contains("policy `gone` was removed"), "{resolved}");
+    let seen = metric(
+        &serve.http(),
+        "dcb_last_success_timestamp_seconds",
+        &[("policy", "p"), ("collection", "api_logs")],
+    );
+    assert_eq!(seen, Some(last.timestamp() as f64));
 }

@@ -136,6 +136,10 @@ pub enum NotifierConfig {
         /// Password for SMTP authentication; use `${VAR}`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         password: Option<String>,
+        /// A PEM file of CA certificates to trust besides the public roots, for a mail
+        /// server with a certificate from a private CA. Relative to dcb.yaml.
+        #[serde(default, rename = "caFile", skip_serializing_if = "Option::is_none")]
+        ca_file: Option<String>,
         /// Sender address.
         from: String,
         /// Recipient addresses.
@@ -208,6 +212,23 @@ impl SmtpTls {
 }
 
 impl AlertsConfig {
+    /// The same configuration with relative file paths (an email notifier's `caFile`)
+    /// taken relative to `base`, the folder of dcb.yaml.
+    pub fn relative_to(&self, base: &std::path::Path) -> AlertsConfig {
+        let mut c = self.clone();
+        for n in &mut c.notifiers {
+            if let NotifierConfig::Email {
+                ca_file: Some(file),
+                ..
+            } = n
+                && std::path::Path::new(file.as_str()).is_relative()
+            {
+                *file = base.join(&*file).display().to_string();
+            }
+        }
+        c
+    }
+
     /// Every problem serde and the schema cannot see, as (JSON pointer under
     /// `alerts`, message). Messages name the field, never its value: URLs carry
     /// tokens and the rest may carry passwords.

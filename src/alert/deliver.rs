@@ -156,10 +156,11 @@ pub fn http_url(n: &NotifierConfig, now: chrono::DateTime<chrono::Utc>) -> Strin
     }
 }
 
-/// Send one alert to one notifier, once.
+/// Send one alert to one notifier, once. `ca_pem` is an email notifier's extra CA.
 pub async fn send(
     client: &reqwest::Client,
     n: &NotifierConfig,
+    ca_pem: Option<&[u8]>,
     alert: &Alert,
 ) -> Result<(), Failure> {
     let now = chrono::Utc::now();
@@ -180,6 +181,7 @@ pub async fn send(
                 tls: *tls,
                 username: username.as_deref(),
                 password: password.as_deref(),
+                ca_pem,
             };
             email(&server, from, to, alert).await
         }
@@ -227,15 +229,22 @@ async fn post(req: reqwest::RequestBuilder, body: &Value, api_errors: bool) -> R
             .text()
             .await
             .map_err(|e| Failure::transient(describe(&e.without_url())))?;
-        if let Some(e) = api_error(&text) {
-            return Err(Failure::transient(e));
+        if let Some(f) = api_error(&text) {
+            return Err(f);
         }
     }
     Ok(())
 }
 
-/// The error a chat robot reports in a 200 answer, if any.
-pub fn api_error(body: &str) -> Option<String> {
+/// Robot error codes that may pass: rate limits and "system busy" (DingTalk 130101
+/// and 410100, WeCom 45009, Feishu 11232, and -1 on several). Every other code (a bad
+/// signature, token, keyword or IP allow-list: DingTalk 310000 and 300001, WeCom 93000,
+/// Feishu 19021 to 19024) answers the same however often it is asked.
+const TRANSIENT_ROBOT_CODES: [i64; 5] = [-1, 130101, 410100, 45009, 11232];
+
+/// The error a chat robot reports in a 200 answer, if any; retried only when the code
+/// says it may pass.
+pub fn api_error(body: &str) -> Option<Failure> {
     let v: Value = serde_json::from_str(body).ok()?;
     let (code, msg) = [
         ("errcode", "errmsg"),
@@ -244,9 +253,18 @@ pub fn api_error(body: &str) -> Option<String> {
     ]
     .into_iter()
     .find_map(|(c, m)| Some((v.get(c)?.as_i64()?, v.get(m).and_then(Value::as_str))))?;
-    (code != 0).then(|| {
-        let msg: String = msg.unwrap_or("").chars().take(200).collect();
-        format!("the robot answered error {code}: {msg}")
+    if code == 0 {
+        return None;
+    }
+    let msg: String = msg.unwrap_or("").chars().take(200).collect();
+    let message = format!("the robot answered error {code}: {msg}");
+    Some(if TRANSIENT_ROBOT_CODES.contains(&code) {
+        Failure::transient(message)
+    } else {
+        Failure::permanent(format!(
+            "{message} (not retried: check the URL's token, the signing secret, the \
+             keyword and the IP allow-list of the robot)"
+        ))
     })
 }
 
@@ -271,20 +289,33 @@ struct Smtp<'a> {
     tls: SmtpTls,
     username: Option<&'a str>,
     password: Option<&'a str>,
+    ca_pem: Option<&'a [u8]>,
 }
 
 async fn email(server: &Smtp<'_>, from: &str, to: &[String], alert: &Alert) -> Result<(), Failure> {
     use lettre::message::header::ContentType;
     use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
     type Transport = AsyncSmtpTransport<Tokio1Executor>;
+    // The public roots, plus the notifier's own CA when it names one.
+    let params = || {
+        let mut b = TlsParameters::builder(server.host.to_string());
+        if let Some(pem) = server.ca_pem {
+            let ca = Certificate::from_pem(pem)
+                .map_err(|e| Failure::permanent(format!("bad caFile: {e}")))?;
+            b = b.add_root_certificate(ca);
+        }
+        b.build_rustls()
+            .map_err(|e| Failure::permanent(format!("cannot set up TLS: {e}")))
+    };
+    let builder = Transport::builder_dangerous(server.host);
     let builder = match server.tls {
-        SmtpTls::Starttls => Transport::starttls_relay(server.host),
-        SmtpTls::Tls => Transport::relay(server.host),
-        SmtpTls::None => Ok(Transport::builder_dangerous(server.host)),
-    }
-    .map_err(|e| Failure::permanent(format!("cannot set up TLS: {e}")))?;
+        SmtpTls::Starttls => builder.tls(Tls::Required(params()?)),
+        SmtpTls::Tls => builder.tls(Tls::Wrapper(params()?)),
+        SmtpTls::None => builder,
+    };
     let mut builder = builder.port(server.port).timeout(Some(TIMEOUT));
     if let Some(user) = server.username {
         builder = builder.credentials(Credentials::new(
@@ -375,6 +406,7 @@ mod tests {
     }
 
     // Robots that answer HTTP 200 with an error code are failures; code 0 is success.
+    // A bad signature, token or keyword is permanent; a rate limit may pass.
     #[test]
     fn robot_error_codes_are_failures() {
         assert_eq!(api_error(r#"{"errcode":0,"errmsg":"ok"}"#), None);
@@ -384,11 +416,28 @@ mod tests {
             None
         );
         assert_eq!(api_error("ok"), None);
-        assert_eq!(
-            api_error(r#"{"errcode":310000,"errmsg":"sign not match"}"#).as_deref(),
-            Some("the robot answered error 310000: sign not match")
+        let sign = api_error(r#"{"errcode":310000,"errmsg":"sign not match"}"#).unwrap();
+        assert!(!sign.retry);
+        assert!(
+            sign.message
+                .starts_with("the robot answered error 310000: sign not match (not retried"),
+            "{}",
+            sign.message
         );
-        assert!(api_error(r#"{"code":19021,"msg":"sign match fail"}"#).is_some());
+        for permanent in [
+            r#"{"errcode":300001,"errmsg":"token is not exist"}"#,
+            r#"{"errcode":93000,"errmsg":"invalid webhook url"}"#,
+            r#"{"code":19021,"msg":"sign match fail"}"#,
+        ] {
+            assert!(!api_error(permanent).unwrap().retry, "{permanent}");
+        }
+        for transient in [
+            r#"{"errcode":130101,"errmsg":"send too fast"}"#,
+            r#"{"errcode":45009,"errmsg":"api freq out of limit"}"#,
+            r#"{"errcode":-1,"errmsg":"system busy"}"#,
+        ] {
+            assert!(api_error(transient).unwrap().retry, "{transient}");
+        }
     }
 
     // The chat text starts with `[dcb] <title>`, then the message and the details.

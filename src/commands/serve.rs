@@ -21,5 +21,9 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Exit {
         http: args.http.clone(),
         grace: args.grace.0,
     };
-    runtime().block_on(crate::serve::serve(settings, opts))
+    let rt = runtime();
+    let exit = rt.block_on(crate::serve::serve(settings, opts));
+    // Aborted exports may leave blocking work behind; it must not hold up the exit.
+    rt.shutdown_timeout(crate::serve::RUNTIME_SHUTDOWN);
+    exit
 }
