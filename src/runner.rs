@@ -145,15 +145,30 @@ pub async fn run_cancellable(
     }
     // Only with the locks held: a run of the same policy that ended a moment ago has
     // then written its state, so no window starts from a stale watermark.
-    let mut recovered = Vec::new();
-    for plan in &locked {
-        let dir = storage::policy_dir(&settings.backup_root, &plan.policy.name);
-        for leftover in storage::remove_leftovers(&dir) {
-            tracing::info!(file = %leftover.display(), "removed an unfinished file from an earlier run");
+    let names: Vec<String> = locked.iter().map(|p| p.policy.name.clone()).collect();
+    let prepare = {
+        let settings = settings.clone();
+        move || {
+            let mut recovered = Vec::new();
+            for name in names {
+                let dir = storage::policy_dir(&settings.backup_root, &name);
+                for leftover in storage::remove_leftovers(&dir) {
+                    tracing::info!(file = %leftover.display(), "removed an unfinished file from an earlier run");
+                }
+                recovered.extend(recover::orphans(&dir, &settings));
+            }
+            (recovered, State::load_for_run(&settings.backup_root))
         }
-        recovered.extend(recover::orphans(&dir, settings));
-    }
-    let state = State::load_for_run(&settings.backup_root);
+    };
+    let (recovered, state) = match tokio::task::spawn_blocking(prepare).await {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("internal error: preparing the run {}", describe_join(e));
+            let locked: Vec<PolicyPlan> = locked.into_iter().cloned().collect();
+            fail_all(&mut report, &locked, &msg, true);
+            return report;
+        }
+    };
     let now = now_ms();
     let mut tasks = Tasks(Vec::new());
     for plan in locked {
@@ -239,6 +254,14 @@ impl Drop for Tasks {
     }
 }
 
+/// State and audit writes fsync: keep them off the async workers, which other
+/// collections' cursors need meanwhile.
+async fn off_workers(f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = tokio::task::spawn_blocking(f).await {
+        tracing::error!(error = %describe_join(e), "recording a result failed");
+    }
+}
+
 fn describe_join(e: tokio::task::JoinError) -> String {
     if e.is_cancelled() {
         return "was cancelled".into();
@@ -300,13 +323,20 @@ async fn run_job(
             tracing::warn!(job = %id, "export interrupted by shutdown; nothing recorded")
         }
         Ok(o) => {
-            record_success(settings, &job, o);
-            let mut entry = audit_entry(&job.spec, true)
-                .detail(format!("{} documents, {} bytes", o.documents, o.bytes));
-            if let Some(a) = &o.archive {
-                entry = entry.archive(crate::verify::log::archive_key(&settings.backup_root, a));
+            {
+                let (settings, job, o) = (settings.clone(), job.clone(), o.clone());
+                off_workers(move || {
+                    record_success(&settings, &job, &o);
+                    let mut entry = audit_entry(&job.spec, true)
+                        .detail(format!("{} documents, {} bytes", o.documents, o.bytes));
+                    if let Some(a) = &o.archive {
+                        entry = entry
+                            .archive(crate::verify::log::archive_key(&settings.backup_root, a));
+                    }
+                    audit::append(&settings.backup_root, &entry);
+                })
+                .await;
             }
-            audit::append(&settings.backup_root, &entry);
             tracing::info!(
                 job = %id,
                 documents = o.documents,
@@ -325,12 +355,16 @@ async fn run_job(
             }
         }
         Err(e) => {
-            record_failure(settings, &job.spec, e);
-            audit::append(
-                &settings.backup_root,
-                &audit_entry(&job.spec, false).detail(e.clone()),
-            );
-            tracing::error!(job = %id, error = %e, "export failed");
+            let (settings, spec, e) = (settings.clone(), job.spec.clone(), e.clone());
+            off_workers(move || {
+                record_failure(&settings, &spec, &e);
+                audit::append(
+                    &settings.backup_root,
+                    &audit_entry(&spec, false).detail(e.clone()),
+                );
+                tracing::error!(job = %spec.id(), error = %e, "export failed");
+            })
+            .await;
         }
     }
     let counted = matches!(&outcome, Ok(o) if o.untimed.is_some());
