@@ -236,7 +236,7 @@ fn bad_collection_names() {
     let text = VALID_POLICY
         .replace(
             "  - api_logs\n",
-            "  - api_logs\n  - \"../../etc/passwd\"\n  - \"a\\\\b\"\n  - \"x\\0y\"\n  - name: \"c:d\"\n  - \"a..b\"\n  - api_logs\n",
+            "  - api_logs\n  - \"../../etc/passwd\"\n  - \"a\\\\b\"\n  - \"x\\0y\"\n  - name: \"c:d\"\n  - \"a..b\"\n  - api_logs\n  - Api_Logs\n",
         )
         .replace("retention: 72h", "retention: 72h\ndatabase: \"../x\"");
     let (code, out) = validate_one("demo", &text);

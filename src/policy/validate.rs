@@ -169,6 +169,7 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
 
     if let Some(items) = v.pointer("/collections").and_then(Value::as_array) {
         let mut seen = std::collections::HashMap::new();
+        let mut folded = std::collections::HashMap::new();
         for (i, item) in items.iter().enumerate() {
             let (name, pointer) = match item {
                 Value::String(s) => (s.as_str(), format!("/collections/{i}")),
@@ -193,6 +194,25 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
                         ),
                     )
                     .with_hint("list each collection once"),
+                );
+            } else if let Some((first, other)) =
+                folded.insert(name.to_lowercase(), (i, name.to_string()))
+            {
+                // Their archives share a folder and their members one extraction
+                // folder: on Windows and macOS one would overwrite the other.
+                out.push(
+                    err(
+                        Code::CaseCollision,
+                        &pointer,
+                        format!(
+                            "collection `{name}` differs from `{other}` (item {}) only in case",
+                            first + 1
+                        ),
+                    )
+                    .with_hint(
+                        "back them up in separate policies: in one, their archives and \
+                         extracted files collide on case-insensitive file systems",
+                    ),
                 );
             }
             if let Some(f) = item.get("timeField").and_then(Value::as_str)
