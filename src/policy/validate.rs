@@ -168,8 +168,8 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
     }
 
     if let Some(items) = v.pointer("/collections").and_then(Value::as_array) {
+        // Keyed by the case-folded name: the first item of each, and its spelling.
         let mut seen = std::collections::HashMap::new();
-        let mut folded = std::collections::HashMap::new();
         for (i, item) in items.iter().enumerate() {
             let (name, pointer) = match item {
                 Value::String(s) => (s.as_str(), format!("/collections/{i}")),
@@ -183,37 +183,34 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
                 out.push(err(Code::InvalidCollectionName, &pointer, e));
                 continue;
             }
-            if let Some(first) = seen.insert(name.to_string(), i) {
-                out.push(
-                    err(
+            let (first, other) = seen
+                .entry(name.to_lowercase())
+                .or_insert((i, name.to_string()))
+                .clone();
+            if first != i {
+                let (code, message, hint) = if other == name {
+                    (
                         Code::DuplicateCollection,
-                        &pointer,
                         format!(
                             "collection `{name}` is listed twice (also item {})",
                             first + 1
                         ),
+                        "list each collection once",
                     )
-                    .with_hint("list each collection once"),
-                );
-            } else if let Some((first, other)) =
-                folded.insert(name.to_lowercase(), (i, name.to_string()))
-            {
-                // Their archives share a folder and their members one extraction
-                // folder: on Windows and macOS one would overwrite the other.
-                out.push(
-                    err(
+                } else {
+                    // Their archives share a folder and their members one extraction
+                    // folder: on Windows and macOS one would overwrite the other.
+                    (
                         Code::CaseCollision,
-                        &pointer,
                         format!(
                             "collection `{name}` differs from `{other}` (item {}) only in case",
                             first + 1
                         ),
-                    )
-                    .with_hint(
                         "back them up in separate policies: in one, their archives and \
                          extracted files collide on case-insensitive file systems",
-                    ),
-                );
+                    )
+                };
+                out.push(err(code, &pointer, message).with_hint(hint));
             }
             if let Some(f) = item.get("timeField").and_then(Value::as_str)
                 && let Err(e) = names::check_field(f)
