@@ -4,7 +4,6 @@
 //! Which conditions are active, and when each was last raised, survive a restart in
 //! `alerts-state.json` beside the log.
 
-pub mod config;
 pub mod deliver;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -18,7 +17,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-pub use config::{AlertsConfig, EventKind, NotifierConfig, SmtpTls};
+pub use crate::config::alerts::{AlertsConfig, EventKind, NotifierConfig, SmtpTls};
 
 /// Delivery attempts per notifier and alert.
 pub const ATTEMPTS: u32 = 3;
@@ -66,7 +65,7 @@ impl Alert {
             policy: None,
             collection: None,
             time: Utc::now(),
-            host: crate::status::hostname(),
+            host: crate::host::hostname(),
         }
     }
 }

@@ -51,8 +51,8 @@ impl Entry {
     pub fn new(operation: Operation, ok: bool) -> Entry {
         Entry {
             time: Utc::now(),
-            host: crate::status::hostname(),
-            user: os_user(),
+            host: crate::host::hostname(),
+            user: crate::host::os_user(),
             operation,
             policy: None,
             source: None,
@@ -109,59 +109,5 @@ pub fn append(root: &Path, entry: &Entry) {
     };
     if let Err(e) = write() {
         tracing::error!(error = %e, path = %path(root).display(), "cannot write the audit log");
-    }
-}
-
-/// The user this process runs as.
-pub fn os_user() -> String {
-    ["USER", "USERNAME", "LOGNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .or_else(uid_name)
-        .unwrap_or_else(|| "unknown".into())
-}
-
-#[cfg(unix)]
-fn uid_name() -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    // /proc/self belongs to the process's user.
-    let uid = std::fs::metadata("/proc/self").ok()?.uid();
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd
-        .lines()
-        .find(|l| l.split(':').nth(2) == Some(&uid.to_string()))
-        .and_then(|l| l.split(':').next().map(str::to_string))
-        .or(Some(format!("uid {uid}")))
-}
-
-#[cfg(not(unix))]
-fn uid_name() -> Option<String> {
-    None
-}
-
-/// One line per archive a retention run deleted, or failed to delete.
-pub fn prune(
-    root: &Path,
-    plan: &crate::retention::RetentionPlan,
-    report: &crate::retention::ApplyReport,
-) {
-    for d in &plan.delete {
-        let error = report
-            .errors
-            .iter()
-            .find(|(p, _)| *p == d.archive || *p == d.manifest);
-        let deleted = report.deleted.contains(&d.archive);
-        if !deleted && error.is_none() {
-            continue;
-        }
-        let entry = Entry::new(Operation::Prune, deleted)
-            .policy(d.policy.clone())
-            .source(format!("{}.{}", d.database, d.collection))
-            .archive(crate::verify::log::archive_key(root, &d.archive))
-            .detail(match error {
-                Some((_, e)) => e.clone(),
-                None => d.reason.clone(),
-            });
-        append(root, &entry);
     }
 }

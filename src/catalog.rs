@@ -1,93 +1,110 @@
-//! The catalog: every archive on disk, from the manifests beside them, with the
-//! latest verification of each.
+//! The catalog: every archive a target holds, from the manifests beside them (the
+//! source of truth for what was backed up).
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use crate::export::manifest::Manifest;
+use crate::storage::{Source, Target, names};
 
-use crate::export::manifest::{self, Found};
-use crate::policy::Mode;
-use crate::verify::{Checked, log};
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Entry {
-    /// Relative to the backup root, `/`-separated.
-    pub archive: String,
-    pub policy: String,
-    pub database: String,
-    pub collection: String,
-    pub mode: Mode,
-    pub from: Option<DateTime<Utc>>,
-    pub to: DateTime<Utc>,
-    pub documents: u64,
-    /// Bytes of BSON.
-    pub bytes: u64,
-    /// Bytes on disk.
+/// A committed archive: its manifest, where it is, and the manifest's key.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub manifest: Manifest,
+    pub archive: Source,
+    pub manifest_key: String,
+    /// The archive's size in its target, in bytes.
     pub size: u64,
-    pub verified: Option<Verified>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Verified {
-    pub at: DateTime<Utc>,
-    pub ok: bool,
-    /// `full`, or `hash` when only the file's hash was checked (contents never read).
-    pub checked: Checked,
-}
-
-/// The archives under `root`, oldest window end first within each collection.
-pub fn entries(root: &Path, policies: &[String], collections: &[String]) -> Vec<Entry> {
-    let verified = log::latest(root);
-    let mut out: Vec<Entry> = manifest::scan_all(root)
-        .0
-        .into_iter()
-        .filter(|f| policies.is_empty() || policies.contains(&f.manifest.policy))
-        .filter(|f| collections.is_empty() || collections.contains(&f.manifest.collection))
-        .map(|f: Found| {
-            let key = log::archive_key(root, &f.archive_path);
-            let m = f.manifest;
-            Entry {
-                size: std::fs::metadata(&f.archive_path)
-                    .map(|md| md.len())
-                    .unwrap_or(0),
-                verified: verified.get(&key).map(|r| Verified {
-                    at: r.at,
-                    ok: r.ok,
-                    checked: r.checked,
-                }),
-                archive: key,
-                policy: m.policy,
-                database: m.database,
-                collection: m.collection,
-                mode: m.mode,
-                from: m.from,
-                to: m.to,
-                documents: m.documents,
-                bytes: m.bytes,
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        (&a.policy, &a.database, &a.collection, a.to).cmp(&(
-            &b.policy,
-            &b.database,
-            &b.collection,
-            b.to,
-        ))
-    });
-    out
-}
-
-/// An archive's window for people: `snapshot at …`, `start .. …`, or `from .. to`
-/// (UTC, to the minute).
-pub fn window_text(mode: Mode, from: Option<DateTime<Utc>>, to: DateTime<Utc>) -> String {
-    let t = |d: DateTime<Utc>| d.format("%Y-%m-%d %H:%M").to_string();
-    match (mode, from) {
-        (Mode::Snapshot, _) => format!("snapshot at {}", t(to)),
-        (_, Some(from)) => format!("{} .. {}", t(from), t(to)),
-        (_, None) => format!("start .. {}", t(to)),
+impl Found {
+    /// The archive's key in its target (`<policy>/<file name>`).
+    pub fn key(&self) -> &str {
+        self.archive.key().unwrap_or(&self.manifest.archive)
     }
+}
+
+/// A manifest that describes nothing usable.
+#[derive(Debug, Clone)]
+pub struct Broken {
+    pub manifest_key: String,
+    pub problem: String,
+}
+
+impl Broken {
+    /// The policy folder the manifest is in.
+    pub fn policy(&self) -> &str {
+        self.manifest_key.split('/').next().unwrap_or_default()
+    }
+
+    /// The manifest's file name.
+    pub fn file_name(&self) -> &str {
+        self.manifest_key.rsplit('/').next().unwrap_or_default()
+    }
+}
+
+/// Every readable manifest in `target`, with its archive present. Unreadable ones
+/// are logged and skipped (they describe nothing dcb can restore).
+pub fn scan(target: &Arc<dyn Target>) -> Vec<Found> {
+    let (found, broken) = scan_all(target);
+    for b in broken {
+        tracing::warn!(manifest = %b.manifest_key, problem = %b.problem, "manifest ignored");
+    }
+    found
+}
+
+/// Every manifest in `target`: the usable ones, and the ones that are unreadable or
+/// whose archive is gone. Both sorted by key.
+pub fn scan_all(target: &Arc<dyn Target>) -> (Vec<Found>, Vec<Broken>) {
+    let mut found = Vec::new();
+    let mut broken = Vec::new();
+    let objects: BTreeMap<String, u64> = match target.list("") {
+        Ok(list) => list.into_iter().map(|o| (o.key, o.size)).collect(),
+        Err(e) => {
+            tracing::warn!(target = %target.describe(), error = %e, "cannot list the archives");
+            return (found, broken);
+        }
+    };
+    for key in objects.keys() {
+        let Some((policy, name)) = key.split_once('/') else {
+            continue;
+        };
+        if !names::is_manifest_name(name) || name.contains('/') {
+            continue;
+        }
+        let parsed = target
+            .read(key)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Manifest>(&b).map_err(|e| e.to_string()));
+        let problem = match parsed {
+            Ok(manifest) => {
+                let archive_key = names::key(policy, &manifest.archive);
+                if crate::unpack::check_member_path(manifest.archive.as_bytes()).is_err()
+                    || manifest.archive.contains(['/', '\\'])
+                {
+                    format!(
+                        "names an archive outside its folder: {:?}",
+                        manifest.archive
+                    )
+                } else if let Some(size) = objects.get(&archive_key) {
+                    found.push(Found {
+                        archive: Source::object(target, archive_key),
+                        manifest,
+                        manifest_key: key.clone(),
+                        size: *size,
+                    });
+                    continue;
+                } else {
+                    format!("its archive {} is missing", manifest.archive)
+                }
+            }
+            Err(e) => format!("unreadable: {e}"),
+        };
+        broken.push(Broken {
+            manifest_key: key.clone(),
+            problem,
+        });
+    }
+    found.sort_by(|a, b| a.key().cmp(b.key()));
+    (found, broken)
 }

@@ -31,7 +31,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cli::{Cli, Command};
-use crate::config::{Overrides, Settings};
+use crate::config::{Overrides, Settings, process_env};
 use crate::diag::{self, Diagnostic, Format};
 
 /// What a command's exit status means.
@@ -70,11 +70,6 @@ pub fn write_stdout(text: &str) {
     }
 }
 
-/// The environment as the config layer reads it.
-pub fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
-}
-
 pub fn overrides(cli: &Cli) -> Overrides {
     Overrides {
         config: cli.config.clone(),
@@ -98,6 +93,20 @@ pub fn report_config_errors(diags: &[Diagnostic]) {
     eprintln!("error: the configuration is invalid");
 }
 
+/// `Err` with the first of `names` that is not one of `policies`.
+pub fn check_names<'a>(
+    names: &'a [String],
+    policies: &[crate::policy::Policy],
+) -> Result<(), &'a str> {
+    match names
+        .iter()
+        .find(|n| !policies.iter().any(|p| &p.name == *n))
+    {
+        Some(n) => Err(n),
+        None => Ok(()),
+    }
+}
+
 /// Load the policies folder, keep the named policies (every one when `names` is
 /// empty; only enabled ones when `enabled_only`), and compile them. Problems are
 /// printed; the error is the exit status to return.
@@ -113,14 +122,12 @@ pub fn load_plans(
         return Err(Exit::Config);
     }
     let mut policies = set.policies;
-    for name in names {
-        if !policies.iter().any(|p| &p.name == name) {
-            eprintln!(
-                "error: no policy named `{name}` in {}",
-                settings.policies_dir.display()
-            );
-            return Err(Exit::Config);
-        }
+    if let Err(name) = check_names(names, &policies) {
+        eprintln!(
+            "error: no policy named `{name}` in {}",
+            settings.policies_dir.display()
+        );
+        return Err(Exit::Config);
     }
     policies
         .retain(|p| (names.is_empty() || names.contains(&p.name)) && (p.enabled || !enabled_only));

@@ -1,6 +1,8 @@
 //! dcb.yaml: the optional service configuration, with `${VAR}` interpolation, and the
 //! resolved [`Settings`] every command runs with (flags > environment > file > defaults).
 
+pub mod alerts;
+
 use std::path::{Path, PathBuf};
 
 use chrono_tz::Tz;
@@ -11,14 +13,26 @@ use serde_json::Value;
 use crate::diag::{Code, Diagnostic, Pos, Severity};
 use crate::document::Document;
 use crate::duration::{self, HumanDuration};
-use crate::policy::Policy;
+use crate::names;
 use crate::policy::validate::{Defaults, parse_timezone};
-use crate::{names, schema};
+use crate::policy::{DatabaseDefaults, NoDatabase, Policy};
 
 pub const DEFAULT_URI: &str = "mongodb://127.0.0.1:27017";
 pub const DEFAULT_CONCURRENCY: usize = 3;
 /// The file looked for in the working directory when no config is named.
 pub const DEFAULT_CONFIG_FILE: &str = "dcb.yaml";
+
+/// The JSON schema of dcb.yaml.
+pub fn schema() -> &'static Value {
+    static S: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    S.get_or_init(crate::schema::generate::<ConfigFile>)
+}
+
+/// The validator of [`schema`].
+pub fn validator() -> &'static jsonschema::Validator {
+    static V: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    V.get_or_init(|| crate::schema::compile(schema()))
+}
 
 /// dcb's configuration file. Every key is optional; string values may use `${VAR}` or
 /// `${VAR:-default}` to read the environment (`$$` writes a literal `$`).
@@ -199,7 +213,7 @@ impl Default for HealthConfig {
     }
 }
 
-pub use crate::alert::AlertsConfig;
+pub use alerts::AlertsConfig;
 
 /// The HTTP admin endpoint (health, status, metrics). Off unless `listen` is set.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -221,6 +235,11 @@ fn default_min_free_percent() -> f64 {
 }
 fn default_min_free_mb() -> u64 {
     1024
+}
+
+/// The environment as the config layer reads it.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// Replace `${VAR}` and `${VAR:-default}` in every string of `value`.
@@ -308,7 +327,7 @@ impl ConfigFile {
                     .with_hint("export the variable, or write `${NAME:-default}`"),
             );
         }
-        diags.extend(doc.schema_diags(schema::config(), schema::config_validator()));
+        diags.extend(doc.schema_diags(schema(), validator()));
         let v = &doc.value;
         if let Some(tz) = v.pointer("/timezone").and_then(Value::as_str)
             && let Err((msg, hint)) = parse_timezone(tz)
@@ -511,6 +530,22 @@ impl Settings {
         )
     }
 
+    /// Where archives are kept.
+    pub fn target(&self) -> std::sync::Arc<dyn crate::storage::Target> {
+        std::sync::Arc::new(crate::storage::local::Local::new(&self.backup_root))
+    }
+
+    /// Keys from `--identity`, else the config's identity file, else none.
+    pub fn keys(
+        &self,
+        cli_identity: Option<&Path>,
+    ) -> Result<crate::crypto::Keys, crate::crypto::KeyError> {
+        match cli_identity.or(self.identity_file.as_deref()) {
+            Some(path) => crate::crypto::Keys::load(path),
+            None => Ok(crate::crypto::Keys::default()),
+        }
+    }
+
     pub fn policy_defaults(&self) -> Defaults {
         Defaults {
             timezone: self.timezone,
@@ -519,18 +554,16 @@ impl Settings {
     }
 
     /// The database a policy backs up: the policy's, else the config's, else the URI's.
-    pub fn database_for(&self, policy: &Policy) -> Result<String, String> {
-        policy
-            .database
-            .clone()
-            .or_else(|| self.database.clone())
-            .or_else(|| uri_database(&self.mongodb_uri))
-            .ok_or_else(|| {
-                format!(
-                    "policy `{}` names no database: set `database` in the policy or in dcb.yaml, or put it in the connection URI (mongodb://host/DB)",
-                    policy.name
-                )
-            })
+    pub fn database_for(&self, policy: &Policy) -> Result<String, NoDatabase> {
+        policy.database_in(&self.database_defaults())
+    }
+
+    /// Where policies that name no database find theirs.
+    pub fn database_defaults(&self) -> DatabaseDefaults {
+        DatabaseDefaults {
+            config: self.database.clone(),
+            uri: uri_database(&self.mongodb_uri),
+        }
     }
 }
 

@@ -120,25 +120,6 @@ impl Keys {
     }
 }
 
-/// Keys from `--identity`, else the config's identity file, else none.
-pub fn keys_for(
-    cli_identity: Option<&Path>,
-    settings: &crate::config::Settings,
-) -> Result<Keys, KeyError> {
-    match cli_identity.or(settings.identity_file.as_deref()) {
-        Some(path) => Keys::load(path),
-        None => Ok(Keys::default()),
-    }
-}
-
-/// Is the file at `path` an age file?
-pub fn file_is_age(path: &Path) -> bool {
-    std::fs::File::open(path)
-        .map(io::BufReader::new)
-        .and_then(|mut r| is_age(&mut r))
-        .unwrap_or(false)
-}
-
 /// Does this buffered stream start like an age file? (Does not consume.)
 pub fn is_age(r: &mut impl BufRead) -> io::Result<bool> {
     let buf = r.fill_buf()?;

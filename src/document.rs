@@ -256,13 +256,13 @@ fn pattern_diag(
         e(Code::InvalidDuration, format!("{shown} is not a duration")).with_hint(
             "write a number and a unit (ms, s, m, h, d, w), e.g. 90s, 15m, 6h, 7d, 1h30m",
         )
-    } else if pattern == crate::policy::INITIAL_PATTERN {
+    } else if pattern == crate::duration::INITIAL_PATTERN {
         e(
             Code::InvalidDuration,
             format!("{shown} is not a valid start"),
         )
         .with_hint("use `today`, `all`, or a duration back from now such as `7d`")
-    } else if pattern == crate::policy::NAME_PATTERN {
+    } else if pattern == crate::names::NAME_PATTERN {
         e(
             Code::InvalidName,
             format!("{shown} is not a valid policy name"),

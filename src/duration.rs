@@ -6,6 +6,8 @@ use std::time::Duration;
 
 /// The JSON-schema pattern a duration string must match.
 pub const PATTERN: &str = "^([0-9]+(ms|s|m|h|d|w))+$";
+/// A start back in time (`window.initial`): `today`, `all`, or a duration.
+pub const INITIAL_PATTERN: &str = "^(today|all|([0-9]+(ms|s|m|h|d|w))+)$";
 
 /// A span of time written as one or more `<number><unit>` parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -82,6 +84,35 @@ impl FromStr for HumanDuration {
             return Err(DurationError::Overflow(input.to_owned()));
         }
         Ok(HumanDuration(Duration::from_millis(total as u64)))
+    }
+}
+
+// In files, a duration is its string form; one that does not parse never becomes a
+// value, so nothing downstream parses it again.
+impl serde::Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for HumanDuration {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "HumanDuration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "pattern": PATTERN})
     }
 }
 

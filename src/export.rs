@@ -7,7 +7,6 @@
 pub mod archive;
 pub mod manifest;
 pub mod metadata;
-pub mod recover;
 pub mod source;
 
 use std::io;
@@ -22,7 +21,7 @@ use mongodb::bson::RawDocumentBuf;
 use mongodb::error::ErrorKind;
 
 use crate::plan::JobSpec;
-use crate::storage;
+use crate::storage::{self, Source, StorageError, Target, names};
 use crate::window::Extent;
 use archive::ArchiveWriter;
 use manifest::Manifest;
@@ -120,6 +119,12 @@ impl ExportError {
         }
     }
 
+    /// A storage failure, classified by its cause like a file error.
+    pub fn from_storage(e: StorageError) -> ExportError {
+        let what = PathBuf::from(&e.what);
+        ExportError::from_io(&what, e.source)
+    }
+
     pub fn from_io(path: &Path, e: io::Error) -> ExportError {
         let full = match e.kind() {
             io::ErrorKind::StorageFull => Some("disk full"),
@@ -172,7 +177,8 @@ pub struct ExportJob {
     pub compression_level: u32,
     /// age recipients (`age1…`, already validated); empty: not encrypted.
     pub recipients: Vec<String>,
-    pub backup_root: PathBuf,
+    /// Where the archive is committed.
+    pub target: Arc<dyn Target>,
     /// Count the documents no window can select (a server-side count for ranged
     /// windows; free for scans).
     pub count_untimed: bool,
@@ -186,7 +192,7 @@ pub struct ExportJob {
 pub struct ExportOutcome {
     /// `None` for an empty window: nothing was written.
     pub manifest: Option<Manifest>,
-    pub archive: Option<PathBuf>,
+    pub archive: Option<Source>,
     pub documents: u64,
     pub bytes: u64,
     pub untimed: Option<u64>,
@@ -245,8 +251,6 @@ pub async fn export(
         _ => None,
     };
 
-    let dir = storage::policy_dir(&job.backup_root, &spec.policy);
-    storage::create_dir(&dir).map_err(|e| ExportError::from_io(&dir, e))?;
     let stem = storage::archive_stem(to, &spec.database, coll_name);
     let recipients =
         crate::crypto::parse_recipients(&job.recipients).map_err(ExportError::Encryption)?;
@@ -255,9 +259,10 @@ pub async fn export(
     } else {
         storage::ENCRYPTED_EXT
     };
-    let final_path = dir.join(format!("{stem}{ext}"));
-    let temp = storage::temp_path(&final_path);
-    let bson_member = format!("{}/{}.bson", spec.database, coll_name);
+    let archive_name = format!("{stem}{ext}");
+    let key = names::key(&spec.policy, &archive_name);
+    let temp = job.target.stage(&key).map_err(ExportError::from_storage)?;
+    let bson_member = names::bson_member(&spec.database, coll_name);
     // From here on, any early return, panic or cancellation removes the temp file.
     let temp_guard = storage::TempGuard::new(temp.clone());
     let writer = ArchiveWriter::create(
@@ -317,16 +322,13 @@ pub async fn export(
         server_version: job.server_version.clone(),
         started_at,
         finished_at: started_at,
-        archive: final_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        archive: archive_name.clone(),
         archive_sha256: None,
         archive_size: None,
         encrypted: !recipients.is_empty(),
     };
-    let meta_path = format!("{}/{}.metadata.json", spec.database, coll_name);
-    let manifest_member = Manifest::member_path(&spec.policy, &spec.database, coll_name);
+    let meta_path = names::metadata_member(&spec.database, coll_name);
+    let manifest_member = names::manifest_member(&spec.policy, &spec.database, coll_name);
     let finished = {
         let mut m = manifest.clone();
         let temp = temp.clone();
@@ -362,24 +364,16 @@ pub async fn export(
         .map_err(|e| ExportError::from_join(e, "the archive's finishing thread"))?
     };
     manifest = finished?;
-    // The manifest is written (and fsynced) before the archive takes its final name, so
-    // a full disk fails here with nothing placed. Then the archive is renamed, then the
-    // manifest: a crash between the two renames leaves an archive whose manifest the
-    // next run recovers from the copy inside it.
-    let manifest_path = dir.join(format!("{stem}{}", storage::MANIFEST_EXT));
-    let prepared = storage::Prepared::write(&manifest_path, &manifest.to_json())
-        .map_err(|e| ExportError::from_io(&manifest_path, e))?;
-    storage::commit(&temp, &final_path).map_err(|e| ExportError::from_io(&final_path, e))?;
+    let manifest_key = names::key(&spec.policy, &names::manifest_name(&archive_name));
+    let (target, json) = (job.target.clone(), manifest.to_json());
+    let (k, t) = (key.clone(), temp.clone());
+    tokio::task::spawn_blocking(move || target.commit(&t, &k, &manifest_key, &json))
+        .await
+        .map_err(|e| ExportError::from_join(e, "the archive's commit"))?
+        .map_err(ExportError::from_storage)?;
     temp_guard.disarm();
-    if let Err(e) = prepared.commit() {
-        // Without its manifest the archive is invisible to list, restore and
-        // retention; the window has not moved, so the next run exports it again.
-        let _ = std::fs::remove_file(&final_path);
-        let _ = storage::sync_dir(&dir);
-        return Err(ExportError::from_io(&manifest_path, e));
-    }
     Ok(ExportOutcome {
-        archive: Some(final_path),
+        archive: Some(Source::object(&job.target, key)),
         documents,
         bytes,
         untimed,

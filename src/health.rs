@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::export::manifest::Found;
+use crate::catalog::Found;
 use crate::plan::JobSpec;
 use crate::policy::Policy;
 use crate::state::State;
@@ -148,9 +148,7 @@ fn forecast(i: &Inputs<'_>) -> (u64, u64) {
     let mut need = 0f64;
     let mut have = 0u64;
     for f in i.archives {
-        have += std::fs::metadata(&f.archive_path)
-            .map(|m| m.len())
-            .unwrap_or(0);
+        have += f.size;
     }
     for (policy, jobs) in i.jobs.iter().filter(|(p, _)| p.enabled) {
         let interval = policy
@@ -168,14 +166,7 @@ fn forecast(i: &Inputs<'_>) -> (u64, u64) {
                 .filter(|f| {
                     f.manifest.policy == job.policy && f.manifest.collection == job.collection.name
                 })
-                .map(|f| {
-                    (
-                        f.manifest.to,
-                        std::fs::metadata(&f.archive_path)
-                            .map(|m| m.len())
-                            .unwrap_or(0),
-                    )
-                })
+                .map(|f| (f.manifest.to, f.size))
                 .collect();
             sizes.sort();
             let recent: Vec<u64> = sizes.iter().rev().take(5).map(|s| s.1).collect();

@@ -1,6 +1,9 @@
 //! Rules for names that become paths (collections, databases) or query keys (time
 //! fields). They are checked before any name touches the file system.
 
+/// Allowed policy names: they become folder names under the backup root.
+pub const NAME_PATTERN: &str = "^[a-z0-9_-]+$";
+
 /// Characters Windows forbids in file names, plus the path separators.
 const FORBIDDEN: &[char] = &['/', '\\', ':', '*', '?', '"', '<', '>', '|'];
 

@@ -51,7 +51,12 @@ pub async fn check(settings: &Settings, policies: &[Policy]) -> Vec<Diagnostic> 
         let database = match settings.database_for(policy) {
             Ok(d) => d,
             Err(e) => {
-                out.push(doc.at(Severity::Error, Code::MissingDatabase, "/name", e));
+                out.push(doc.at(
+                    Severity::Error,
+                    Code::MissingDatabase,
+                    "/name",
+                    e.to_string(),
+                ));
                 continue;
             }
         };

@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::policy::{CollectionSpec, Mode, Policy};
+use crate::policy::{CollectionSpec, Mode, NoDatabase, Policy};
 use crate::window::{self, Extent};
 
 /// One collection of one policy, ready to export.
@@ -22,21 +22,18 @@ impl JobSpec {
     /// Stable identity, used in state, logs and hot-reload diffs. The database is
     /// part of it: a watermark of one database says nothing about another.
     pub fn id(&self) -> String {
-        crate::state::job_id(&self.policy, &self.database, &self.collection.name)
+        job_id(&self.policy, &self.database, &self.collection.name)
     }
+}
+
+/// The id of a policy's job for one collection: `<policy>/<database>/<collection>`
+/// (names hold no `/`).
+pub fn job_id(policy: &str, database: &str, collection: &str) -> String {
+    format!("{policy}/{database}/{collection}")
 }
 
 /// Watermarks by job id.
 pub type Watermarks = HashMap<String, DateTime<Utc>>;
-
-/// The watermarks recorded in a state.
-pub fn watermarks(state: &crate::state::State) -> Watermarks {
-    state
-        .collections
-        .iter()
-        .filter_map(|(id, c)| c.watermark.map(|w| (id.clone(), w)))
-        .collect()
-}
 
 /// Everything a policy's run would do.
 #[derive(Debug, Clone)]
@@ -46,21 +43,24 @@ pub struct PolicyPlan {
 }
 
 /// Resolve each policy's database and split it into jobs. Errors name the policy.
-pub fn compile(policies: &[Policy], settings: &Settings) -> Result<Vec<PolicyPlan>, Vec<String>> {
+pub fn compile(
+    policies: &[Policy],
+    settings: &Settings,
+) -> Result<Vec<PolicyPlan>, Vec<NoDatabase>> {
     let (plans, errors) = compile_each(policies, settings);
     if errors.is_empty() {
         Ok(plans)
     } else {
-        Err(errors.into_iter().map(|(_, e)| e).collect())
+        Err(errors)
     }
 }
 
 /// As [`compile`], one policy at a time: the plans of the policies that compile, and
-/// (policy name, error) for each that does not. One bad policy never hides the rest.
+/// the error of each that does not. One bad policy never hides the rest.
 pub fn compile_each(
     policies: &[Policy],
     settings: &Settings,
-) -> (Vec<PolicyPlan>, Vec<(String, String)>) {
+) -> (Vec<PolicyPlan>, Vec<NoDatabase>) {
     let mut plans = Vec::new();
     let mut errors = Vec::new();
     for policy in policies {
@@ -77,7 +77,7 @@ pub fn compile_each(
                     .collect(),
                 policy: policy.clone(),
             }),
-            Err(e) => errors.push((policy.name.clone(), e)),
+            Err(e) => errors.push(e),
         }
     }
     (plans, errors)
@@ -234,7 +234,10 @@ mod tests {
         assert_eq!(plans[0].jobs.len(), 2);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].0, "off");
-        assert!(errors[0].1.contains("names no database"), "{errors:?}");
+        assert!(
+            errors[0].to_string().contains("names no database"),
+            "{errors:?}"
+        );
         assert!(compile(&[bad, good], &settings).is_err());
     }
 }

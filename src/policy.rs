@@ -13,10 +13,20 @@ use serde::{Deserialize, Serialize};
 use crate::duration::{self, HumanDuration};
 use crate::schedule::Schedule;
 
-/// Allowed policy names: they become folder names under the backup root.
-pub const NAME_PATTERN: &str = "^[a-z0-9_-]+$";
-/// `window.initial`: `today`, `all`, or a duration.
-pub const INITIAL_PATTERN: &str = "^(today|all|([0-9]+(ms|s|m|h|d|w))+)$";
+pub use crate::duration::INITIAL_PATTERN;
+pub use crate::names::NAME_PATTERN;
+
+/// The JSON schema of policy files.
+pub fn schema() -> &'static serde_json::Value {
+    static S: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    S.get_or_init(crate::schema::generate::<PolicyFile>)
+}
+
+/// The validator of [`schema`].
+pub fn validator() -> &'static jsonschema::Validator {
+    static V: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    V.get_or_init(|| crate::schema::compile(schema()))
+}
 
 /// A dcb backup policy: what to export, when, and how long to keep it.
 /// One policy per file, `policies/<name>.yaml`.
@@ -246,6 +256,33 @@ pub struct Policy {
     /// age recipients of the archives; `None`: dcb.yaml's.
     pub recipients: Option<Vec<String>>,
 }
+
+impl Policy {
+    /// The database this policy backs up: its own, else the defaults'.
+    pub fn database_in(&self, defaults: &DatabaseDefaults) -> Result<String, NoDatabase> {
+        self.database
+            .clone()
+            .or_else(|| defaults.config.clone())
+            .or_else(|| defaults.uri.clone())
+            .ok_or_else(|| NoDatabase(self.name.clone()))
+    }
+}
+
+/// Where a policy's database comes from when it names none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatabaseDefaults {
+    /// dcb.yaml's `database`.
+    pub config: Option<String>,
+    /// The database in the connection URI's path.
+    pub uri: Option<String>,
+}
+
+/// A policy that names no database, and neither does the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "policy `{0}` names no database: set `database` in the policy or in dcb.yaml, or put it in the connection URI (mongodb://host/DB)"
+)]
+pub struct NoDatabase(pub String);
 
 /// One collection of a policy, with its effective settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,14 +1,14 @@
 //! `dcb restore`: which archives bring back which collection, in what order, into what
 //! target. The plan is pure (manifests in, chains out); [`write`] applies it.
 
+pub mod preflight;
 pub mod write;
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::export::manifest::Found;
+use crate::catalog::Found;
 use crate::policy::Mode;
 
 /// What to restore and where.
@@ -54,14 +54,10 @@ impl Chain {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why the selection cannot be restored as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct PlanError(pub String);
-
-impl fmt::Display for PlanError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Group `found` into chains and pick each chain's archives:
 /// - incremental: every archive whose window starts before `until` (all without it),
@@ -101,10 +97,10 @@ pub fn plan_with_skipped(
     let mut chains = Vec::new();
     for ((policy, database, collection), mut archives) in groups {
         archives.sort_by(|a, b| {
-            (a.manifest.to, a.manifest.from, &a.archive_path).cmp(&(
+            (a.manifest.to, a.manifest.from, a.key()).cmp(&(
                 b.manifest.to,
                 b.manifest.from,
-                &b.archive_path,
+                b.key(),
             ))
         });
         let Some(newest) = archives.last() else {
@@ -250,11 +246,12 @@ pub fn is_timeseries(meta: &serde_json::Value) -> bool {
 /// Whether a manifest that cannot be used may describe one of `collections` (all when
 /// empty): its file name is `<stamp>_<db>.<collection>.manifest.json`
 /// ([`crate::storage::archive_stem`]). A name not of that shape may hold anything.
-pub fn may_belong_to(manifest: &std::path::Path, collections: &[String]) -> bool {
+pub fn may_belong_to(manifest: impl AsRef<std::path::Path>, collections: &[String]) -> bool {
     if collections.is_empty() {
         return true;
     }
     let named = manifest
+        .as_ref()
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| n.strip_suffix(crate::storage::MANIFEST_EXT))
@@ -300,6 +297,7 @@ pub fn parse_time(s: &str, tz: chrono_tz::Tz) -> Result<DateTime<Utc>, String> {
 mod tests {
     use super::*;
     use crate::export::manifest::Manifest;
+    use crate::storage::Source;
     use chrono::TimeZone;
     use std::path::PathBuf;
 
@@ -332,8 +330,9 @@ mod tests {
                 archive_size: None,
                 encrypted: false,
             },
-            manifest_path: PathBuf::from(format!("{policy}/{stem}.manifest.json")),
-            archive_path: PathBuf::from(format!("{policy}/{stem}.tar.gz")),
+            archive: Source::File(PathBuf::from(format!("{policy}/{stem}.tar.gz"))),
+            manifest_key: format!("{policy}/{stem}.manifest.json"),
+            size: 100,
         }
     }
 
@@ -402,7 +401,7 @@ mod tests {
             "20261125T093000.000Z_.scans.manifest.json",
             "20261125T093000.000Z_mes.scans.json",
         ] {
-            assert!(may_belong_to(&p(odd), &sel(&["roles"])), "{odd}");
+            assert!(may_belong_to(p(odd), &sel(&["roles"])), "{odd}");
         }
     }
 

@@ -1,21 +1,26 @@
 //! Retention: which archives to delete. [`compute`] is pure (the clock is an argument)
-//! and returns a plan that `dcb prune --dry-run` prints; [`apply`] carries it out.
+//! and returns a plan that `dcb prune --dry-run` prints; [`prune`] carries it out under
+//! the policies' locks, for `dcb prune` and the service alike.
+
+mod prune;
+
+pub use prune::{ApplyReport, Pruned, Skipped, apply, audit, lock_for_prune, plan, prune};
 
 use std::collections::BTreeMap;
-use std::io;
-use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::catalog::Found;
 use crate::duration::HumanDuration;
-use crate::export::manifest::Found;
 use crate::policy::{Mode, Policy};
 
-/// An archive the plan deletes, with its sidecar manifest.
+/// An archive the plan deletes, with its manifest (both keys in their target).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deletion {
-    pub archive: PathBuf,
-    pub manifest: PathBuf,
+    pub archive: String,
+    pub manifest: String,
+    /// The archive's size in bytes.
+    pub size: u64,
     pub policy: String,
     pub database: String,
     pub collection: String,
@@ -28,7 +33,7 @@ pub struct Deletion {
 /// An archive the plan keeps, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kept {
-    pub archive: PathBuf,
+    pub archive: String,
     pub policy: String,
     pub reason: String,
 }
@@ -62,9 +67,7 @@ pub fn compute(found: &[Found], policies: &[Policy], now: DateTime<Utc>) -> Rete
     let mut keep: Vec<(DateTime<Utc>, Kept)> = Vec::new();
     for ((policy_name, database, collection), mut archives) in groups {
         // Newest first, so index i is "the (i+1)-th newest".
-        archives.sort_by(|a, b| {
-            (b.manifest.to, &b.archive_path).cmp(&(a.manifest.to, &a.archive_path))
-        });
+        archives.sort_by(|a, b| (b.manifest.to, b.key()).cmp(&(a.manifest.to, a.key())));
         let Some(policy) = policies.iter().find(|p| p.name == policy_name) else {
             keep.extend(archives.iter().map(|f| {
                 let reason =
@@ -94,8 +97,9 @@ pub fn compute(found: &[Found], policies: &[Policy], now: DateTime<Utc>) -> Rete
             match why_kept {
                 Some(reason) => keep.push((f.manifest.to, kept(f, reason))),
                 None => delete.push(Deletion {
-                    archive: f.archive_path.clone(),
-                    manifest: f.manifest_path.clone(),
+                    archive: f.key().to_string(),
+                    manifest: f.manifest_key.clone(),
+                    size: f.size,
                     policy: policy_name.to_string(),
                     database: database.to_string(),
                     collection: collection.to_string(),
@@ -119,7 +123,7 @@ pub fn compute(found: &[Found], policies: &[Policy], now: DateTime<Utc>) -> Rete
 
 fn kept(f: &Found, reason: String) -> Kept {
     Kept {
-        archive: f.archive_path.clone(),
+        archive: f.key().to_string(),
         policy: f.manifest.policy.clone(),
         reason,
     }
@@ -131,64 +135,18 @@ fn whole_seconds(d: TimeDelta) -> HumanDuration {
     ))
 }
 
-/// What [`apply`] did.
-#[derive(Debug, Default)]
-pub struct ApplyReport {
-    /// Archives deleted (with their manifests).
-    pub deleted: Vec<PathBuf>,
-    /// Files that could not be deleted, and why.
-    pub errors: Vec<(PathBuf, String)>,
-}
-
-/// Delete what the plan says, logging each deletion; errors are collected, not fatal,
-/// and a file already gone is not an error.
-///
-/// The archive goes first, its manifest last. If the archive cannot be deleted (open
-/// in another program on Windows, permissions), the manifest stays and the next prune
-/// retries the pair. A crash between the two leaves only a small manifest whose archive
-/// is gone, which nothing trusts (`manifest::scan` skips it with a warning naming it),
-/// rather than a large archive that no manifest points to, which no prune would ever
-/// find again.
-pub fn apply(plan: &RetentionPlan) -> ApplyReport {
-    let mut report = ApplyReport::default();
-    for d in &plan.delete {
-        let failed = [&d.archive, &d.manifest]
-            .into_iter()
-            .find_map(|path| remove(path).err().map(|e| (path.clone(), e.to_string())));
-        match failed {
-            Some(error) => report.errors.push(error),
-            None => {
-                tracing::info!(
-                    archive = %d.archive.display(),
-                    policy = %d.policy,
-                    database = %d.database,
-                    collection = %d.collection,
-                    window_end = %d.window_end.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    reason = %d.reason,
-                    "retention deleted an archive"
-                );
-                report.deleted.push(d.archive.clone());
-            }
-        }
-    }
-    report
-}
-
-fn remove(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::document::Document;
     use crate::export::manifest::Manifest;
     use crate::policy::validate::{Defaults, validate};
+    use crate::storage::local::Local;
+    use crate::storage::{Source, Target, names};
     use Mode::{Incremental as I, Snapshot as S};
     use rstest::rstest;
+    use std::path::Path;
+    use std::sync::Arc;
 
     const NOW: &str = "2026-11-25T12:00:00Z";
     const H: i64 = 3600;
@@ -223,8 +181,13 @@ mod tests {
         ]
     }
 
-    fn found(&(policy, target, ago, mode): &Spec) -> Found {
-        let (database, collection) = target.split_once('.').unwrap();
+    fn found(spec: &Spec) -> Found {
+        let nowhere: Arc<dyn Target> = Arc::new(Local::new("/nonexistent"));
+        found_in(&nowhere, spec)
+    }
+
+    fn found_in(target: &Arc<dyn Target>, &(policy, coll, ago, mode): &Spec) -> Found {
+        let (database, collection) = coll.split_once('.').unwrap();
         let to = now() - TimeDelta::seconds(ago);
         let stem = crate::storage::archive_stem(to, database, collection);
         Found {
@@ -250,8 +213,9 @@ mod tests {
                 archive_size: None,
                 encrypted: false,
             },
-            manifest_path: PathBuf::from(format!("{policy}/{stem}.manifest.json")),
-            archive_path: PathBuf::from(format!("{policy}/{stem}.tar.gz")),
+            archive: Source::object(target, format!("{policy}/{stem}.tar.gz")),
+            manifest_key: format!("{policy}/{stem}.manifest.json"),
+            size: 7,
         }
     }
 
@@ -329,10 +293,8 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(plan.delete.len() + plan.keep.len(), archives.len());
         for d in &plan.delete {
-            assert_eq!(
-                d.archive.with_extension("").with_extension("manifest.json"),
-                d.manifest
-            );
+            assert_eq!(names::manifest_name(&d.archive), d.manifest);
+            assert_eq!(d.size, 7);
             assert!(d.reason.contains("retention 3d"), "{}", d.reason);
         }
         let mut reversed = found.clone();
@@ -364,20 +326,23 @@ mod tests {
         ];
         let found: Vec<Found> = specs.iter().map(found).collect();
         let plan = compute(&found, &policies(), now());
-        let order: Vec<&Path> = plan.keep.iter().map(|k| k.archive.as_path()).collect();
-        let want = [&found[1], &found[2], &found[0]].map(|f| f.archive_path.as_path());
+        let order: Vec<&str> = plan.keep.iter().map(|k| k.archive.as_str()).collect();
+        let want = [&found[1], &found[2], &found[0]].map(|f| f.key());
         assert_eq!(order, want);
     }
 
-    /// Write the archive and manifest of `spec` under `root`; the plan's paths point there.
-    fn on_disk(root: &Path, spec: &Spec) -> Found {
-        let mut f = found(spec);
-        f.archive_path = root.join(&f.archive_path);
-        f.manifest_path = root.join(&f.manifest_path);
-        std::fs::create_dir_all(f.archive_path.parent().unwrap()).unwrap();
-        std::fs::write(&f.archive_path, b"archive").unwrap();
-        std::fs::write(&f.manifest_path, f.manifest.to_json()).unwrap();
+    /// Write the archive and manifest of `spec` into `target` (a folder).
+    fn on_disk(target: &Arc<dyn Target>, spec: &Spec) -> Found {
+        let f = found_in(target, spec);
+        let path = |key: &str| target.local_path(key).unwrap();
+        std::fs::create_dir_all(path(f.key()).parent().unwrap()).unwrap();
+        std::fs::write(path(f.key()), b"archive").unwrap();
+        std::fs::write(path(&f.manifest_key), f.manifest.to_json()).unwrap();
         f
+    }
+
+    fn exists(target: &Arc<dyn Target>, key: &str) -> bool {
+        target.local_path(key).unwrap().exists()
     }
 
     // Apply deletes each planned archive with its manifest and nothing else; a file
@@ -385,23 +350,27 @@ mod tests {
     #[test]
     fn apply_deletes_the_plan() {
         let dir = tempfile::tempdir().unwrap();
+        let t: Arc<dyn Target> = Arc::new(Local::new(dir.path()));
         let found: Vec<Found> = [100 * H, 90 * H, H]
-            .map(|ago| on_disk(dir.path(), &("hot", "db.a", ago, I)))
+            .map(|ago| on_disk(&t, &("hot", "db.a", ago, I)))
             .into();
-        std::fs::remove_file(&found[1].manifest_path).unwrap();
+        t.delete(&found[1].manifest_key).unwrap();
         let plan = compute(&found, &policies(), now());
         assert_eq!(plan.delete.len(), 2);
-        let report = apply(&plan);
+        let report = apply(&plan, t.as_ref());
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert_eq!(
             report.deleted,
-            [&found[0], &found[1]].map(|f| f.archive_path.clone())
+            [&found[0], &found[1]].map(|f| f.key().to_string())
         );
         for f in &found[..2] {
-            assert!(!f.archive_path.exists() && !f.manifest_path.exists());
+            assert!(!exists(&t, f.key()) && !exists(&t, &f.manifest_key));
         }
-        assert!(found[2].archive_path.exists() && found[2].manifest_path.exists());
-        assert!(apply(&plan).errors.is_empty(), "applying twice is harmless");
+        assert!(exists(&t, found[2].key()) && exists(&t, &found[2].manifest_key));
+        assert!(
+            apply(&plan, t.as_ref()).errors.is_empty(),
+            "applying twice is harmless"
+        );
     }
 
     // An archive that cannot be deleted keeps its manifest (so the next prune retries)
@@ -409,18 +378,20 @@ mod tests {
     #[test]
     fn apply_collects_errors_and_goes_on() {
         let dir = tempfile::tempdir().unwrap();
-        let stuck = on_disk(dir.path(), &("nokeep", "db.a", 200 * H, I));
-        let other = on_disk(dir.path(), &("nokeep", "db.a", 100 * H, I));
+        let t: Arc<dyn Target> = Arc::new(Local::new(dir.path()));
+        let stuck = on_disk(&t, &("nokeep", "db.a", 200 * H, I));
+        let other = on_disk(&t, &("nokeep", "db.a", 100 * H, I));
         // A directory in the archive's place: remove_file fails on it.
-        std::fs::remove_file(&stuck.archive_path).unwrap();
-        std::fs::create_dir(&stuck.archive_path).unwrap();
+        let stuck_path = t.local_path(stuck.key()).unwrap();
+        std::fs::remove_file(&stuck_path).unwrap();
+        std::fs::create_dir(&stuck_path).unwrap();
         let plan = compute(&[stuck.clone(), other.clone()], &policies(), now());
         assert_eq!(plan.delete.len(), 2);
-        let report = apply(&plan);
+        let report = apply(&plan, t.as_ref());
         assert_eq!(report.errors.len(), 1);
-        assert_eq!(report.errors[0].0, stuck.archive_path);
-        assert!(stuck.manifest_path.exists());
-        assert_eq!(report.deleted, std::slice::from_ref(&other.archive_path));
-        assert!(!other.archive_path.exists() && !other.manifest_path.exists());
+        assert_eq!(report.errors[0].0, stuck.key());
+        assert!(exists(&t, &stuck.manifest_key));
+        assert_eq!(report.deleted, [other.key().to_string()]);
+        assert!(!exists(&t, other.key()) && !exists(&t, &other.manifest_key));
     }
 }

@@ -10,9 +10,10 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use mongodb::Client;
 use tokio::sync::Semaphore;
 
+pub mod recover;
+
 use crate::audit;
 use crate::config::Settings;
-use crate::export::recover;
 use crate::export::{self, ExportError, ExportJob, ExportOutcome, Progress};
 use crate::plan::{JobSpec, PolicyPlan};
 use crate::state::{CollectionState, State};
@@ -149,15 +150,23 @@ pub async fn run_cancellable(
     let prepare = {
         let settings = settings.clone();
         move || {
+            let target = settings.target();
             let mut recovered = Vec::new();
             for name in names {
-                let dir = storage::policy_dir(&settings.backup_root, &name);
-                for leftover in storage::remove_leftovers(&dir) {
-                    tracing::info!(file = %leftover.display(), "removed an unfinished file from an earlier run");
+                for leftover in target.remove_leftovers(&format!("{name}/")) {
+                    tracing::info!(file = %leftover, "removed an unfinished file from an earlier run");
                 }
-                recovered.extend(recover::orphans(&dir, &settings));
+                let identity = settings.identity_file.as_deref();
+                recovered.extend(
+                    recover::orphans(&target, &name, identity)
+                        .into_iter()
+                        .map(|key| recover::shown(&target, &key)),
+                );
             }
-            (recovered, State::load_for_run(&settings.backup_root))
+            (
+                recovered,
+                State::load_for_run(&settings.backup_root, &target),
+            )
         }
     };
     let (recovered, state) = match tokio::task::spawn_blocking(prepare).await {
@@ -170,6 +179,7 @@ pub async fn run_cancellable(
         }
     };
     let now = now_ms();
+    let target = settings.target();
     let mut tasks = Tasks(Vec::new());
     for plan in locked {
         let limit = Arc::new(Semaphore::new(plan.policy.concurrency.max(1)));
@@ -191,7 +201,7 @@ pub async fn run_cancellable(
                     .recipients
                     .clone()
                     .unwrap_or_else(|| settings.config.encryption.recipients.clone()),
-                backup_root: settings.backup_root.clone(),
+                target: target.clone(),
                 count_untimed: entry
                     .and_then(|e| e.untimed_checked_at)
                     .is_none_or(|t| now - t >= UNTIMED_CHECK_EVERY),
@@ -236,8 +246,8 @@ pub async fn run_cancellable(
         }
     }
     drop(locks);
-    for path in recovered {
-        tracing::info!(archive = %path.display(), "recovered the manifest of an archive an interrupted run left without one");
+    for archive in recovered {
+        tracing::info!(%archive, "recovered the manifest of an archive an interrupted run left without one");
     }
     report
 }
@@ -330,8 +340,7 @@ async fn run_job(
                     let mut entry = audit_entry(&job.spec, true)
                         .detail(format!("{} documents, {} bytes", o.documents, o.bytes));
                     if let Some(a) = &o.archive {
-                        entry = entry
-                            .archive(crate::verify::log::archive_key(&settings.backup_root, a));
+                        entry = entry.archive(a.name(&settings.backup_root));
                     }
                     audit::append(&settings.backup_root, &entry);
                 })
@@ -341,7 +350,7 @@ async fn run_job(
                 job = %id,
                 documents = o.documents,
                 bytes = o.bytes,
-                archive = %o.archive.as_deref().map_or("none (no documents)".into(), |a| a.display().to_string()),
+                archive = %o.archive.as_ref().map_or("none (no documents)".into(), |a| a.to_string()),
                 "export succeeded"
             );
             if let Some(n) = o.untimed.filter(|n| *n > 0) {
@@ -388,32 +397,39 @@ fn base(entry: &mut CollectionState, spec: &JobSpec) {
 
 fn record_success(settings: &Settings, job: &ExportJob, o: &ExportOutcome) {
     let now = Utc::now();
-    let result = State::update(&settings.backup_root, &job.spec.id(), |e| {
-        base(e, &job.spec);
-        if let Extent::Window(w) = job.extent {
-            // Never move a watermark backwards (an overlap re-read ends where it ended).
-            e.watermark = Some(e.watermark.map_or(w.to, |old| old.max(w.to)));
-        }
-        e.last_success = Some(now);
-        e.consecutive_failures = 0;
-        e.successes += 1;
-        e.last_documents = o.documents;
-        e.last_bytes = o.bytes;
-        if let Some(a) = &o.archive {
-            e.last_archive = a.file_name().map(|n| n.to_string_lossy().into_owned());
-        }
-        if o.untimed.is_some() {
-            e.untimed = o.untimed;
-            e.untimed_checked_at = Some(now);
-        }
-    });
+    let result = State::update(
+        &settings.backup_root,
+        &settings.target(),
+        &job.spec.id(),
+        |e| {
+            base(e, &job.spec);
+            if let Extent::Window(w) = job.extent {
+                // Never move a watermark backwards (an overlap re-read ends where it ended).
+                e.watermark = Some(e.watermark.map_or(w.to, |old| old.max(w.to)));
+            }
+            e.last_success = Some(now);
+            e.consecutive_failures = 0;
+            e.successes += 1;
+            e.last_documents = o.documents;
+            e.last_bytes = o.bytes;
+            if let Some(a) = &o.archive {
+                e.last_archive = a
+                    .key()
+                    .map(|k| k.rsplit('/').next().unwrap_or(k).to_string());
+            }
+            if o.untimed.is_some() {
+                e.untimed = o.untimed;
+                e.untimed_checked_at = Some(now);
+            }
+        },
+    );
     if let Err(e) = result {
         tracing::error!(error = %e, "cannot write state.json (the archive is safe; its manifest rebuilds the state)");
     }
 }
 
 fn record_failure(settings: &Settings, spec: &JobSpec, error: &str) {
-    let result = State::update(&settings.backup_root, &spec.id(), |e| {
+    let result = State::update(&settings.backup_root, &settings.target(), &spec.id(), |e| {
         base(e, spec);
         e.last_failure = Some(Utc::now());
         e.last_error = Some(error.to_string());

@@ -48,6 +48,26 @@ const LOCKED_BY_OTHER: &str = "another dcb is running policy";
 /// The run lock in a policy's folder, as `dcb run` and `dcb prune` take it.
 const RUN_LOCK: &str = ".dcb.lock";
 
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("a dcb service is already running for {} (pid {pid})", root.display())]
+    AlreadyRunning { root: PathBuf, pid: u32 },
+    #[error("cannot create {path}: {1}", path = .0.display())]
+    Logs(PathBuf, std::io::Error),
+    #[error("invalid alerts configuration: {0}")]
+    Alerts(String),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+}
+
+impl ServeError {
+    /// A problem of the configuration or the setup (exit 2), rather than of the run.
+    pub fn is_config(&self) -> bool {
+        !matches!(self, ServeError::Logs(..))
+    }
+}
+
 pub struct Options {
     pub overrides: Overrides,
     pub http: Option<String>,
@@ -243,7 +263,7 @@ const INVALID_POLICY: &str = "invalid-policy:";
 
 /// dcb.yaml, the alerter it implies, and the policies folder, read afresh.
 fn read_everything(overrides: &Overrides, current: Settings, alerter: &Alerter) -> Loaded {
-    let resolved = Settings::resolve(overrides, &crate::commands::process_env);
+    let resolved = Settings::resolve(overrides, &crate::config::process_env);
     let replacement = resolved.as_ref().ok().and_then(|new| {
         let (cfg, log) = (alerts_config(new), alerts_log(new));
         (cfg != alerts_config(&current) || log != alerts_log(&current))
@@ -502,7 +522,8 @@ impl Service {
             .collect();
         let errors: BTreeMap<String, String> = errors
             .into_iter()
-            .filter(|(name, _)| enabled.contains(name.as_str()))
+            .filter(|e| enabled.contains(e.0.as_str()))
+            .map(|e| (e.0.clone(), e.to_string()))
             .collect();
         let newly: Vec<(String, String)> = {
             let mut known = lock(&self.uncompiled);
@@ -671,7 +692,8 @@ impl Service {
         claim.clear_jobs();
         let cancelled = self.cancel.load(Ordering::SeqCst);
         let root = settings.backup_root.clone();
-        let state = tokio::task::spawn_blocking(move || State::load(&root))
+        let target = settings.target();
+        let state = tokio::task::spawn_blocking(move || State::load(&root, &target))
             .await
             .unwrap_or_default();
         let threshold = settings.config.health.failure_threshold;
@@ -745,13 +767,14 @@ impl Service {
     /// (the engine records nothing for those). Returns the consecutive failures.
     async fn record_failure(&self, settings: &Settings, spec: &JobSpec, error: &str) -> u32 {
         tracing::error!(job = %spec.id(), error = %error, "export stopped without a shutdown; counted as a failure");
-        let (root, spec, error) = (
+        let (root, target, spec, error) = (
             settings.backup_root.clone(),
+            settings.target(),
             spec.clone(),
             error.to_string(),
         );
         tokio::task::spawn_blocking(move || {
-            State::update(&root, &spec.id(), |e| {
+            State::update(&root, &target, &spec.id(), |e| {
                 e.policy = spec.policy.clone();
                 e.database = spec.database.clone();
                 e.collection = spec.collection.name.clone();
@@ -774,11 +797,11 @@ impl Service {
         &self,
         settings: &Settings,
         spec: &JobSpec,
-        archive: &std::path::Path,
+        archive: &crate::storage::Source,
         manifest: &crate::export::manifest::Manifest,
     ) {
         let id = spec.id();
-        let (path, m) = (archive.to_path_buf(), manifest.clone());
+        let (path, m) = (archive.clone(), manifest.clone());
         let identity = settings.identity_file.clone();
         let root = settings.backup_root.clone();
         let Ok((report, record, key_file_error)) = tokio::task::spawn_blocking(move || {
@@ -848,14 +871,15 @@ impl Service {
 
     /// Retention for one policy, after its run.
     async fn prune(&self, policy: &Policy, settings: &Settings) {
-        let (policy, root) = (policy.clone(), settings.backup_root.clone());
-        let _ = tokio::task::spawn_blocking(move || prune_policy(&policy, &root)).await;
+        let (policy, settings) = (policy.clone(), settings.clone());
+        let _ = tokio::task::spawn_blocking(move || prune_policy(&policy, &settings)).await;
     }
 
     /// The state, read off the async workers.
     async fn load_state(&self) -> State {
         let root = self.settings().backup_root;
-        tokio::task::spawn_blocking(move || State::load(&root))
+        let target = self.settings().target();
+        tokio::task::spawn_blocking(move || State::load(&root, &target))
             .await
             .unwrap_or_default()
     }
@@ -899,7 +923,7 @@ impl Service {
                 continue;
             };
             let missed = p.collections.iter().any(|c| {
-                let id = crate::state::job_id(&p.name, &db, &c.name);
+                let id = crate::plan::job_id(&p.name, &db, &c.name);
                 state
                     .collections
                     .get(&id)
@@ -916,7 +940,7 @@ impl Service {
     fn record(&self) -> ServiceRecord {
         ServiceRecord {
             pid: std::process::id(),
-            host: status::hostname(),
+            host: crate::host::hostname(),
             started_at: self.started_at,
             heartbeat_at: Utc::now(),
             stopped_at: None,
@@ -976,6 +1000,7 @@ impl Service {
             Vec::new()
         };
         let root = settings.backup_root.clone();
+        let target = settings.target();
         let started_at = self.started_at;
         let findings = tokio::task::spawn_blocking(move || {
             let _ = storage::create_dir(&root);
@@ -984,7 +1009,7 @@ impl Service {
                 _ => None,
             };
             let (state, archives) = if full {
-                (State::load(&root), crate::export::manifest::scan(&root))
+                (State::load(&root, &target), crate::catalog::scan(&target))
             } else {
                 Default::default()
             };
@@ -1043,28 +1068,24 @@ fn write_record(root: &Path, record: &ServiceRecord) {
 }
 
 /// Retention for one policy: plan, then apply under its locks.
-fn prune_policy(policy: &Policy, root: &Path) {
-    let dir = storage::policy_dir(root, &policy.name);
-    let _locks = match crate::commands::prune::lock_for_prune(&dir) {
-        Ok(locks) => locks,
-        Err((true, why)) => {
-            tracing::info!(policy = %policy.name, "retention skipped until the next run: {why}");
-            return;
+fn prune_policy(policy: &Policy, settings: &Settings) {
+    let name = std::slice::from_ref(&policy.name);
+    let pruned = retention::prune(
+        &settings.backup_root,
+        &settings.target(),
+        std::slice::from_ref(policy),
+        name,
+        Utc::now(),
+    );
+    for s in &pruned.skipped {
+        if s.busy {
+            tracing::info!(policy = %s.policy, "retention skipped until the next run: {}", s.why);
+        } else {
+            tracing::warn!(policy = %s.policy, "retention skipped: {}", s.why);
         }
-        Err((false, why)) => {
-            tracing::warn!(policy = %policy.name, "retention skipped: {why}");
-            return;
-        }
-    };
-    let found: Vec<_> = crate::export::manifest::scan(root)
-        .into_iter()
-        .filter(|f| f.manifest.policy == policy.name)
-        .collect();
-    let plan = retention::compute(&found, std::slice::from_ref(policy), Utc::now());
-    let report = retention::apply(&plan);
-    crate::audit::prune(root, &plan, &report);
-    for (path, e) in &report.errors {
-        tracing::error!(archive = %path.display(), error = %e, "retention could not delete an archive");
+    }
+    for (key, e) in &pruned.report.errors {
+        tracing::error!(archive = %key, error = %e, "retention could not delete an archive");
     }
 }
 
@@ -1262,34 +1283,21 @@ impl Watch {
 }
 
 /// Run the service until asked to stop. Returns the process exit status.
-pub async fn serve(settings: Settings, opts: Options) -> crate::commands::Exit {
-    use crate::commands::Exit;
+pub async fn serve(settings: Settings, opts: Options) -> Result<(), ServeError> {
     let root = settings.backup_root.clone();
     if let Some(other) = status::read_service(&root)
         .filter(|s| s.is_alive(Utc::now()) && s.pid != std::process::id())
     {
-        eprintln!(
-            "error: a dcb service is already running for {} (pid {})",
-            root.display(),
-            other.pid
-        );
-        return Exit::Config;
+        return Err(ServeError::AlreadyRunning {
+            root,
+            pid: other.pid,
+        });
     }
-    if let Err(e) = storage::create_dir(&storage::logs_dir(&root)) {
-        eprintln!(
-            "error: cannot create {}: {e}",
-            storage::logs_dir(&root).display()
-        );
-        return Exit::Failed;
-    }
+    let logs = storage::logs_dir(&root);
+    storage::create_dir(&logs).map_err(|e| ServeError::Logs(logs, e))?;
     let _ = std::fs::remove_file(status::stop_request_path(&root));
-    let alerter = match Alerter::new(&alerts_config(&settings), alerts_log(&settings)) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: invalid alerts configuration: {e}");
-            return Exit::Config;
-        }
-    };
+    let alerter = Alerter::new(&alerts_config(&settings), alerts_log(&settings))
+        .map_err(ServeError::Alerts)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let service = Arc::new(Service {
         overrides: opts.overrides.clone(),
@@ -1331,10 +1339,7 @@ pub async fn serve(settings: Settings, opts: Options) -> crate::commands::Exit {
                 *lock(&service.http) = Some(bound.to_string());
                 http_task = Some(task);
             }
-            Err(e) => {
-                eprintln!("error: cannot listen on {addr}: {e}");
-                return Exit::Config;
-            }
+            Err(e) => return Err(ServeError::Listen(addr, e)),
         }
     }
     service.heartbeat().await;
@@ -1475,7 +1480,7 @@ pub async fn serve(settings: Settings, opts: Options) -> crate::commands::Exit {
     let root = service.settings().backup_root;
     let _ = tokio::task::spawn_blocking(move || write_record(&root, &record)).await;
     tracing::info!("dcb service stopped");
-    Exit::Ok
+    Ok(())
 }
 
 fn spawn_signals(tx: mpsc::UnboundedSender<Event>) {

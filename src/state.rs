@@ -4,13 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::export::manifest;
+use crate::catalog::{self, Found};
+use crate::plan::{Watermarks, job_id};
 use crate::policy::Mode;
-use crate::storage;
+use crate::storage::{self, Target};
 
 pub const FILE: &str = "state.json";
 
@@ -44,10 +46,6 @@ pub struct CollectionState {
     pub untimed_checked_at: Option<DateTime<Utc>>,
 }
 
-pub fn job_id(policy: &str, database: &str, collection: &str) -> String {
-    format!("{policy}/{database}/{collection}")
-}
-
 pub fn path(root: &Path) -> PathBuf {
     storage::logs_dir(root).join(FILE)
 }
@@ -57,10 +55,18 @@ fn lock_path(root: &Path) -> PathBuf {
 }
 
 impl State {
+    /// The watermarks recorded, by job id.
+    pub fn watermarks(&self) -> Watermarks {
+        self.collections
+            .iter()
+            .filter_map(|(id, c)| c.watermark.map(|w| (id.clone(), w)))
+            .collect()
+    }
+
     /// Load the state; rebuild it from the manifests when missing or unreadable, and
     /// say so when the rebuild recovered anything.
-    pub fn load(root: &Path) -> State {
-        Self::load_inner(root, true)
+    pub fn load(root: &Path, target: &Arc<dyn Target>) -> State {
+        Self::load_inner(root, target, true)
     }
 
     /// As [`State::load`], for a run that is about to write: a rebuilt state is saved
@@ -70,15 +76,15 @@ impl State {
     /// A state file that is behind the manifests (dcb stopped, or could not write the
     /// state, after an archive was committed) catches up with them, so that window is
     /// not exported twice. Call with the locks of the policies to run held.
-    pub fn load_for_run(root: &Path) -> State {
+    pub fn load_for_run(root: &Path, target: &Arc<dyn Target>) -> State {
         let Ok(_lock) = storage::lock(&lock_path(root)) else {
-            return State::load(root);
+            return State::load(root, target);
         };
         remove_temp_leftovers(root);
-        let mut state = Self::load_inner(root, true);
+        let mut state = Self::load_inner(root, target, true);
         let mut save = !path(root).is_file();
         if !save {
-            for id in state.catch_up(&manifest::scan(root)) {
+            for id in state.catch_up(&catalog::scan(target)) {
                 tracing::warn!(job = %id, "state.json was behind the archives on disk; took the watermark from the newest manifest");
                 save = true;
             }
@@ -94,7 +100,7 @@ impl State {
 
     /// Bring watermarks and last successes up to the manifests in `found`; returns the
     /// job ids that moved.
-    pub fn catch_up(&mut self, found: &[manifest::Found]) -> Vec<String> {
+    pub fn catch_up(&mut self, found: &[Found]) -> Vec<String> {
         let mut moved = Vec::new();
         for f in found {
             let m = &f.manifest;
@@ -129,7 +135,7 @@ impl State {
         moved
     }
 
-    fn load_inner(root: &Path, announce: bool) -> State {
+    fn load_inner(root: &Path, target: &Arc<dyn Target>, announce: bool) -> State {
         let p = path(root);
         let why = match std::fs::read(&p) {
             Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
@@ -146,7 +152,7 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => "state.json is missing".into(),
             Err(e) => format!("cannot read state.json ({e})"),
         };
-        let state = State::rebuild(root);
+        let state = State::rebuild(target);
         if announce && !state.collections.is_empty() {
             tracing::warn!(
                 collections = state.collections.len(),
@@ -156,13 +162,13 @@ impl State {
         state
     }
 
-    /// Watermarks and last successes from the manifests on disk.
-    pub fn rebuild(root: &Path) -> State {
+    /// Watermarks and last successes from the manifests in `target`.
+    pub fn rebuild(target: &Arc<dyn Target>) -> State {
         let mut state = State {
             version: 1,
             ..State::default()
         };
-        for found in manifest::scan(root) {
+        for found in catalog::scan(target) {
             let m = &found.manifest;
             let entry = state
                 .collections
@@ -192,12 +198,13 @@ impl State {
     /// different policies never lose each other's updates.
     pub fn update(
         root: &Path,
+        target: &Arc<dyn Target>,
         id: &str,
         f: impl FnOnce(&mut CollectionState),
     ) -> std::io::Result<CollectionState> {
         let _lock = storage::lock(&lock_path(root))?;
         // Quiet: a run that needed a rebuild announced it when it started.
-        let mut state = State::load_inner(root, false);
+        let mut state = State::load_inner(root, target, false);
         state.version = 1;
         let entry = state.collections.entry(id.to_string()).or_default();
         f(entry);
@@ -226,7 +233,8 @@ fn remove_temp_leftovers(root: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::manifest::{FORMAT, Found, Manifest};
+    use crate::export::manifest::{FORMAT, Manifest};
+    use crate::storage::Source;
 
     fn manifest(collection: &str, to: &str, mode: Mode) -> Found {
         let to = DateTime::parse_from_rfc3339(to).unwrap().to_utc();
@@ -253,8 +261,9 @@ mod tests {
                 archive_size: None,
                 encrypted: false,
             },
-            manifest_path: PathBuf::new(),
-            archive_path: PathBuf::new(),
+            archive: Source::File(PathBuf::new()),
+            manifest_key: String::new(),
+            size: 0,
         }
     }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Found;
 use crate::config::Settings;
-use crate::export::manifest::Found;
 use crate::plan::JobSpec;
 use crate::policy::Policy;
 use crate::state::State;
@@ -35,25 +35,6 @@ pub struct ServiceRecord {
     pub active_jobs: Vec<String>,
     #[serde(default)]
     pub http: Option<String>,
-}
-
-/// This machine's name, for records and alerts (looked up once).
-pub fn hostname() -> String {
-    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(lookup_hostname).clone()
-}
-
-fn lookup_hostname() -> String {
-    ["HOSTNAME", "COMPUTERNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| "unknown".into())
 }
 
 pub fn service_path(root: &Path) -> PathBuf {
@@ -83,7 +64,9 @@ impl ServiceRecord {
             .to_std()
             .is_ok_and(|age| age <= HEARTBEAT * 3)
             || self.heartbeat_at > now;
-        self.stopped_at.is_none() && fresh && (self.host != hostname() || process_exists(self.pid))
+        self.stopped_at.is_none()
+            && fresh
+            && (self.host != crate::host::hostname() || process_exists(self.pid))
     }
 }
 
@@ -196,13 +179,11 @@ pub fn compute(
     let mut archives: BTreeMap<String, (usize, u64)> = BTreeMap::new();
     let mut total_bytes = 0u64;
     for f in found {
-        let size = std::fs::metadata(&f.archive_path)
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let size = f.size;
         total_bytes += size;
         let m = &f.manifest;
         let e = archives
-            .entry(crate::state::job_id(&m.policy, &m.database, &m.collection))
+            .entry(crate::plan::job_id(&m.policy, &m.database, &m.collection))
             .or_default();
         e.0 += 1;
         e.1 += size;
@@ -287,8 +268,8 @@ pub fn gather(settings: &Settings, policies: &[Policy]) -> Status {
             (p.clone(), specs)
         })
         .collect::<Vec<_>>();
-    let state = State::load(&settings.backup_root);
-    let found = crate::export::manifest::scan(&settings.backup_root);
+    let state = State::load(&settings.backup_root, &settings.target());
+    let found = crate::catalog::scan(&settings.target());
     compute(
         &jobs,
         &state,
@@ -435,7 +416,7 @@ mod tests {
         let now = Utc::now();
         let record = |pid| ServiceRecord {
             pid,
-            host: hostname(),
+            host: crate::host::hostname(),
             started_at: now,
             heartbeat_at: now,
             stopped_at: None,

@@ -2,7 +2,6 @@
 //! anything uses it, and a SHA-256 of the whole file computed on the way.
 
 use std::fmt;
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Component, Path};
 
@@ -13,7 +12,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::crypto::{self, KeyError, Keys, OpenError};
-use crate::export::archive::hex;
+use crate::storage::Source;
+use crate::storage::names::hex;
 
 /// dcb writes 3 members (plus a long-name record for long paths); anything far
 /// beyond that is not a dcb archive, and reading on only piles up problems.
@@ -122,20 +122,20 @@ pub fn describe_io(e: &io::Error) -> String {
     }
 }
 
-/// Stream every member of the archive at `path` to `visit` (path, size, content, and
+/// Stream every member of the archive in `source` to `visit` (path, size, content, and
 /// `problems` to add to), after checking that its path is safe and that it is a regular file. Unsafe or
 /// unexpected entries are reported in `problems` and never given to `visit`. Returns
 /// the digest of the whole file, or `None` when reading stopped at a fatal problem
 /// (also in `problems`); `Err` when the archive is encrypted and `keys` cannot open
 /// it (nothing was read: a configuration problem, not damage).
 pub fn for_each_member(
-    path: &Path,
+    source: &Source,
     keys: &Keys,
     problems: &mut Vec<Problem>,
     visit: impl FnMut(&str, u64, &mut dyn Read, &mut Vec<Problem>) -> io::Result<()>,
 ) -> Result<Option<FileDigest>, KeyError> {
     let mut locked = None;
-    let digest = read_members(path, keys, problems, &mut locked, visit);
+    let digest = read_members(source, keys, problems, &mut locked, visit);
     match locked {
         Some(k) => Err(k),
         None => Ok(digest),
@@ -143,13 +143,13 @@ pub fn for_each_member(
 }
 
 fn read_members(
-    path: &Path,
+    source: &Source,
     keys: &Keys,
     problems: &mut Vec<Problem>,
     locked: &mut Option<KeyError>,
     mut visit: impl FnMut(&str, u64, &mut dyn Read, &mut Vec<Problem>) -> io::Result<()>,
 ) -> Option<FileDigest> {
-    let file = match File::open(path) {
+    let file = match source.open() {
         Ok(f) => f,
         Err(e) => {
             problems.push(Problem::new("archive", describe_io(&e)));
@@ -157,10 +157,11 @@ fn read_members(
         }
     };
     let hashed = Rc::new(RefCell::new((Sha256::new(), 0u64)));
+    let inner = Rc::new(RefCell::new(file));
     let mut raw = BufReader::with_capacity(
         1 << 20,
         SharedHashing {
-            inner: file,
+            inner: inner.clone(),
             state: hashed.clone(),
         },
     );
@@ -301,14 +302,22 @@ fn read_members(
         ));
     }
     drop(rest);
+    // An age stream ends at its last chunk; anything after it is never read by the
+    // decoders: read it here (into the file's hash too).
+    let before = hashed.borrow().1;
+    let mut tail = SharedHashing {
+        inner,
+        state: hashed.clone(),
+    };
+    if let Err(e) = io::copy(&mut tail, &mut io::sink()) {
+        problems.push(Problem::new("archive", describe_io(&e)));
+        return None;
+    }
     let (hasher, size) = hashed.replace((Sha256::new(), 0));
-    // An age stream ends at its last chunk; anything after it is never read.
-    if let Ok(len) = std::fs::metadata(path).map(|m| m.len())
-        && len > size
-    {
+    if size > before {
         problems.push(Problem::new(
             "archive file",
-            format!("{} bytes follow the end of the archive", len - size),
+            format!("{} bytes follow the end of the archive", size - before),
         ));
     }
     Some(FileDigest {
@@ -320,13 +329,13 @@ fn read_members(
 /// Hashes what passes through, into state the caller keeps (the reader itself ends up
 /// boxed inside the decoders).
 struct SharedHashing<R> {
-    inner: R,
+    inner: Rc<RefCell<R>>,
     state: Rc<RefCell<(Sha256, u64)>>,
 }
 
 impl<R: Read> Read for SharedHashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.borrow_mut().read(buf)?;
         let mut st = self.state.borrow_mut();
         st.0.update(&buf[..n]);
         st.1 += n as u64;
@@ -336,7 +345,12 @@ impl<R: Read> Read for SharedHashing<R> {
 
 /// The SHA-256 and size of a file, read from disk.
 pub fn file_digest(path: &Path) -> io::Result<FileDigest> {
-    let mut h = Hashing::new(File::open(path)?);
+    digest(&Source::File(path.to_path_buf()))
+}
+
+/// The SHA-256 and size of an archive, read whole.
+pub fn digest(source: &Source) -> io::Result<FileDigest> {
+    let mut h = Hashing::new(source.open()?);
     io::copy(&mut h, &mut io::sink())?;
     let (sha256, size) = h.finish();
     Ok(FileDigest { sha256, size })

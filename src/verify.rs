@@ -7,7 +7,7 @@ pub mod sample;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bson::RawDocumentBuf;
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,7 @@ use crate::bson_stream::{BsonError, BsonReader};
 pub use crate::crypto::KeyError;
 use crate::crypto::Keys;
 use crate::export::manifest::Manifest;
+use crate::storage::Source;
 use crate::unpack::{self, FileDigest, Hashing, Problem};
 
 /// The most a JSON member may hold; dcb writes a few KB.
@@ -25,7 +26,7 @@ const MAX_JSON_MEMBER: u64 = 16 * 1024 * 1024;
 /// What one archive turned out to hold.
 #[derive(Debug)]
 pub struct Report {
-    pub archive: PathBuf,
+    pub archive: Source,
     /// The manifest checked against: the one beside the archive, else the copy inside.
     pub manifest: Option<Manifest>,
     pub problems: Vec<Problem>,
@@ -71,6 +72,72 @@ impl Report {
     }
 }
 
+/// One archive to check, and what is known of it before reading.
+pub struct Check {
+    pub archive: Source,
+    /// The manifest beside it, if there is one.
+    pub beside: Option<Manifest>,
+    /// Problems found before reading (an unreadable manifest beside it).
+    pub early: Vec<Problem>,
+}
+
+impl Check {
+    /// A committed archive, checked against its manifest.
+    pub fn found(f: &crate::catalog::Found) -> Check {
+        Check {
+            archive: f.archive.clone(),
+            beside: Some(f.manifest.clone()),
+            early: Vec::new(),
+        }
+    }
+
+    /// A file named on the command line, checked against the manifest beside it when
+    /// there is one, else the copy inside.
+    pub fn file(path: &Path) -> Check {
+        let (beside, early) = match manifest_beside(path) {
+            Ok(m) => (m, Vec::new()),
+            Err(e) => (None, vec![Problem::new("manifest beside the archive", e)]),
+        };
+        Check {
+            archive: Source::File(path.to_path_buf()),
+            beside,
+            early,
+        }
+    }
+}
+
+/// Check every archive, one per core up to four (reading is decompression-bound);
+/// the reports in the order of `checks`.
+pub fn check_all(checks: &[Check], sample: usize, keys: &Keys) -> Vec<Report> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 4);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(c) = checks.get(i) else { break };
+                    let mut report = check(&c.archive, c.beside.as_ref(), sample, keys);
+                    let mut problems = c.early.clone();
+                    problems.append(&mut report.problems);
+                    report.problems = problems;
+                    results
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((i, report));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
 #[derive(Debug)]
 struct Seen {
     size: u64,
@@ -79,9 +146,15 @@ struct Seen {
 
 /// Read the archive at `path` once and check it against `beside` (the manifest next to
 /// it), or against the manifest inside when there is none beside it.
-pub fn check(path: &Path, beside: Option<&Manifest>, sample: usize, keys: &Keys) -> Report {
-    if keys.is_empty() && keys.hash_only_when_locked && crate::crypto::file_is_age(path) {
-        return check_locked(path, beside);
+pub fn check(
+    archive: impl Into<Source>,
+    beside: Option<&Manifest>,
+    sample: usize,
+    keys: &Keys,
+) -> Report {
+    let source = &archive.into();
+    if keys.is_empty() && keys.hash_only_when_locked && is_age(source) {
+        return check_locked(source, beside);
     }
     let mut problems = Vec::new();
     let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
@@ -90,7 +163,7 @@ pub fn check(path: &Path, beside: Option<&Manifest>, sample: usize, keys: &Keys)
     let mut inner: Option<Manifest> = None;
     let mut reservoir = sample::Reservoir::new(sample);
 
-    let read = unpack::for_each_member(path, keys, &mut problems, |name, size, r, problems| {
+    let read = unpack::for_each_member(source, keys, &mut problems, |name, size, r, problems| {
         if seen.contains_key(name) {
             problems.push(Problem::new(name, "appears twice in the archive"));
         }
@@ -138,7 +211,7 @@ pub fn check(path: &Path, beside: Option<&Manifest>, sample: usize, keys: &Keys)
     });
     let digest = match read {
         Ok(d) => d,
-        Err(key) => return locked_out(path, beside, key),
+        Err(key) => return locked_out(source, beside, key),
     };
     let complete = digest.is_some();
 
@@ -161,7 +234,7 @@ pub fn check(path: &Path, beside: Option<&Manifest>, sample: usize, keys: &Keys)
         ),
     }
     Report {
-        archive: path.to_path_buf(),
+        archive: source.clone(),
         manifest,
         problems,
         documents,
@@ -173,8 +246,8 @@ pub fn check(path: &Path, beside: Option<&Manifest>, sample: usize, keys: &Keys)
 }
 
 /// An encrypted archive without the key to open it: only the file's hash and size.
-fn check_locked(path: &Path, beside: Option<&Manifest>) -> Report {
-    let (mut problems, hashed) = hash_problems(path, beside);
+fn check_locked(source: &Source, beside: Option<&Manifest>) -> Report {
+    let (mut problems, hashed) = hash_problems(source, beside);
     if !hashed {
         problems.push(Problem::new(
             "manifest",
@@ -182,7 +255,7 @@ fn check_locked(path: &Path, beside: Option<&Manifest>) -> Report {
         ));
     }
     Report {
-        archive: path.to_path_buf(),
+        archive: source.clone(),
         manifest: beside.cloned(),
         problems,
         documents: beside.map_or(0, |m| m.documents),
@@ -195,10 +268,10 @@ fn check_locked(path: &Path, beside: Option<&Manifest>) -> Report {
 
 /// The keys cannot open the archive. A damaged recipient stanza looks just like a
 /// wrong key, so the file's hash decides: intact, it is a key problem; not, damage.
-fn locked_out(path: &Path, beside: Option<&Manifest>, key: KeyError) -> Report {
-    let (problems, _) = hash_problems(path, beside);
+fn locked_out(source: &Source, beside: Option<&Manifest>, key: KeyError) -> Report {
+    let (problems, _) = hash_problems(source, beside);
     Report {
-        archive: path.to_path_buf(),
+        archive: source.clone(),
         manifest: beside.cloned(),
         problems,
         documents: 0,
@@ -210,10 +283,10 @@ fn locked_out(path: &Path, beside: Option<&Manifest>, key: KeyError) -> Report {
 }
 
 /// The whole file against the hash beside it; whether there was one to compare with.
-fn hash_problems(path: &Path, beside: Option<&Manifest>) -> (Vec<Problem>, bool) {
+fn hash_problems(source: &Source, beside: Option<&Manifest>) -> (Vec<Problem>, bool) {
     let expected = beside.and_then(|m| m.archive_sha256.as_ref());
     let mut problems = Vec::new();
-    match (unpack::file_digest(path), expected) {
+    match (unpack::digest(source), expected) {
         (Err(e), _) => problems.push(Problem::new("archive", unpack::describe_io(&e))),
         (Ok(d), Some(expected)) if d.sha256 != *expected => problems.push(Problem::new(
             "archive file",
@@ -228,9 +301,7 @@ fn hash_problems(path: &Path, beside: Option<&Manifest>) -> (Vec<Problem>, bool)
     (problems, expected.is_some())
 }
 
-fn is_manifest_member(name: &str) -> bool {
-    !name.contains('/') && name.starts_with("dcb-manifest.") && name.ends_with(".json")
-}
+use crate::storage::names::is_manifest_member;
 
 /// Count the documents of a `.bson` member; a content error ends the count (the rest
 /// of the member is still read, so its hash is complete). I/O errors are fatal.
@@ -382,6 +453,15 @@ fn compare(
 /// The start of a hash, for messages (a lying manifest may hold anything there).
 fn short(sha: &str) -> &str {
     sha.get(..16).unwrap_or(sha)
+}
+
+/// Whether the archive is an age file (a source that cannot be read is not).
+pub fn is_age(source: &Source) -> bool {
+    source
+        .open()
+        .map(io::BufReader::new)
+        .and_then(|mut r| crate::crypto::is_age(&mut r))
+        .unwrap_or(false)
 }
 
 /// The manifest beside `archive`, if there is a readable one.

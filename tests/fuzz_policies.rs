@@ -210,7 +210,8 @@ proptest! {
         let env = |name: &str| if name == "DCB_MONGODB_URI" { uri.clone() } else { None };
         let no_config = Overrides { config: None, ..Overrides::default() };
         let settings = uri.is_some().then(|| Settings::resolve(&no_config, &env).unwrap());
-        let set = load_paths(&[dir.path().to_path_buf()], &defaults(), settings.as_ref());
+        let databases = settings.as_ref().map(Settings::database_defaults);
+        let set = load_paths(&[dir.path().to_path_buf()], &defaults(), databases.as_ref());
         for (path, text) in &texts {
             let loaded = set.policies.iter().any(|p| &p.file == path);
             let failed = set.diagnostics.iter().any(|d| d.is_error() && &d.file == path);

@@ -33,7 +33,7 @@ fn stale(committed: &str, fresh: &str) -> bool {
 // A checkout with CRLF line endings is current; a changed line is stale.
 #[test]
 fn line_endings_do_not_make_a_schema_stale() {
-    let fresh = dcb::schema::render(dcb::schema::policy());
+    let fresh = dcb::schema::render(dcb::policy::schema());
     assert!(!stale(&fresh.replace('\n', "\r\n"), &fresh));
     assert!(stale(&fresh.replacen("dcb policy", "dcb polic", 1), &fresh));
 }
@@ -41,13 +41,13 @@ fn line_endings_do_not_make_a_schema_stale() {
 // schema/policy.schema.json matches the PolicyFile type.
 #[test]
 fn policy_schema_is_current() {
-    check("policy.schema.json", dcb::schema::policy());
+    check("policy.schema.json", dcb::policy::schema());
 }
 
 // schema/config.schema.json matches the ConfigFile type.
 #[test]
 fn config_schema_is_current() {
-    check("config.schema.json", dcb::schema::config());
+    check("config.schema.json", dcb::config::schema());
 }
 
 // `dcb schema policy` prints the same document the tests compare.
@@ -60,7 +60,7 @@ fn cli_prints_the_generated_schema() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        dcb::schema::render(dcb::schema::policy())
+        dcb::schema::render(dcb::policy::schema())
     );
 }
 

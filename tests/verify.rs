@@ -11,11 +11,14 @@ use dcb::crypto::Keys;
 use dcb::export::archive::{ArchiveWriter, MemberInfo, hex};
 use dcb::export::manifest::Manifest;
 use dcb::policy::Mode;
+use dcb::storage::Target;
+use dcb::storage::local::Local;
 use dcb::verify;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use mongodb::bson::{DateTime, doc};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use support::Scratch;
 
 fn manifest(archive: &str, members: Vec<MemberInfo>, documents: u64, bytes: u64) -> Manifest {
@@ -732,12 +735,14 @@ mod fuzz {
             std::fs::write(Manifest::beside(&good), m.to_json()).unwrap();
             let before = tree(s.path());
 
-            let (found, broken) = dcb::export::manifest::scan_all(&s.path().join("backups"));
+            let target: Arc<dyn Target> = Arc::new(Local::new(s.path().join("backups")));
+            let (found, broken) = dcb::catalog::scan_all(&target);
             prop_assert_eq!(found.len() + broken.len(), 1);
             for f in &found {
-                prop_assert_eq!(&f.archive_path, &dir.join(&m.archive));
-                prop_assert!(f.archive_path.starts_with(&dir));
-                let r = verify::check(&f.archive_path, Some(&f.manifest), 2, &Keys::default());
+                let path = f.archive.local_path().unwrap();
+                prop_assert_eq!(&path, &dir.join(&m.archive));
+                prop_assert!(path.starts_with(&dir));
+                let r = verify::check(&f.archive, Some(&f.manifest), 2, &Keys::default());
                 prop_assert_eq!(r.ok(), honest, "{}", messages(&r));
             }
             // The comparison itself, whatever the manifest names as its archive.
@@ -767,7 +772,8 @@ mod fuzz {
                 text.clone()
             };
             std::fs::write(p.join("x.manifest.json"), body).unwrap();
-            let (found, broken) = dcb::export::manifest::scan_all(dir.path());
+            let target: Arc<dyn Target> = Arc::new(Local::new(dir.path()));
+            let (found, broken) = dcb::catalog::scan_all(&target);
             prop_assert!(found.is_empty());
             prop_assert_eq!(broken.len(), 1);
         }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::Alert;
-use super::config::{NotifierConfig, SmtpTls};
+use crate::config::alerts::{NotifierConfig, SmtpTls};
 
 /// How long one delivery attempt may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

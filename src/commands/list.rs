@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 
 use super::{Exit, settings};
-use crate::catalog::{self, Entry};
+use crate::catalog;
+use crate::listing::{self, Entry};
 use crate::cli::{Cli, ListArgs};
 use crate::human::{count, plural, size};
 use crate::verify::Checked;
@@ -13,12 +14,17 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Exit {
         Ok(s) => s,
         Err(e) => return e,
     };
-    let entries = catalog::entries(&settings.backup_root, &args.policies, &args.collections);
-    let (_, broken) = crate::export::manifest::scan_all(&settings.backup_root);
+    let (found, broken) = catalog::scan_all(&settings.target());
+    let entries = listing::entries(
+        &settings.backup_root,
+        found,
+        &args.policies,
+        &args.collections,
+    );
     for b in &broken {
         eprintln!(
             "warning: {}: {} (not listed; `dcb verify` reports it)",
-            b.manifest_path.display(),
+            settings.backup_root.join(&b.manifest_key).display(),
             b.problem
         );
     }
@@ -46,7 +52,7 @@ pub fn render(entries: &[Entry]) -> String {
             [
                 e.archive.clone(),
                 format!("{}.{}", e.database, e.collection),
-                catalog::window_text(e.mode, e.from, e.to),
+                listing::window_text(e.mode, e.from, e.to),
                 count(e.documents),
                 size(e.size),
                 match &e.verified {

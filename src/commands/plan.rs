@@ -15,10 +15,10 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Exit {
         Ok(p) => p,
         Err(e) => return e,
     };
-    let state = crate::state::State::load(&settings.backup_root);
+    let state = crate::state::State::load(&settings.backup_root, &settings.target());
     let views = plan::view(
         &plans,
-        &plan::watermarks(&state),
+        &state.watermarks(),
         chrono::Utc::now(),
         usize::from(args.runs),
     );

@@ -195,7 +195,7 @@ fn summary(report: &RunReport, root: &std::path::Path) -> String {
         match &r.outcome {
             Ok(o) => {
                 let what = match (&o.archive, &r.extent) {
-                    (Some(a), _) => a.strip_prefix(root).unwrap_or(a).display().to_string(),
+                    (Some(a), _) => a.name(root),
                     (None, Some(Extent::Window(_))) => "empty window, nothing to write".into(),
                     (None, _) => String::new(),
                 };

@@ -22,8 +22,18 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Exit {
         grace: args.grace.0,
     };
     let rt = runtime();
-    let exit = rt.block_on(crate::serve::serve(settings, opts));
+    let result = rt.block_on(crate::serve::serve(settings, opts));
     // Aborted exports may leave blocking work behind; it must not hold up the exit.
     rt.shutdown_timeout(crate::serve::RUNTIME_SHUTDOWN);
-    exit
+    match result {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.is_config() {
+                Exit::Config
+            } else {
+                Exit::Failed
+            }
+        }
+    }
 }

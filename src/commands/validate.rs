@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use super::{Exit, overrides, process_env, report_config_errors, runtime};
+use super::{Exit, overrides, report_config_errors, runtime};
 use crate::cli::{Cli, ValidateArgs};
-use crate::config::{DEFAULT_CONCURRENCY, Settings, system_timezone};
+use crate::config::{DEFAULT_CONCURRENCY, Settings, process_env, system_timezone};
 use crate::diag::{self, Format};
 use crate::policy::load::load_paths;
 use crate::policy::validate::Defaults;
@@ -39,7 +39,8 @@ pub fn run(cli: &Cli, args: &ValidateArgs) -> Exit {
     } else {
         args.paths.clone()
     };
-    let set = load_paths(&paths, &defaults, settings.as_ref());
+    let databases = settings.as_ref().map(Settings::database_defaults);
+    let set = load_paths(&paths, &defaults, databases.as_ref());
     diags.extend(set.diagnostics);
     if args.online {
         match &settings {

@@ -1,27 +1,17 @@
 //! `dcb verify`: check archives against their manifests; exit 1 on any corruption.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::{Exit, runtime, settings};
+use crate::catalog;
 use crate::cli::{Cli, VerifyArgs};
-use crate::crypto::Keys;
-use crate::export::manifest::{self, Manifest};
 use crate::human::{count, plural};
 use crate::unpack::Problem;
 use crate::verify::sample::SampleCheck;
-use crate::verify::{self, Checked, Report, log};
-
-/// One archive to check.
-pub struct Target {
-    pub archive: PathBuf,
-    pub beside: Option<Manifest>,
-    /// Problems found before reading (an unreadable manifest beside it).
-    pub early: Vec<Problem>,
-}
+use crate::verify::{self, Check, Checked, log};
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -53,24 +43,19 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
     } else {
         crate::storage::lock_readers_of(root, &args.archives)
     };
-    let mut targets = Vec::new();
+    let mut checks = Vec::new();
     let mut orphans = Vec::new();
     if args.archives.is_empty() {
-        let (found, broken) = manifest::scan_all(root);
+        let (found, broken) = catalog::scan_all(&settings.target());
         let selected = |p: &str| args.policies.is_empty() || args.policies.iter().any(|n| n == p);
-        for f in found.into_iter().filter(|f| selected(&f.manifest.policy)) {
-            targets.push(Target {
-                archive: f.archive_path,
-                beside: Some(f.manifest),
-                early: Vec::new(),
-            });
-        }
-        for b in broken {
-            if selected(&policy_of(&b.manifest_path).unwrap_or_default()) {
-                orphans.push(b);
-            }
-        }
-        if targets.is_empty() && orphans.is_empty() {
+        checks.extend(
+            found
+                .iter()
+                .filter(|f| selected(&f.manifest.policy))
+                .map(Check::found),
+        );
+        orphans.extend(broken.into_iter().filter(|b| selected(b.policy())));
+        if checks.is_empty() && orphans.is_empty() {
             for name in &args.policies {
                 if !settings.policies_dir.join(format!("{name}.yaml")).is_file() {
                     eprintln!("error: no archives and no policy named `{name}`");
@@ -81,27 +66,17 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
             return Exit::Ok;
         }
     } else {
-        for archive in &args.archives {
-            let (beside, early) = match verify::manifest_beside(archive) {
-                Ok(m) => (m, Vec::new()),
-                Err(e) => (None, vec![Problem::new("manifest beside the archive", e)]),
-            };
-            targets.push(Target {
-                archive: archive.clone(),
-                beside,
-                early,
-            });
-        }
+        checks.extend(args.archives.iter().map(|a| Check::file(a)));
     }
 
-    let keys = match crate::crypto::keys_for(args.identity.as_deref(), &settings) {
+    let keys = match settings.keys(args.identity.as_deref()) {
         Ok(k) => k,
         Err(e) => {
             eprintln!("error: {e}");
             return Exit::Config;
         }
     };
-    let mut reports = check_all(&targets, args.sample, &keys);
+    let mut reports = verify::check_all(&checks, args.sample, &keys);
     let mut lines = Vec::new();
     let mut client = None;
     let mut connect_error = None;
@@ -113,7 +88,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
         }
     }
     for r in &mut reports {
-        let key = log::archive_key(root, &r.archive);
+        let key = r.archive.name(root);
         let (mut sample, mut sample_error) = (None, None);
         if let (Some((rt, c)), Some(m)) = (&client, &r.manifest)
             && r.ok()
@@ -149,10 +124,10 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
     // A broken manifest is a failed verification of what it describes.
     for b in &orphans {
         let mut entry = crate::audit::Entry::new(crate::audit::Operation::Verify, false)
-            .archive(log::archive_key(root, &b.manifest_path))
+            .archive(b.manifest_key.clone())
             .detail(b.problem.clone());
-        if let Some(policy) = policy_of(&b.manifest_path) {
-            entry = entry.policy(policy);
+        if !b.policy().is_empty() {
+            entry = entry.policy(b.policy());
         }
         crate::audit::append(root, &entry);
     }
@@ -168,7 +143,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
             .iter()
             .map(|b| {
                 serde_json::json!({
-                    "manifest": log::archive_key(root, &b.manifest_path),
+                    "manifest": b.manifest_key,
                     "problem": b.problem,
                 })
             })
@@ -233,12 +208,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
             }
         }
         for b in &orphans {
-            let _ = writeln!(
-                out,
-                "CORRUPT  {}: {}",
-                log::archive_key(root, &b.manifest_path),
-                b.problem
-            );
+            let _ = writeln!(out, "CORRUPT  {}: {}", b.manifest_key, b.problem);
         }
         let _ = write!(
             out,
@@ -271,43 +241,4 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
     } else {
         Exit::Ok
     }
-}
-
-/// The policy a manifest belongs to: the name of its folder.
-pub fn policy_of(manifest: &Path) -> Option<String> {
-    manifest
-        .parent()
-        .and_then(Path::file_name)
-        .map(|n| n.to_string_lossy().into_owned())
-}
-
-/// Check every target, one per core up to four (reading is decompression-bound).
-pub fn check_all(targets: &[Target], sample: usize, keys: &Keys) -> Vec<Report> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results = std::sync::Mutex::new(Vec::new());
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 4);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(t) = targets.get(i) else { break };
-                    let mut report = verify::check(&t.archive, t.beside.as_ref(), sample, keys);
-                    let mut problems = t.early.clone();
-                    problems.append(&mut report.problems);
-                    report.problems = problems;
-                    results
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((i, report));
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
 }

@@ -17,6 +17,8 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
+pub use crate::storage::names::hex;
+
 const BLOCK: usize = 512;
 
 /// One member of the archive, as the manifest records it.
@@ -261,16 +263,6 @@ impl Drop for ArchiveWriter {
             let _ = std::fs::remove_file(&enc.spool);
         }
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 #[cfg(test)]

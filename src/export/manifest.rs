@@ -53,23 +53,14 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Path of the member inside the archive: at the top, outside `<db>/`, named so
-    /// that the archives of one run never collide when extracted together.
+    /// Path of the member inside the archive ([`storage::names::manifest_member`]).
     pub fn member_path(policy: &str, db: &str, collection: &str) -> String {
-        format!("dcb-manifest.{policy}.{db}.{collection}.json")
+        storage::names::manifest_member(policy, db, collection)
     }
 
     /// The path of the manifest beside an archive.
     pub fn beside(archive: &Path) -> PathBuf {
-        let name = archive
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let stem = name
-            .strip_suffix(storage::ENCRYPTED_EXT)
-            .or_else(|| name.strip_suffix(storage::ARCHIVE_EXT))
-            .unwrap_or(&name);
-        archive.with_file_name(format!("{stem}{}", storage::MANIFEST_EXT))
+        storage::names::manifest_beside(archive)
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -77,90 +68,4 @@ impl Manifest {
         v.push(b'\n');
         v
     }
-}
-
-/// A manifest found on disk, with the archive it describes.
-#[derive(Debug, Clone)]
-pub struct Found {
-    pub manifest: Manifest,
-    pub manifest_path: PathBuf,
-    pub archive_path: PathBuf,
-}
-
-/// Every readable manifest under `<root>/<policy>/`, with its archive present.
-/// Unreadable ones are logged and skipped (they describe nothing dcb can restore).
-pub fn scan(root: &Path) -> Vec<Found> {
-    let (found, broken) = scan_all(root);
-    for b in broken {
-        tracing::warn!(manifest = %b.manifest_path.display(), problem = %b.problem, "manifest ignored");
-    }
-    found
-}
-
-/// A manifest that describes nothing usable.
-#[derive(Debug, Clone)]
-pub struct Broken {
-    pub manifest_path: PathBuf,
-    pub problem: String,
-}
-
-/// Every manifest under `<root>/<policy>/`: the usable ones, and the ones that are
-/// unreadable or whose archive is gone.
-pub fn scan_all(root: &Path) -> (Vec<Found>, Vec<Broken>) {
-    let mut found = Vec::new();
-    let mut broken = Vec::new();
-    let Ok(policies) = std::fs::read_dir(root) else {
-        return (found, broken);
-    };
-    for dir in policies.flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
-        let Ok(files) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for path in files.flatten().map(|e| e.path()) {
-            let is_manifest = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(storage::MANIFEST_EXT) && !n.starts_with('.'));
-            if !is_manifest {
-                continue;
-            }
-            let parsed = std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Manifest>(&b).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(manifest) => {
-                    let archive_path = dir.join(&manifest.archive);
-                    if crate::unpack::check_member_path(manifest.archive.as_bytes()).is_err()
-                        || manifest.archive.contains(['/', '\\'])
-                    {
-                        broken.push(Broken {
-                            manifest_path: path,
-                            problem: format!(
-                                "names an archive outside its folder: {:?}",
-                                manifest.archive
-                            ),
-                        });
-                    } else if archive_path.is_file() {
-                        found.push(Found {
-                            manifest,
-                            manifest_path: path,
-                            archive_path,
-                        });
-                    } else {
-                        broken.push(Broken {
-                            manifest_path: path,
-                            problem: format!("its archive {} is missing", manifest.archive),
-                        });
-                    }
-                }
-                Err(e) => broken.push(Broken {
-                    manifest_path: path,
-                    problem: format!("unreadable: {e}"),
-                }),
-            }
-        }
-    }
-    found.sort_by(|a, b| a.archive_path.cmp(&b.archive_path));
-    broken.sort_by(|a, b| a.manifest_path.cmp(&b.manifest_path));
-    (found, broken)
 }

@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::Policy;
 use super::validate::{Defaults, database_checks, validate};
-use crate::config::Settings;
+use super::{DatabaseDefaults, Policy};
 use crate::diag::{self, Code, Diagnostic, Pos, Severity};
 use crate::document::Document;
 
@@ -85,12 +84,12 @@ struct Loaded {
     database: Option<String>,
 }
 
-/// Load and validate policy files and folders. With `settings`, each policy's database
-/// is resolved as a run resolves it, and a policy without one is an error.
+/// Load and validate policy files and folders. With `databases`, each policy's
+/// database is resolved as a run resolves it, and a policy without one is a warning.
 pub fn load_paths(
     paths: &[PathBuf],
     defaults: &Defaults,
-    settings: Option<&Settings>,
+    databases: Option<&DatabaseDefaults>,
 ) -> PolicySet {
     let mut set = PolicySet::default();
     let files = expand(paths, &mut set.diagnostics);
@@ -106,9 +105,9 @@ pub fn load_paths(
         let (policy, diags) = validate(&doc, defaults);
         set.diagnostics.extend(diags);
         let Some(policy) = policy else { continue };
-        let database = match settings {
+        let database = match databases {
             None => policy.database.clone(),
-            Some(s) => match s.database_for(&policy) {
+            Some(d) => match policy.database_in(d) {
                 Ok(db) => {
                     let diags = database_checks(&doc, &policy, &db);
                     let failed = diags.iter().any(Diagnostic::is_error);

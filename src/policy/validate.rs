@@ -11,7 +11,6 @@ use crate::document::{Document, did_you_mean};
 use crate::duration::HumanDuration;
 use crate::names;
 use crate::schedule::Schedule;
-use crate::schema;
 use crate::storage;
 
 /// Values a policy inherits when it does not set them.
@@ -24,7 +23,7 @@ pub struct Defaults {
 /// Validate one policy document. Returns the policy only when it has no errors.
 pub fn validate(doc: &Document, defaults: &Defaults) -> (Option<Policy>, Vec<Diagnostic>) {
     let mut diags = doc.duplicate_key_diags();
-    diags.extend(doc.schema_diags(schema::policy(), schema::policy_validator()));
+    diags.extend(doc.schema_diags(super::schema(), super::validator()));
     diags.extend(semantic_checks(doc));
     dedupe(&mut diags);
 
@@ -248,8 +247,7 @@ pub fn database_checks(doc: &Document, policy: &Policy, database: &str) -> Vec<D
     }
     let mut out = Vec::new();
     for (i, c) in policy.collections.iter().enumerate() {
-        let member =
-            crate::export::manifest::Manifest::member_path(&policy.name, database, &c.name);
+        let member = storage::names::manifest_member(&policy.name, database, &c.name);
         let longest = storage::longest_file_name(database, &c.name).max(member.len());
         if longest > storage::MAX_FILE_NAME {
             out.push(

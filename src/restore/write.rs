@@ -3,8 +3,6 @@
 //! change nothing), then the collection's options and indexes from its metadata.
 //! Decompression runs on its own thread, a batch ahead of the writes.
 
-use std::path::PathBuf;
-
 use bson::{Bson, Document, RawArrayBuf, RawDocumentBuf, doc, rawdoc};
 use chrono::{DateTime, Utc};
 use mongodb::error::ErrorKind;
@@ -17,6 +15,7 @@ use super::Chain;
 use crate::bson_stream::BsonReader;
 use crate::crypto::Keys;
 use crate::export::source::{Timed, time_of};
+use crate::storage::Source;
 use crate::unpack::{self, Problem};
 
 /// A batch closes at this many documents or bytes, whichever comes first.
@@ -115,7 +114,7 @@ pub async fn chain(
     };
     for found in &chain.archives {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<RawDocumentBuf>>(2);
-        let archive = found.archive_path.clone();
+        let archive = found.archive.clone();
         let member = format!(
             "{}/{}.bson",
             found.manifest.database, found.manifest.collection
@@ -147,8 +146,7 @@ pub async fn chain(
         if let Some(e) = failed {
             return Err(e);
         }
-        let (read, skipped, digest) =
-            read.map_err(|p| format!("{}: {p}", found.archive_path.display()))?;
+        let (read, skipped, digest) = read.map_err(|p| format!("{}: {p}", found.archive))?;
         // The file was verified before the first write; it must not have changed since.
         let changed = read != found.manifest.documents
             || found
@@ -159,8 +157,7 @@ pub async fn chain(
         if changed {
             return Err(format!(
                 "{}: the archive changed after it was verified (read {read} documents; the manifest says {}); the restore stopped",
-                found.archive_path.display(),
-                found.manifest.documents
+                found.archive, found.manifest.documents
             ));
         }
         out.read += read;
@@ -183,7 +180,7 @@ pub async fn chain(
 /// Stream the archive's `.bson` member into batches; documents at or after `until`
 /// (by the archive's time field) are skipped. Returns (read, skipped, file digest).
 fn read_batches(
-    archive: PathBuf,
+    archive: Source,
     keys: &Keys,
     member: &str,
     time_field: &str,

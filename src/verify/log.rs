@@ -31,26 +31,7 @@ pub fn path(root: &Path) -> PathBuf {
     storage::logs_dir(root).join("verify.log")
 }
 
-/// How an archive is named in the log and the catalog.
-pub fn archive_key(root: &Path, archive: &Path) -> String {
-    let rel = archive
-        .strip_prefix(root)
-        .ok()
-        .map(Path::to_path_buf)
-        .or_else(|| {
-            let root = root.canonicalize().ok()?;
-            let abs = archive.canonicalize().ok()?;
-            abs.strip_prefix(&root).ok().map(Path::to_path_buf)
-        });
-    match rel {
-        Some(rel) => rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join("/"),
-        None => archive.display().to_string(),
-    }
-}
+pub use crate::storage::names::archive_key;
 
 pub fn append(root: &Path, record: &Record) -> std::io::Result<()> {
     let path = path(root);
@@ -83,7 +64,7 @@ pub fn record(root: &Path, report: &crate::verify::Report) -> Record {
     let locked = report.locked();
     let mut record = Record {
         at: Utc::now(),
-        archive: archive_key(root, &report.archive),
+        archive: report.archive.name(root),
         ok: report.ok(),
         checked: report.checked,
         documents: report.documents,
@@ -126,7 +107,7 @@ mod tests {
 
     fn report(archive: &Path, checked: Checked, key_error: Option<KeyError>) -> Report {
         Report {
-            archive: archive.to_path_buf(),
+            archive: archive.into(),
             manifest: None,
             problems: Vec::new(),
             documents: 7,
