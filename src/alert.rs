@@ -291,11 +291,7 @@ impl Alerter {
         if !problems.is_empty() {
             return Err(problems.join("; "));
         }
-        let cooldown = config
-            .cooldown
-            .parse::<crate::duration::HumanDuration>()
-            .map_err(|e| format!("alerts/cooldown: {e}"))?
-            .as_std();
+        let cooldown = config.cooldown.as_std();
         Ok(Alerter {
             notifiers: notifiers.into(),
             cooldown,

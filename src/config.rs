@@ -1,7 +1,12 @@
-//! dcb.yaml: the optional service configuration, with `${VAR}` interpolation, and the
-//! resolved [`Settings`] every command runs with (flags > environment > file > defaults).
+//! dcb.yaml: the optional service configuration as the file writes it ([`ConfigFile`],
+//! the schema's source), read with `${VAR}` interpolation and every problem located.
+//! [`resolve`] turns it, the environment and the flags into the [`Settings`] every
+//! command runs with (flags > environment > file > defaults).
 
 pub mod alerts;
+mod resolve;
+
+pub use resolve::{MongoExtra, Overrides, Settings};
 
 use std::path::{Path, PathBuf};
 
@@ -10,12 +15,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::diag::{Code, Diagnostic, Pos, Severity};
+use crate::diag::{Code, Diagnostic, Severity};
 use crate::document::Document;
-use crate::duration::{self, HumanDuration};
+use crate::duration::HumanDuration;
 use crate::names;
-use crate::policy::validate::{Defaults, parse_timezone};
-use crate::policy::{DatabaseDefaults, NoDatabase, Policy};
+use crate::policy::validate::parse_timezone;
 
 pub const DEFAULT_URI: &str = "mongodb://127.0.0.1:27017";
 pub const DEFAULT_CONCURRENCY: usize = 3;
@@ -183,8 +187,7 @@ pub struct MongoTls {
 pub struct HealthConfig {
     /// How often the checks run.
     #[serde(default = "default_health_interval")]
-    #[schemars(regex(pattern = duration::PATTERN))]
-    pub interval: String,
+    pub interval: HumanDuration,
 
     /// Consecutive failures of one collection that raise an alert.
     #[serde(default = "default_failure_threshold")]
@@ -224,8 +227,8 @@ pub struct HttpConfig {
     pub listen: Option<String>,
 }
 
-fn default_health_interval() -> String {
-    "5m".into()
+fn default_health_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(300))
 }
 fn default_failure_threshold() -> u32 {
     3
@@ -376,7 +379,6 @@ impl ConfigFile {
             .alerts
             .problems()
             .into_iter()
-            .filter(|(p, _)| p != "/cooldown") // already reported above
             .map(|(p, msg)| {
                 doc.at(
                     Severity::Error,
@@ -394,182 +396,9 @@ impl ConfigFile {
     }
 }
 
-/// What the command line says before the config file is read (clap has already merged
-/// each flag with its environment variable).
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub config: Option<PathBuf>,
-    pub policies_dir: Option<PathBuf>,
-    pub backup_root: Option<PathBuf>,
-}
-
-/// Everything a command needs to know about where things are.
-#[derive(Clone)]
-pub struct Settings {
-    pub config_file: Option<PathBuf>,
-    pub config: ConfigFile,
-    /// Contains credentials: print only through `redact::uri`.
-    pub mongodb_uri: String,
-    /// How to log in and encrypt beyond what the URI says.
-    pub mongodb_extra: MongoExtra,
-    /// The age identity file from the config (`--identity` may override it).
-    pub identity_file: Option<PathBuf>,
-    pub database: Option<String>,
-    pub backup_root: PathBuf,
-    pub policies_dir: PathBuf,
-    pub timezone: Tz,
-    pub concurrency: usize,
-}
-
-// The URI holds the password: show it redacted.
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("config_file", &self.config_file)
-            .field("config", &self.config)
-            .field("mongodb_uri", &crate::redact::uri(&self.mongodb_uri))
-            .field("mongodb_extra", &self.mongodb_extra)
-            .field("identity_file", &self.identity_file)
-            .field("database", &self.database)
-            .field("backup_root", &self.backup_root)
-            .field("policies_dir", &self.policies_dir)
-            .field("timezone", &self.timezone)
-            .field("concurrency", &self.concurrency)
-            .finish()
-    }
-}
-
-/// Connection settings beyond the URI, with paths resolved.
-#[derive(Debug, Clone, Default)]
-pub struct MongoExtra {
-    pub username: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub tls_ca_file: Option<PathBuf>,
-    pub tls_certificate_key_file: Option<PathBuf>,
-    pub tls: bool,
-}
-
-impl Settings {
-    pub fn resolve(
-        overrides: &Overrides,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Settings, Vec<Diagnostic>> {
-        if let Some(d) = Settings::missing_config(overrides) {
-            return Err(vec![d]);
-        }
-        let config_file = overrides
-            .config
-            .clone()
-            .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()));
-        let config = match &config_file {
-            Some(path) => ConfigFile::load(path, env)?,
-            None => ConfigFile::default(),
-        };
-        // Relative paths in the file are relative to the file, not the caller's folder.
-        let base = config_file
-            .as_deref()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let from_file = |p: &Option<String>| p.as_ref().map(|p| normalize(&base.join(p)));
-        let backup_root = overrides
-            .backup_root
-            .clone()
-            .or_else(|| from_file(&config.backup_root))
-            .unwrap_or_else(|| PathBuf::from("backups"));
-        let policies_dir = overrides
-            .policies_dir
-            .clone()
-            .or_else(|| from_file(&config.policies_dir))
-            .unwrap_or_else(|| PathBuf::from("policies"));
-        let mongodb_uri = env("DCB_MONGODB_URI")
-            .filter(|v| !v.is_empty())
-            .or_else(|| config.mongodb.uri.clone())
-            .unwrap_or_else(|| DEFAULT_URI.to_string());
-        let identity_file = from_file(&config.encryption.identity_file);
-        let tls = config.mongodb.tls.clone();
-        let mongodb_extra = MongoExtra {
-            username: config.mongodb.username.clone(),
-            password_file: env("DCB_MONGODB_PASSWORD_FILE")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .or_else(|| from_file(&config.mongodb.password_file)),
-            tls_ca_file: tls.as_ref().and_then(|t| from_file(&t.ca_file)),
-            tls_certificate_key_file: tls
-                .as_ref()
-                .and_then(|t| from_file(&t.certificate_key_file)),
-            tls: tls.is_some(),
-        };
-        let timezone = match &config.timezone {
-            Some(tz) => parse_timezone(tz).unwrap_or(Tz::UTC),
-            None => system_timezone(),
-        };
-        Ok(Settings {
-            config_file,
-            database: config.database.clone(),
-            concurrency: config
-                .concurrency
-                .map_or(DEFAULT_CONCURRENCY, |c| c as usize),
-            config,
-            mongodb_uri,
-            mongodb_extra,
-            identity_file,
-            backup_root,
-            policies_dir,
-            timezone,
-        })
-    }
-
-    /// A config file named (`--config`, `DCB_CONFIG`) that does not exist: a usage
-    /// error, unlike a config file that exists but is invalid.
-    pub fn missing_config(overrides: &Overrides) -> Option<Diagnostic> {
-        let path = overrides.config.as_ref().filter(|p| !p.is_file())?;
-        Some(
-            Diagnostic::error(Code::IoError, path, Pos::START, "config file not found")
-                .with_hint("check --config / DCB_CONFIG, or run without a config file"),
-        )
-    }
-
-    /// Where archives are kept.
-    pub fn target(&self) -> std::sync::Arc<dyn crate::storage::Target> {
-        std::sync::Arc::new(crate::storage::local::Local::new(&self.backup_root))
-    }
-
-    /// Keys from `--identity`, else the config's identity file, else none.
-    pub fn keys(
-        &self,
-        cli_identity: Option<&Path>,
-    ) -> Result<crate::crypto::Keys, crate::crypto::KeyError> {
-        match cli_identity.or(self.identity_file.as_deref()) {
-            Some(path) => crate::crypto::Keys::load(path),
-            None => Ok(crate::crypto::Keys::default()),
-        }
-    }
-
-    pub fn policy_defaults(&self) -> Defaults {
-        Defaults {
-            timezone: self.timezone,
-            concurrency: self.concurrency,
-        }
-    }
-
-    /// The database a policy backs up: the policy's, else the config's, else the URI's.
-    pub fn database_for(&self, policy: &Policy) -> Result<String, NoDatabase> {
-        policy.database_in(&self.database_defaults())
-    }
-
-    /// Where policies that name no database find theirs.
-    pub fn database_defaults(&self) -> DatabaseDefaults {
-        DatabaseDefaults {
-            config: self.database.clone(),
-            uri: uri_database(&self.mongodb_uri),
-        }
-    }
-}
-
 /// Remove `.` and `name/..` pairs without touching the file system, so paths read
 /// from the config show as the user thinks of them.
-fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
     for c in path.components() {
@@ -700,10 +529,11 @@ mod tests {
             ..Overrides::default()
         };
         let settings = Settings::resolve(&overrides, &env).unwrap();
+        let config = ConfigFile::load(overrides.config.as_deref().unwrap(), &env).unwrap();
         for shown in [
             format!("{settings:?}"),
-            format!("{:?}", settings.config),
-            format!("{:?}", settings.config.mongodb),
+            format!("{config:?}"),
+            format!("{:?}", config.mongodb),
         ] {
             for secret in [
                 "s3cr$t", "TOKEN1", "SECRET2", "TOKEN3", "SECRET4", "SECRET5", "TOKEN6", "SECRET7",

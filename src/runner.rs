@@ -200,7 +200,7 @@ pub async fn run_cancellable(
                     .policy
                     .recipients
                     .clone()
-                    .unwrap_or_else(|| settings.config.encryption.recipients.clone()),
+                    .unwrap_or_else(|| settings.recipients.clone()),
                 target: target.clone(),
                 count_untimed: entry
                     .and_then(|e| e.untimed_checked_at)

@@ -18,7 +18,6 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::alert::{Alert, Alerter, AlertsConfig, EventKind};
 use crate::config::{Overrides, Settings};
 use crate::diag::{self, Diagnostic, Format};
-use crate::duration::HumanDuration;
 use crate::export::Progress;
 use crate::health::{self, Disk, Thresholds};
 use crate::metrics::{Metrics, RunResult};
@@ -321,12 +320,9 @@ fn alerts_log(settings: &Settings) -> PathBuf {
     storage::logs_dir(&settings.backup_root).join("alerts.log")
 }
 
-/// The alerts config with its file paths relative to dcb.yaml's folder.
+/// The alerts config, with its file paths relative to dcb.yaml's folder.
 fn alerts_config(settings: &Settings) -> AlertsConfig {
-    match settings.config_file.as_deref().and_then(Path::parent) {
-        Some(base) => settings.config.alerts.relative_to(base),
-        None => settings.config.alerts.clone(),
-    }
+    settings.alerts.clone()
 }
 
 pub struct Service {
@@ -696,7 +692,7 @@ impl Service {
         let state = tokio::task::spawn_blocking(move || State::load(&root, &target))
             .await
             .unwrap_or_default();
-        let threshold = settings.config.health.failure_threshold;
+        let threshold = settings.health.failure_threshold;
         for r in &report.results {
             let id = r.spec.id();
             let (p, c) = (&r.spec.policy, &r.spec.collection.name);
@@ -721,7 +717,7 @@ impl Service {
                         Some(&r.spec),
                     );
                     self.alerter().notify(a).await;
-                    if settings.config.verify.after_run
+                    if settings.verify_after_run
                         && let (Some(archive), Some(manifest)) = (&o.archive, &o.manifest)
                     {
                         self.verify_new(&settings, &r.spec, archive, manifest).await;
@@ -988,7 +984,7 @@ impl Service {
             },
         };
         self.database_ok.store(database.is_ok(), Ordering::SeqCst);
-        let h = &settings.config.health;
+        let h = &settings.health;
         let thresholds = Thresholds {
             failure_threshold: h.failure_threshold,
             min_free_percent: h.min_free_percent,
@@ -1327,10 +1323,7 @@ pub async fn serve(settings: Settings, opts: Options) -> Result<(), ServeError> 
     if lock(&service.policies).is_empty() {
         tracing::warn!(dir = %settings.policies_dir.display(), "no valid policies yet; waiting for policy files");
     }
-    let listen = opts
-        .http
-        .clone()
-        .or_else(|| settings.config.http.listen.clone());
+    let listen = opts.http.clone().or_else(|| settings.http_listen.clone());
     let mut http_task = None;
     if let Some(addr) = listen {
         match crate::http::spawn(&addr, service.clone() as Arc<dyn crate::http::Source>).await {
@@ -1393,12 +1386,9 @@ pub async fn serve(settings: Settings, opts: Options) -> Result<(), ServeError> 
                 full = true;
                 let interval = me
                     .settings()
-                    .config
                     .health
                     .interval
-                    .parse::<HumanDuration>()
-                    .map(|d| d.0)
-                    .unwrap_or(Duration::from_secs(300))
+                    .as_std()
                     .max(Duration::from_secs(1));
                 tokio::time::sleep(interval).await;
             }

@@ -4,9 +4,9 @@ use std::fmt::Write as _;
 
 use super::{Exit, settings};
 use crate::catalog;
-use crate::listing::{self, Entry};
 use crate::cli::{Cli, ListArgs};
 use crate::human::{count, plural, size};
+use crate::listing::{self, Entry};
 use crate::verify::Checked;
 
 pub fn run(cli: &Cli, args: &ListArgs) -> Exit {

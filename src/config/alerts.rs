@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::duration;
+use crate::duration::HumanDuration;
 
 /// Alerting: where findings go and how often they may repeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -11,8 +11,7 @@ use crate::duration;
 pub struct AlertsConfig {
     /// The same alert is not repeated more often than this.
     #[serde(default = "default_cooldown")]
-    #[schemars(regex(pattern = duration::PATTERN))]
-    pub cooldown: String,
+    pub cooldown: HumanDuration,
 
     /// Where alerts are sent. Every alert is also a JSON line in
     /// `<backupRoot>/logs/alerts.log`.
@@ -29,8 +28,8 @@ impl Default for AlertsConfig {
     }
 }
 
-fn default_cooldown() -> String {
-    "1h".into()
+fn default_cooldown() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(3600))
 }
 
 /// What an alert is about.
@@ -234,9 +233,6 @@ impl AlertsConfig {
     /// tokens and the rest may carry passwords.
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        if let Err(e) = self.cooldown.parse::<duration::HumanDuration>() {
-            out.push(("/cooldown".to_string(), e.to_string()));
-        }
         for (i, n) in self.notifiers.iter().enumerate() {
             for (field, msg) in n.problems() {
                 out.push((
@@ -387,7 +383,7 @@ mod tests {
     #[test]
     fn defaults() {
         assert_eq!(parse("{}").unwrap(), AlertsConfig::default());
-        assert_eq!(AlertsConfig::default().cooldown, "1h");
+        assert_eq!(AlertsConfig::default().cooldown.to_string(), "1h");
         let c = parse("notifiers: [{type: slack, url: 'https://h/x'}]").unwrap();
         assert_eq!(
             c.notifiers[0].events(),
@@ -422,8 +418,14 @@ mod tests {
     // tokens).
     #[test]
     fn problems_name_fields_not_secrets() {
+        // A cool-down that is no duration never becomes a value.
+        assert!(
+            parse("cooldown: soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
         let c = parse(
-            "cooldown: soon\nnotifiers:\n\
+            "cooldown: 5m\nnotifiers:\n\
              - {type: dingtalk, name: ops, url: 'oapi.dingtalk.com/robot/send?access_token=TOKEN', secret: SECx}\n\
              - {type: webhook, url: 'https://h/x', headers: {'bad header': v}}\n\
              - {type: email, host: h, password: pw, from: nobody, to: []}\n",
@@ -434,7 +436,6 @@ mod tests {
         assert_eq!(
             pointers,
             [
-                "/cooldown",
                 "/notifiers/0/url",
                 "/notifiers/1/headers",
                 "/notifiers/2/password",
@@ -442,7 +443,7 @@ mod tests {
                 "/notifiers/2/to"
             ]
         );
-        assert!(p[1].1.contains("dingtalk notifier `ops`"), "{p:?}");
+        assert!(p[0].1.contains("dingtalk notifier `ops`"), "{p:?}");
         let all = format!("{p:?}");
         assert!(!all.contains("TOKEN") && !all.contains("SECx") && !all.contains("pw"));
         assert!(
