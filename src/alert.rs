@@ -5,6 +5,7 @@
 //! `alerts-state.json` beside the log.
 
 pub mod deliver;
+pub mod key;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write as _;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 pub use crate::config::alerts::{AlertsConfig, EventKind, NotifierConfig, SmtpTls};
+pub use key::AlertKey;
 
 /// Delivery attempts per notifier and alert.
 pub const ATTEMPTS: u32 = 3;
@@ -38,7 +40,7 @@ pub struct Alert {
     pub kind: EventKind,
     /// The condition, e.g. `failures:hot/dcMes/api_logs`: repeats and resolutions
     /// are matched on it.
-    pub key: String,
+    pub key: AlertKey,
     pub title: String,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,13 +55,13 @@ impl Alert {
     /// An alert stamped with the current time and this machine's host name.
     pub fn new(
         kind: EventKind,
-        key: impl Into<String>,
+        key: AlertKey,
         title: impl Into<String>,
         message: impl Into<String>,
     ) -> Alert {
         Alert {
             kind,
-            key: key.into(),
+            key,
             title: title.into(),
             message: message.into(),
             policy: None,
@@ -69,6 +71,12 @@ impl Alert {
         }
     }
 }
+
+/// An alerts configuration that cannot be used: each problem names its field (never a
+/// secret or a URL).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct AlertsError(pub Vec<String>);
 
 /// What the alerter remembers across alerts, reconfiguration and restarts.
 #[derive(Default)]
@@ -234,14 +242,14 @@ impl Alerter {
     /// An alerter for `config`, appending to `alerts_log` and remembering active
     /// conditions in [`STATE_FILE`] beside it (read now, if there). An invalid config
     /// comes back as one message naming each bad field (never a secret or URL).
-    pub fn new(config: &AlertsConfig, alerts_log: PathBuf) -> Result<Alerter, String> {
+    pub fn new(config: &AlertsConfig, alerts_log: PathBuf) -> Result<Alerter, AlertsError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(deliver::TIMEOUT)
             .connect_timeout(deliver::TIMEOUT)
             .user_agent(concat!("dcb/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|e| AlertsError(vec![format!("cannot build the HTTP client: {e}")]))?;
         let memory = Memory::load(&state_path(&alerts_log));
         Alerter::build(config, alerts_log, Arc::new(Shared::new(memory)), client)
     }
@@ -253,7 +261,7 @@ impl Alerter {
         &self,
         config: &AlertsConfig,
         alerts_log: PathBuf,
-    ) -> Result<Alerter, String> {
+    ) -> Result<Alerter, AlertsError> {
         Alerter::build(config, alerts_log, self.shared.clone(), self.client.clone())
     }
 
@@ -262,7 +270,7 @@ impl Alerter {
         alerts_log: PathBuf,
         shared: Arc<Shared>,
         client: reqwest::Client,
-    ) -> Result<Alerter, String> {
+    ) -> Result<Alerter, AlertsError> {
         let mut problems: Vec<String> = config
             .problems()
             .into_iter()
@@ -289,7 +297,7 @@ impl Alerter {
             }));
         }
         if !problems.is_empty() {
-            return Err(problems.join("; "));
+            return Err(AlertsError(problems));
         }
         let cooldown = config.cooldown.as_std();
         Ok(Alerter {
@@ -333,13 +341,14 @@ impl Alerter {
                 let age = now - *t;
                 age >= TimeDelta::zero() && age < cooldown
             });
-            if m.last_raised.contains_key(&alert.key) {
+            let key = alert.key.to_string();
+            if m.last_raised.contains_key(&key) {
                 m.throttled += 1;
                 tracing::debug!(key = %alert.key, "alert held back by the cool-down");
                 return;
             }
-            m.last_raised.insert(alert.key.clone(), now);
-            m.active.insert(alert.key.clone());
+            m.last_raised.insert(key.clone(), now);
+            m.active.insert(key);
             self.record(&m, &alert);
         }
         tracing::warn!(key = %alert.key, title = %alert.title, "alert");
@@ -348,16 +357,17 @@ impl Alerter {
 
     /// The condition `key` cleared: if it had been raised, log and send a `resolved`
     /// alert (and let the next failure through at once); otherwise do nothing.
-    pub async fn resolve(&self, key: &str, message: String) {
+    pub async fn resolve(&self, key: &AlertKey, message: String) {
         let alert = {
             let mut m = self.memory();
-            if !m.active.remove(key) {
+            let name = key.to_string();
+            if !m.active.remove(&name) {
                 return;
             }
-            m.last_raised.remove(key);
+            m.last_raised.remove(&name);
             let alert = Alert::new(
                 EventKind::Resolved,
-                key,
+                key.clone(),
                 format!("resolved: {key}"),
                 message,
             );
@@ -375,11 +385,12 @@ impl Alerter {
         self.dispatch(alert);
     }
 
-    /// Keys raised and not yet resolved, sorted.
-    pub fn active(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.memory().active.iter().cloned().collect();
-        keys.sort();
-        keys
+    /// Keys raised and not yet resolved, sorted by name. Names in the saved memory that
+    /// are no key (written by another version) are left out.
+    pub fn active(&self) -> Vec<AlertKey> {
+        let mut names: Vec<String> = self.memory().active.iter().cloned().collect();
+        names.sort();
+        names.iter().filter_map(|n| n.parse().ok()).collect()
     }
 
     /// Alerts held back by the cool-down so far.

@@ -139,6 +139,18 @@ pub fn load_plans(
     })
 }
 
+/// A progress style from `template`, with `{rate}`: items per second for people
+/// (`899/s`, not `899.26847786449798/s`).
+pub fn progress_style(template: &str) -> Option<indicatif::ProgressStyle> {
+    let style = indicatif::ProgressStyle::with_template(template).ok()?;
+    Some(style.with_key(
+        "rate",
+        |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&crate::human::rate(s.per_sec()));
+        },
+    ))
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

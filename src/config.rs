@@ -333,7 +333,8 @@ impl ConfigFile {
         diags.extend(doc.schema_diags(schema(), validator()));
         let v = &doc.value;
         if let Some(tz) = v.pointer("/timezone").and_then(Value::as_str)
-            && let Err((msg, hint)) = parse_timezone(tz)
+            && let Err(crate::policy::validate::UnknownTimezone { message: msg, hint }) =
+                parse_timezone(tz)
         {
             diags.push(
                 doc.at(Severity::Error, Code::InvalidTimezone, "/timezone", msg)
@@ -343,7 +344,12 @@ impl ConfigFile {
         if let Some(db) = v.pointer("/database").and_then(Value::as_str)
             && let Err(e) = names::check_database(db)
         {
-            diags.push(doc.at(Severity::Error, Code::InvalidDatabaseName, "/database", e));
+            diags.push(doc.at(
+                Severity::Error,
+                Code::InvalidDatabaseName,
+                "/database",
+                e.into(),
+            ));
         }
         if let Some(list) = v
             .pointer("/encryption/recipients")
@@ -357,7 +363,7 @@ impl ConfigFile {
                         Severity::Error,
                         Code::InvalidValue,
                         &format!("/encryption/recipients/{i}"),
-                        e,
+                        e.into(),
                     ));
                 }
             }
@@ -439,7 +445,7 @@ pub fn uri_database(uri: &str) -> Option<String> {
     (!db.is_empty()).then_some(db)
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

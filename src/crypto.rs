@@ -1,6 +1,7 @@
 //! Encryption at rest with age (X25519 recipients). The backup host needs only the
 //! public recipients; reading archives back (verify, restore) needs an identity file.
 
+use crate::error::Invalid;
 use std::io::{self, BufRead, Read};
 use std::path::Path;
 use std::str::FromStr;
@@ -11,11 +12,11 @@ use age::x25519::{Identity, Recipient};
 pub const MAGIC: &[u8] = b"age-encryption.org/v1";
 
 /// Parse `age1…` public keys.
-pub fn parse_recipients(list: &[String]) -> Result<Vec<Recipient>, String> {
+pub fn parse_recipients(list: &[String]) -> Result<Vec<Recipient>, Invalid> {
     list.iter()
         .map(|r| {
             Recipient::from_str(r.trim())
-                .map_err(|e| format!("`{r}` is not an age X25519 recipient (age1…): {e}"))
+                .map_err(|e| Invalid(format!("`{r}` is not an age X25519 recipient (age1…): {e}")))
         })
         .collect()
 }

@@ -455,7 +455,7 @@ fn yaml_error(path: &Path, source: &str, e: &serde_yaml::Error) -> Diagnostic {
     let line = crate::diag::source_lines(source)
         .nth(pos.line - 1)
         .unwrap_or_default();
-    let hint = if problem.contains("number out of range") {
+    let hint = if too_large_a_number(line, pos.column) {
         "no field takes a number this large"
     } else if line.contains('\t') {
         "indent with spaces; YAML does not allow tabs for indentation"
@@ -465,6 +465,24 @@ fn yaml_error(path: &Path, source: &str, e: &serde_yaml::Error) -> Diagnostic {
     Diagnostic::error(Code::YamlSyntax, path, pos, message)
         .with_hint(hint)
         .with_source(source)
+}
+
+/// Whether the text at `column` (1-based, in characters) of `line` is an integer too
+/// large for any number type: read from the source, not from the parser's message.
+fn too_large_a_number(line: &str, column: usize) -> bool {
+    let chars: Vec<char> = line.chars().collect();
+    let numeric = |c: char| c.is_ascii_digit() || c == '-' || c == '+';
+    // The whole token around the column (the parser may point inside it).
+    let mut start = column.saturating_sub(1).min(chars.len());
+    while start > 0 && numeric(chars[start - 1]) {
+        start -= 1;
+    }
+    let token: String = chars[start..].iter().take_while(|c| numeric(**c)).collect();
+    let digits = token.trim_start_matches(['-', '+']);
+    !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && token.parse::<i64>().is_err()
+        && token.parse::<u64>().is_err()
 }
 
 /// A file that is not UTF-8, located at its first byte that is not.

@@ -37,7 +37,7 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 const BATCH_DOCS: u32 = 4096;
 
 /// Why an export failed, in one line a human can act on.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ExportError {
     #[error("server unreachable: {0}")]
     Unreachable(String),
@@ -55,9 +55,9 @@ pub enum ExportError {
     #[error("{1} writing {path}", path = .0.display())]
     DiskFull(PathBuf, &'static str),
     #[error("cannot write to {path}: {1}", path = .0.display())]
-    NotWritable(PathBuf, io::Error),
+    NotWritable(PathBuf, Arc<io::Error>),
     #[error("I/O error on {path}: {1}", path = .0.display())]
-    Io(PathBuf, io::Error),
+    Io(PathBuf, Arc<io::Error>),
     #[error("network error (transient): {0}")]
     Transient(String),
     #[error("MongoDB error: {0}")]
@@ -139,9 +139,9 @@ impl ExportError {
             e.kind(),
             io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
         ) {
-            ExportError::NotWritable(path.to_path_buf(), e)
+            ExportError::NotWritable(path.to_path_buf(), Arc::new(e))
         } else {
-            ExportError::Io(path.to_path_buf(), e)
+            ExportError::Io(path.to_path_buf(), Arc::new(e))
         }
     }
 
@@ -252,8 +252,8 @@ pub async fn export(
     };
 
     let stem = storage::archive_stem(to, &spec.database, coll_name);
-    let recipients =
-        crate::crypto::parse_recipients(&job.recipients).map_err(ExportError::Encryption)?;
+    let recipients = crate::crypto::parse_recipients(&job.recipients)
+        .map_err(|e| ExportError::Encryption(e.0))?;
     let ext = if recipients.is_empty() {
         storage::ARCHIVE_EXT
     } else {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::alert::AlertKey;
 use crate::catalog::Found;
 use crate::plan::JobSpec;
 use crate::policy::Policy;
@@ -13,8 +14,8 @@ use crate::state::State;
 /// A condition that is either present (alert) or not (resolve).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
-    /// Stable identity of the condition, e.g. `failures:hot/dcMes/api_logs`.
-    pub key: String,
+    /// The condition, e.g. `failures:hot/dcMes/api_logs`.
+    pub key: AlertKey,
     pub active: bool,
     pub title: String,
     pub message: String,
@@ -49,7 +50,7 @@ pub struct Inputs<'a> {
 }
 
 fn finding(
-    key: String,
+    key: AlertKey,
     active: bool,
     title: String,
     message: String,
@@ -78,7 +79,7 @@ pub fn evaluate(i: &Inputs<'_>, t: &Thresholds) -> Vec<Finding> {
             let st = i.state.collections.get(&id).cloned().unwrap_or_default();
             let failing = st.consecutive_failures >= t.failure_threshold;
             out.push(finding(
-                format!("failures:{id}"),
+                AlertKey::Failures(id.clone()),
                 failing,
                 format!("{id}: {} consecutive failures", st.consecutive_failures),
                 format!(
@@ -90,7 +91,7 @@ pub fn evaluate(i: &Inputs<'_>, t: &Thresholds) -> Vec<Finding> {
             let since = st.last_success.unwrap_or(i.started_at);
             let stale = i.now - since > stale_after;
             out.push(finding(
-                format!("stale:{id}"),
+                AlertKey::Stale(id.clone()),
                 stale,
                 format!("{id}: no successful backup for {}", human(i.now - since)),
                 format!(
@@ -110,7 +111,7 @@ pub fn evaluate(i: &Inputs<'_>, t: &Thresholds) -> Vec<Finding> {
         };
         let low = percent < t.min_free_percent || d.available < t.min_free_bytes;
         out.push(finding(
-            "disk:free".into(),
+            AlertKey::DiskFree,
             low,
             format!(
                 "backup disk low: {:.1}% ({}) free",
@@ -126,7 +127,7 @@ pub fn evaluate(i: &Inputs<'_>, t: &Thresholds) -> Vec<Finding> {
         ));
         let (need, have) = forecast(i);
         out.push(finding(
-            "disk:forecast".into(),
+            AlertKey::DiskForecast,
             need > have + d.available,
             format!("backups will need {} at the current rate; {} available", gb(need), gb(have + d.available)),
             "the forecast is each collection's recent archive size times the archives its retention keeps".into(),
@@ -134,7 +135,7 @@ pub fn evaluate(i: &Inputs<'_>, t: &Thresholds) -> Vec<Finding> {
         ));
     }
     out.push(finding(
-        "database".into(),
+        AlertKey::Database,
         i.database.is_err(),
         "database unreachable".into(),
         i.database.clone().err().unwrap_or_default(),
@@ -224,7 +225,7 @@ mod tests {
         findings
             .iter()
             .filter(|f| f.active)
-            .map(|f| f.key.clone())
+            .map(|f| f.key.to_string())
             .collect()
     }
 

@@ -35,10 +35,7 @@ async fn status(State(s): State<Arc<dyn Source>>) -> Response {
 
 async fn metrics(State(s): State<Arc<dyn Source>>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         s.metrics_text(),
     )
         .into_response()

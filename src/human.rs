@@ -29,6 +29,16 @@ pub fn count(n: u64) -> String {
     out
 }
 
+/// A rate of things per second, whole: `899/s`, `27,039/s`.
+pub fn rate(per_second: f64) -> String {
+    let n = if per_second.is_finite() && per_second > 0.0 {
+        per_second.round() as u64
+    } else {
+        0
+    };
+    format!("{}/s", count(n))
+}
+
 /// `1 archive`, `2 archives`.
 pub fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
@@ -49,5 +59,8 @@ mod tests {
         assert_eq!(super::size(1_200_000_000), "1.2 GB");
         assert_eq!(super::plural(1, "archive"), "1 archive");
         assert_eq!(super::plural(3, "archive"), "3 archives");
+        assert_eq!(super::rate(899.268_477_864_497_9), "899/s");
+        assert_eq!(super::rate(27_038.6), "27,039/s");
+        assert_eq!(super::rate(f64::NAN), "0/s");
     }
 }

@@ -1,6 +1,11 @@
 //! tracing to stderr and, for commands that change things, to a daily-rotated
 //! `<backupRoot>/logs/dcb.<date>.log`. Every line is scrubbed of known secrets, and
 //! on a terminal lines are printed above the progress bars instead of through them.
+//!
+//! On a terminal, a command shows warnings and errors only (its progress bars and
+//! summary say the rest; `-v` brings the INFO lines back), as cargo and uv do. Without
+//! a terminal (a service manager's log, a script, a test), and in the log file, INFO
+//! lines stay. The service, which has no bars or summary, keeps them on a terminal too.
 
 use std::io::{IsTerminal as _, Write};
 use std::path::Path;
@@ -84,8 +89,18 @@ impl<'a, W: Write + Clone + 'a> MakeWriter<'a> for Scrubbed<W> {
     }
 }
 
+/// Whether stderr shows warnings and errors only: asked for, or a terminal where the
+/// command's own output says the rest.
+fn stderr_quiet(verbose: u8, quiet: bool) -> bool {
+    quiet || (verbose == 0 && std::io::stderr().is_terminal())
+}
+
 /// Log to stderr only.
 pub fn init_stderr(verbose: u8, quiet: bool) {
+    stderr_only(verbose, stderr_quiet(verbose, quiet));
+}
+
+fn stderr_only(verbose: u8, quiet: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter(verbose, quiet))
         .with_ansi(std::io::stderr().is_terminal())
@@ -96,8 +111,17 @@ pub fn init_stderr(verbose: u8, quiet: bool) {
 /// Log to stderr and to `<logs_dir>/dcb.<date>.log`. Keep the guard alive: it flushes
 /// the file on drop. Falls back to stderr alone if the folder cannot be created.
 pub fn init_with_file(verbose: u8, quiet: bool, logs_dir: &Path) -> Option<WorkerGuard> {
+    init_file(verbose, stderr_quiet(verbose, quiet), logs_dir)
+}
+
+/// As [`init_with_file`], for the service: INFO on a terminal too.
+pub fn init_service(verbose: u8, logs_dir: &Path) -> Option<WorkerGuard> {
+    init_file(verbose, false, logs_dir)
+}
+
+fn init_file(verbose: u8, quiet: bool, logs_dir: &Path) -> Option<WorkerGuard> {
     if let Err(e) = crate::storage::create_dir(logs_dir) {
-        init_stderr(verbose, quiet);
+        stderr_only(verbose, quiet);
         tracing::warn!(dir = %logs_dir.display(), error = %e, "cannot create the logs folder; logging to stderr only");
         return None;
     }
@@ -109,7 +133,7 @@ pub fn init_with_file(verbose: u8, quiet: bool, logs_dir: &Path) -> Option<Worke
     let appender = match appender {
         Ok(a) => a,
         Err(e) => {
-            init_stderr(verbose, quiet);
+            stderr_only(verbose, quiet);
             tracing::warn!(error = %e, "cannot open the log file; logging to stderr only");
             return None;
         }

@@ -1,36 +1,110 @@
-//! Counters of the service, rendered in the Prometheus text format for `/metrics`.
+//! Counters of the service, for `/metrics`: kept and rendered by `prometheus-client`
+//! (the Prometheus project's Rust crate) in the OpenMetrics text format.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds (seconds) of the run-duration histogram.
 const BUCKETS: [f64; 10] = [
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0,
 ];
 
-type Key = (String, String);
-
-#[derive(Debug, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Collection {
+    policy: String,
+    collection: String,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    runs: BTreeMap<(String, String, &'static str), u64>,
-    documents: BTreeMap<Key, u64>,
-    bytes: BTreeMap<Key, u64>,
-    durations: BTreeMap<Key, Histogram>,
-    last_success: BTreeMap<Key, f64>,
-    skipped: BTreeMap<String, u64>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    policy: String,
+    collection: String,
+    result: &'static str,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabel {
+    policy: String,
+}
+
+type Seconds = Gauge<f64, AtomicU64>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    up: Gauge,
+    runs: Family<Outcome, Counter>,
+    documents: Family<Collection, Counter>,
+    bytes: Family<Collection, Counter>,
+    durations: Family<Collection, Histogram, fn() -> Histogram>,
+    last_success: Family<Collection, Seconds>,
+    skipped: Family<PolicyLabel, Counter>,
+    next_run: Family<PolicyLabel, Seconds>,
+    /// Serialises the read-modify-write of gauges (seeding, rendering).
+    lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            up: Gauge::default(),
+            runs: Family::default(),
+            documents: Family::default(),
+            bytes: Family::default(),
+            durations: Family::new_with_constructor(duration_histogram),
+            last_success: Family::default(),
+            skipped: Family::default(),
+            next_run: Family::default(),
+            lock: Mutex::new(()),
+            registry: Registry::default(),
+        };
+        registry.register("dcb_up", "1 while the service runs", m.up.clone());
+        registry.register(
+            "dcb_runs",
+            "Collection runs by result: success, failure, or locked (another process held the policy)",
+            m.runs.clone(),
+        );
+        registry.register("dcb_documents", "Documents exported", m.documents.clone());
+        registry.register("dcb_bytes", "BSON bytes exported", m.bytes.clone());
+        registry.register(
+            "dcb_run_duration_seconds",
+            "Duration of collection exports",
+            m.durations.clone(),
+        );
+        registry.register(
+            "dcb_last_success_timestamp_seconds",
+            "When the last successful export finished",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "dcb_skipped_runs",
+            "Scheduled runs skipped because the previous run was still going",
+            m.skipped.clone(),
+        );
+        registry.register(
+            "dcb_next_run_timestamp_seconds",
+            "When each policy runs next",
+            m.next_run.clone(),
+        );
+        Metrics { registry, ..m }
+    }
 }
 
 /// How one collection's run ended, as `/metrics` counts it.
@@ -56,174 +130,102 @@ impl RunResult {
     }
 }
 
+fn collection(policy: &str, collection: &str) -> Collection {
+    Collection {
+        policy: policy.to_string(),
+        collection: collection.to_string(),
+    }
+}
+
 impl Metrics {
     /// One finished run of one collection, `seconds` long, at unix time `at`. A locked
     /// run exported nothing and is not in the duration histogram.
-    pub fn record_run(
-        &self,
-        policy: &str,
-        collection: &str,
-        result: RunResult,
-        seconds: f64,
-        at: f64,
-    ) {
-        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (policy.to_string(), collection.to_string());
-        *m.runs
-            .entry((key.0.clone(), key.1.clone(), result.label()))
-            .or_default() += 1;
+    pub fn record_run(&self, policy: &str, coll: &str, result: RunResult, seconds: f64, at: f64) {
+        let key = collection(policy, coll);
+        self.runs
+            .get_or_create(&Outcome {
+                policy: policy.to_string(),
+                collection: coll.to_string(),
+                result: result.label(),
+            })
+            .inc();
         match result {
             RunResult::Success { documents, bytes } => {
-                *m.documents.entry(key.clone()).or_default() += documents;
-                *m.bytes.entry(key.clone()).or_default() += bytes;
-                m.last_success.insert(key.clone(), at);
+                self.documents.get_or_create(&key).inc_by(documents);
+                self.bytes.get_or_create(&key).inc_by(bytes);
+                self.last_success.get_or_create(&key).set(at);
             }
             RunResult::Failure => {}
             RunResult::Locked => return,
         }
-        let h = m.durations.entry(key).or_default();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.sum += seconds;
-        h.count += 1;
+        self.durations.get_or_create(&key).observe(seconds);
     }
 
     /// A success recorded before this process started (from the state), unless a
     /// newer one is known.
-    pub fn seed_last_success(&self, policy: &str, collection: &str, at: f64) {
-        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let t = m
-            .last_success
-            .entry((policy.to_string(), collection.to_string()))
-            .or_insert(at);
-        *t = t.max(at);
+    pub fn seed_last_success(&self, policy: &str, coll: &str, at: f64) {
+        let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let gauge = self.last_success.get_or_create(&collection(policy, coll));
+        if gauge.get() < at {
+            gauge.set(at);
+        }
     }
 
     /// A scheduled tick skipped because the policy's previous run was still going.
     pub fn record_skip(&self, policy: &str) {
-        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        *m.skipped.entry(policy.to_string()).or_default() += 1;
+        self.skipped
+            .get_or_create(&PolicyLabel {
+                policy: policy.to_string(),
+            })
+            .inc();
     }
 
     pub fn skipped(&self, policy: &str) -> u64 {
-        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        m.skipped.get(policy).copied().unwrap_or(0)
+        self.skipped
+            .get_or_create(&PolicyLabel {
+                policy: policy.to_string(),
+            })
+            .get()
     }
 
-    /// The text exposition; `next_runs` are (policy, unix seconds).
+    /// The exposition (OpenMetrics text); `next_runs` are (policy, unix seconds).
     pub fn render(&self, next_runs: &[(String, f64)], up: bool) -> String {
-        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let mut o = String::new();
-        let pc = |p: &str, c: &str| format!("policy=\"{}\",collection=\"{}\"", esc(p), esc(c));
-        header(&mut o, "dcb_up", "gauge", "1 while the service runs.");
-        let _ = writeln!(o, "dcb_up {}", u8::from(up));
-        header(
-            &mut o,
-            "dcb_runs_total",
-            "counter",
-            "Collection runs by result: success, failure, or locked (another process held the policy).",
-        );
-        for ((p, c, r), n) in &m.runs {
-            let _ = writeln!(o, "dcb_runs_total{{{},result=\"{r}\"}} {n}", pc(p, c));
+        let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.up.set(i64::from(up));
+        self.next_run.clear();
+        for (policy, t) in next_runs {
+            self.next_run
+                .get_or_create(&PolicyLabel {
+                    policy: policy.clone(),
+                })
+                .set(*t);
         }
-        header(
-            &mut o,
-            "dcb_documents_total",
-            "counter",
-            "Documents exported.",
-        );
-        for ((p, c), n) in &m.documents {
-            let _ = writeln!(o, "dcb_documents_total{{{}}} {n}", pc(p, c));
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot render the metrics");
         }
-        header(&mut o, "dcb_bytes_total", "counter", "BSON bytes exported.");
-        for ((p, c), n) in &m.bytes {
-            let _ = writeln!(o, "dcb_bytes_total{{{}}} {n}", pc(p, c));
-        }
-        header(
-            &mut o,
-            "dcb_run_duration_seconds",
-            "histogram",
-            "Duration of collection exports.",
-        );
-        for ((p, c), h) in &m.durations {
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    o,
-                    "dcb_run_duration_seconds_bucket{{{},le=\"{bound}\"}} {}",
-                    pc(p, c),
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                o,
-                "dcb_run_duration_seconds_bucket{{{},le=\"+Inf\"}} {}",
-                pc(p, c),
-                h.count
-            );
-            let _ = writeln!(o, "dcb_run_duration_seconds_sum{{{}}} {}", pc(p, c), h.sum);
-            let _ = writeln!(
-                o,
-                "dcb_run_duration_seconds_count{{{}}} {}",
-                pc(p, c),
-                h.count
-            );
-        }
-        header(
-            &mut o,
-            "dcb_last_success_timestamp_seconds",
-            "gauge",
-            "When the last successful export finished.",
-        );
-        for ((p, c), t) in &m.last_success {
-            let _ = writeln!(o, "dcb_last_success_timestamp_seconds{{{}}} {t}", pc(p, c));
-        }
-        header(
-            &mut o,
-            "dcb_skipped_runs_total",
-            "counter",
-            "Scheduled runs skipped because the previous run was still going.",
-        );
-        for (p, n) in &m.skipped {
-            let _ = writeln!(o, "dcb_skipped_runs_total{{policy=\"{}\"}} {n}", esc(p));
-        }
-        header(
-            &mut o,
-            "dcb_next_run_timestamp_seconds",
-            "gauge",
-            "When each policy runs next.",
-        );
-        for (p, t) in next_runs {
-            let _ = writeln!(
-                o,
-                "dcb_next_run_timestamp_seconds{{policy=\"{}\"}} {t}",
-                esc(p)
-            );
-        }
-        o
+        out
     }
 }
 
-fn header(o: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(o, "# HELP {name} {help}");
-    let _ = writeln!(o, "# TYPE {name} {kind}");
-}
-
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    // The exposition parses as Prometheus text and carries what was recorded.
+    /// The samples a Prometheus server reads from `text`: name, labels, value. In
+    /// OpenMetrics a counter family `x` has samples `x_total`.
+    fn scrape(text: &str) -> prometheus_parse::Scrape {
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        prometheus_parse::Scrape::parse(lines).unwrap()
+    }
+
+    // The exposition is OpenMetrics text that Prometheus reads, and carries what was
+    // recorded: counters by their family name, histogram bounds as floats.
     #[test]
-    fn renders_parseable_text() {
+    fn renders_openmetrics_text() {
         let m = Metrics::default();
         let ok = |documents, bytes| RunResult::Success { documents, bytes };
         m.record_run("hot", "api_logs", ok(10, 4000), 2.5, 1.7e9);
@@ -232,8 +234,9 @@ mod tests {
         m.record_run("hot", "we\"ird", ok(1, 1), 0.1, 1.7e9);
         m.record_skip("hot");
         let text = m.render(&[("hot".into(), 1.8e9)], true);
-        let lines = text.lines().map(|l| Ok(l.to_string()));
-        let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(text.contains("# TYPE dcb_runs counter\n"), "{text}");
+        let scrape = scrape(&text);
         let find = |name: &str| scrape.samples.iter().filter(|s| s.metric == name).count();
         assert_eq!(find("dcb_runs_total"), 4);
         assert_eq!(find("dcb_documents_total"), 2);
@@ -242,12 +245,12 @@ mod tests {
             "dcb_runs_total{policy=\"hot\",collection=\"api_logs\",result=\"failure\"} 1"
         ));
         assert!(text.contains(
-            "dcb_run_duration_seconds_bucket{policy=\"hot\",collection=\"api_logs\",le=\"5\"} 2"
-        ));
+            "dcb_run_duration_seconds_bucket{le=\"5.0\",policy=\"hot\",collection=\"api_logs\"} 2"
+        ), "{text}");
         assert!(text.contains(
-            "dcb_run_duration_seconds_bucket{policy=\"hot\",collection=\"api_logs\",le=\"1\"} 1"
+            "dcb_run_duration_seconds_bucket{le=\"1.0\",policy=\"hot\",collection=\"api_logs\"} 1"
         ));
-        assert!(text.contains("collection=\"we\\\"ird\""));
+        assert!(text.contains("collection=\"we\\\"ird\""), "{text}");
         // A locked run is counted as such, and is no export to time.
         assert!(text.contains(
             "dcb_runs_total{policy=\"hot\",collection=\"api_logs\",result=\"locked\"} 1"
@@ -255,8 +258,10 @@ mod tests {
         assert!(
             text.contains(
                 "dcb_run_duration_seconds_count{policy=\"hot\",collection=\"api_logs\"} 2"
-            )
+            ),
+            "{text}"
         );
+        assert!(text.contains("dcb_up 1\n"), "{text}");
     }
 
     // A last success from the state shows before any run, and never hides a newer one.
@@ -264,11 +269,19 @@ mod tests {
     fn seeded_last_success() {
         let m = Metrics::default();
         m.seed_last_success("hot", "api_logs", 1.6e9);
-        assert!(m.render(&[], true).contains(
-            "dcb_last_success_timestamp_seconds{policy=\"hot\",collection=\"api_logs\"} 1600000000"
-        ));
+        let shown = |m: &Metrics| {
+            scrape(&m.render(&[], true))
+                .samples
+                .into_iter()
+                .find(|s| s.metric == "dcb_last_success_timestamp_seconds")
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                    other => panic!("{other:?}"),
+                })
+        };
+        assert_eq!(shown(&m), Some(1.6e9));
         m.record_run("hot", "api_logs", RunResult::Failure, 0.1, 1.7e9);
         m.seed_last_success("hot", "api_logs", 1.5e9);
-        assert!(m.render(&[], true).contains("api_logs\"} 1600000000"));
+        assert_eq!(shown(&m), Some(1.6e9));
     }
 }

@@ -1,6 +1,8 @@
 //! Rules for names that become paths (collections, databases) or query keys (time
 //! fields). They are checked before any name touches the file system.
 
+use crate::error::Invalid;
+
 /// Allowed policy names: they become folder names under the backup root.
 pub const NAME_PATTERN: &str = "^[a-z0-9_-]+$";
 
@@ -13,33 +15,35 @@ const RESERVED: &[&str] = &[
     "com9", "lpt1", "lpt2", "lpt3", "lpt4", "lpt5", "lpt6", "lpt7", "lpt8", "lpt9",
 ];
 
-fn common(kind: &str, name: &str) -> Result<(), String> {
+fn common(kind: &str, name: &str) -> Result<(), Invalid> {
     if name.is_empty() {
-        return Err(format!("{kind} name is empty"));
+        return Err(Invalid(format!("{kind} name is empty")));
     }
     if name.contains('\0') {
-        return Err(format!("{kind} name contains a NUL character"));
+        return Err(Invalid(format!("{kind} name contains a NUL character")));
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(format!("{kind} name contains the control character {c:?}"));
+        return Err(Invalid(format!(
+            "{kind} name contains the control character {c:?}"
+        )));
     }
     if let Some(c) = name.chars().find(|c| FORBIDDEN.contains(c)) {
-        return Err(format!(
+        return Err(Invalid(format!(
             "{kind} name `{name}` contains `{c}`, which cannot appear in a file name"
-        ));
+        )));
     }
     if name.contains("..") {
-        return Err(format!("{kind} name `{name}` contains `..`"));
+        return Err(Invalid(format!("{kind} name `{name}` contains `..`")));
     }
     if name.ends_with('.') || name.ends_with(' ') || name.starts_with(' ') {
-        return Err(format!(
+        return Err(Invalid(format!(
             "{kind} name `{name}` starts or ends with a space or ends with a dot"
-        ));
+        )));
     }
     if is_reserved(name.split('.').next().unwrap_or(name)) {
-        return Err(format!(
+        return Err(Invalid(format!(
             "{kind} name `{name}` is a reserved device name on Windows"
-        ));
+        )));
     }
     Ok(())
 }
@@ -51,50 +55,55 @@ pub fn is_reserved(stem: &str) -> bool {
 }
 
 /// A collection name that MongoDB accepts and that is safe as `<collection>.bson`.
-pub fn check_collection(name: &str) -> Result<(), String> {
+pub fn check_collection(name: &str) -> Result<(), Invalid> {
     common("collection", name)?;
     if name.contains('$') {
-        return Err(format!("collection name `{name}` contains `$`"));
+        return Err(Invalid(format!("collection name `{name}` contains `$`")));
     }
     if name.starts_with("system.") {
-        return Err(format!(
+        return Err(Invalid(format!(
             "`{name}` is a system collection; dcb backs up user collections only"
-        ));
+        )));
     }
     if name.len() > 200 {
-        return Err(format!(
+        return Err(Invalid(format!(
             "collection name is {} bytes; at most 200",
             name.len()
-        ));
+        )));
     }
     Ok(())
 }
 
 /// A database name as MongoDB allows it (which also makes it a safe folder name).
-pub fn check_database(name: &str) -> Result<(), String> {
+pub fn check_database(name: &str) -> Result<(), Invalid> {
     common("database", name)?;
     if let Some(c) = name.chars().find(|c| matches!(c, '.' | '$' | ' ')) {
-        return Err(format!("database name `{name}` contains `{c}`"));
+        return Err(Invalid(format!("database name `{name}` contains `{c}`")));
     }
     if name.len() > 63 {
-        return Err(format!("database name is {} bytes; at most 63", name.len()));
+        return Err(Invalid(format!(
+            "database name is {} bytes; at most 63",
+            name.len()
+        )));
     }
     Ok(())
 }
 
 /// A field path usable in a query filter (`createdAt`, `meta.updatedAt`).
-pub fn check_field(name: &str) -> Result<(), String> {
+pub fn check_field(name: &str) -> Result<(), Invalid> {
     if name.is_empty() {
-        return Err("time field name is empty".into());
+        return Err(Invalid::new("time field name is empty"));
     }
     if name.contains('\0') {
-        return Err("time field name contains a NUL character".into());
+        return Err(Invalid::new("time field name contains a NUL character"));
     }
     if name.starts_with('$') {
-        return Err(format!("time field `{name}` starts with `$`"));
+        return Err(Invalid(format!("time field `{name}` starts with `$`")));
     }
     if name.split('.').any(str::is_empty) {
-        return Err(format!("time field `{name}` has an empty path segment"));
+        return Err(Invalid(format!(
+            "time field `{name}` has an empty path segment"
+        )));
     }
     Ok(())
 }

@@ -12,9 +12,12 @@ use crate::document::Document;
 use crate::policy::{Mode, Policy};
 use crate::redact;
 
-/// Connect with short timeouts (validation should answer quickly) and prove it with a ping.
-pub async fn connect(settings: &Settings) -> Result<Client, String> {
-    let client = crate::mongo::connect(settings, Duration::from_secs(5)).await?;
+/// Connect with short timeouts (validation should answer quickly) and prove it with a
+/// ping; the error is scrubbed of the password.
+async fn connect(settings: &Settings) -> Result<Client, String> {
+    let client = crate::mongo::connect(settings, Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
     client
         .database("admin")
         .run_command(doc! {"ping": 1})

@@ -1,6 +1,8 @@
 //! Compile validated policies into a job plan: one job per (policy, collection), with
 //! its database, mode and settings resolved. The scheduler and `dcb run` execute it.
 
+pub mod diff;
+
 use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};

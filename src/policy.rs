@@ -237,7 +237,7 @@ fn default_level() -> u32 {
 }
 
 /// A validated policy: every string parsed, every default applied.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub name: String,
     pub description: Option<String>,

@@ -4,6 +4,7 @@
 pub mod preflight;
 pub mod write;
 
+use crate::error::Invalid;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -270,7 +271,7 @@ pub fn may_belong_to(manifest: impl AsRef<std::path::Path>, collections: &[Strin
 
 /// A point in time from the command line: RFC 3339, or a local date and time in `tz`
 /// (`2026-11-25 08:00`, `2026-11-25T08:00:30`, `2026-11-25` for midnight).
-pub fn parse_time(s: &str, tz: chrono_tz::Tz) -> Result<DateTime<Utc>, String> {
+pub fn parse_time(s: &str, tz: chrono_tz::Tz) -> Result<DateTime<Utc>, Invalid> {
     use chrono::{NaiveDate, NaiveDateTime, TimeZone};
     let s = s.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -285,12 +286,16 @@ pub fn parse_time(s: &str, tz: chrono_tz::Tz) -> Result<DateTime<Utc>, String> {
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
         })
         .ok_or_else(|| {
-            format!("`{s}` is not a time: write RFC 3339 (2026-11-25T08:00:00+08:00) or `2026-11-25 08:00` (in {tz})")
+            Invalid(format!("`{s}` is not a time: write RFC 3339 (2026-11-25T08:00:00+08:00) or `2026-11-25 08:00` (in {tz})"))
         })?;
     tz.from_local_datetime(&naive)
         .earliest()
         .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| format!("`{s}` does not exist in {tz} (a clock change skips it)"))
+        .ok_or_else(|| {
+            Invalid(format!(
+                "`{s}` does not exist in {tz} (a clock change skips it)"
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -420,6 +425,7 @@ mod tests {
         assert!(
             parse_time("yesterday", sh)
                 .unwrap_err()
+                .0
                 .contains("RFC 3339")
         );
     }

@@ -1,6 +1,7 @@
 //! Run compiled policies once, now: lock each policy, compute each collection's
 //! window from its watermark, export collections concurrently (bounded per policy),
-//! retry transient failures, and record every outcome in the state.
+//! retry transient failures, and emit every outcome (`events`), which records it in
+//! the state, the audit log and wherever else the emitter reaches.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,13 +11,16 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use mongodb::Client;
 use tokio::sync::Semaphore;
 
+mod error;
 pub mod recover;
 
-use crate::audit;
+pub use error::RunError;
+
 use crate::config::Settings;
+use crate::events::{Emitter, Event};
 use crate::export::{self, ExportError, ExportJob, ExportOutcome, Progress};
 use crate::plan::{JobSpec, PolicyPlan};
-use crate::state::{CollectionState, State};
+use crate::state::State;
 use crate::window::{self, Extent};
 use crate::{redact, storage};
 
@@ -29,11 +33,9 @@ const UNTIMED_CHECK_EVERY: TimeDelta = TimeDelta::hours(24);
 pub struct JobResult {
     pub spec: JobSpec,
     pub extent: Option<Extent>,
-    pub outcome: Result<ExportOutcome, String>,
+    pub outcome: Result<ExportOutcome, RunError>,
     pub elapsed: Duration,
     pub attempts: u32,
-    /// Stopped by a shutdown: not a failure, nothing recorded.
-    pub interrupted: bool,
     /// When this run did not count the documents no window can select: the last count
     /// and when it was made.
     pub untimed_known: Option<(u64, DateTime<Utc>)>,
@@ -50,6 +52,19 @@ impl RunReport {
     }
 }
 
+impl JobResult {
+    fn before_export(spec: &JobSpec, error: RunError) -> JobResult {
+        JobResult {
+            spec: spec.clone(),
+            extent: None,
+            outcome: Err(error),
+            elapsed: Duration::ZERO,
+            attempts: 0,
+            untimed_known: None,
+        }
+    }
+}
+
 /// Makes a progress reporter for each job as it starts.
 pub type ProgressFactory = dyn Fn(&JobSpec) -> Arc<dyn Progress> + Send + Sync;
 
@@ -60,13 +75,21 @@ pub fn now_ms() -> DateTime<Utc> {
         .unwrap_or(now)
 }
 
-/// Run every job of `plans` once.
+/// Run every job of `plans` once, emitting each outcome to `events`.
 pub async fn run(
     settings: &Settings,
     plans: &[PolicyPlan],
     progress: &ProgressFactory,
+    events: &Emitter,
 ) -> RunReport {
-    run_cancellable(settings, plans, progress, Arc::new(AtomicBool::new(false))).await
+    run_cancellable(
+        settings,
+        plans,
+        progress,
+        events,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
 }
 
 /// As [`run`]; setting `cancel` aborts exports cleanly (nothing written, no watermark
@@ -75,73 +98,39 @@ pub async fn run_cancellable(
     settings: &Settings,
     plans: &[PolicyPlan],
     progress: &ProgressFactory,
+    events: &Emitter,
     cancel: Arc<AtomicBool>,
 ) -> RunReport {
     let mut report = RunReport::default();
-    // `record`: false when the backup itself is fine (another process is running it).
-    let fail_all = |report: &mut RunReport, plans: &[PolicyPlan], msg: &str, record: bool| {
-        for plan in plans {
-            for spec in &plan.jobs {
-                tracing::error!(job = %spec.id(), error = %msg, "run failed before its export started");
-                if record {
-                    record_failure(settings, spec, msg);
-                    audit::append(
-                        &settings.backup_root,
-                        &audit_entry(spec, false).detail(msg.to_string()),
-                    );
-                }
-                report.results.push(JobResult {
-                    spec: spec.clone(),
-                    extent: None,
-                    outcome: Err(msg.to_string()),
-                    elapsed: Duration::ZERO,
-                    attempts: 0,
-                    interrupted: false,
-                    untimed_known: None,
-                });
-            }
-        }
-    };
     let client = match crate::mongo::connect(settings, Duration::from_secs(15)).await {
         Ok(c) => c,
-        Err(e) => {
-            fail_all(&mut report, plans, &format!("cannot connect: {e}"), true);
-            return report;
-        }
+        Err(e) => return fail_all(plans, RunError::Connect(e), events).await,
     };
     let server_version = match export::server_version(&client).await {
         Ok(v) => v,
-        Err(e) => {
-            let msg = redact::text(&e.to_string(), &settings.mongodb_uri);
-            fail_all(&mut report, plans, &msg, true);
-            return report;
-        }
+        Err(e) => return fail_all(plans, RunError::Export(e), events).await,
     };
-
     let mut locks = Vec::new();
     let mut locked = Vec::new();
     for plan in plans {
         let dir = storage::policy_dir(&settings.backup_root, &plan.policy.name);
         let lock_path = dir.join(".dcb.lock");
-        match storage::try_lock(&lock_path) {
+        let refused = match storage::try_lock(&lock_path) {
             Ok(Some(lock)) => {
                 locks.push(lock);
                 locked.push(plan);
-            }
-            Ok(None) => {
-                let msg = format!(
-                    "another dcb is running policy `{}` (lock {}); not started twice",
-                    plan.policy.name,
-                    lock_path.display()
-                );
-                fail_all(&mut report, std::slice::from_ref(plan), &msg, false);
                 continue;
             }
-            Err(e) => {
-                let msg = ExportError::from_io(&lock_path, e).to_string();
-                fail_all(&mut report, std::slice::from_ref(plan), &msg, true);
-                continue;
-            }
+            Ok(None) => RunError::Locked {
+                policy: plan.policy.name.clone(),
+                lock: lock_path,
+            },
+            Err(e) => RunError::Export(ExportError::from_io(&lock_path, e)),
+        };
+        for spec in &plan.jobs {
+            report
+                .results
+                .push(refuse(spec, refused.clone(), events).await);
         }
     }
     // Only with the locks held: a run of the same policy that ended a moment ago has
@@ -172,9 +161,11 @@ pub async fn run_cancellable(
     let (recovered, state) = match tokio::task::spawn_blocking(prepare).await {
         Ok(r) => r,
         Err(e) => {
-            let msg = format!("internal error: preparing the run {}", describe_join(e));
+            let error = RunError::Internal(format!("preparing the run {}", describe_join(e)));
             let locked: Vec<PolicyPlan> = locked.into_iter().cloned().collect();
-            fail_all(&mut report, &locked, &msg, true);
+            report
+                .results
+                .extend(fail_all(&locked, error, events).await.results);
             return report;
         }
     };
@@ -211,11 +202,12 @@ pub async fn run_cancellable(
             let untimed_known = entry.and_then(|e| Some((e.untimed?, e.untimed_checked_at?)));
             let client = client.clone();
             let limit = limit.clone();
-            let settings = settings.clone();
+            let uri = settings.mongodb_uri.clone();
             let progress = progress(spec);
+            let events = events.clone();
             let handle = tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await.expect("semaphore open");
-                run_job(&client, &settings, job, progress, untimed_known).await
+                run_job(&client, &uri, job, progress, untimed_known, &events).await
             });
             tasks.0.push((spec.clone(), extent, handle));
         }
@@ -226,21 +218,18 @@ pub async fn run_cancellable(
             Err(e) => {
                 // A bug, not the backup's fault, but the window was not exported: a
                 // failure like any other, so it is counted, alerted and retried.
-                let msg = format!("internal error: the export task {}", describe_join(e));
-                tracing::error!(job = %spec.id(), error = %msg, "export failed");
-                record_failure(settings, &spec, &msg);
-                audit::append(
-                    &settings.backup_root,
-                    &audit_entry(&spec, false).detail(msg.clone()),
-                );
+                let error = RunError::Internal(format!("the export task {}", describe_join(e)));
+                events
+                    .emit(Event::JobFailed {
+                        spec: &spec,
+                        error: &error,
+                        elapsed: Duration::ZERO,
+                    })
+                    .await;
                 report.results.push(JobResult {
-                    spec,
                     extent: Some(extent),
-                    outcome: Err(msg),
-                    elapsed: Duration::ZERO,
                     attempts: 1,
-                    interrupted: false,
-                    untimed_known: None,
+                    ..JobResult::before_export(&spec, error)
                 });
             }
         }
@@ -252,6 +241,34 @@ pub async fn run_cancellable(
     report
 }
 
+/// Every job of `plans` refused before its export started, for the same reason.
+async fn fail_all(plans: &[PolicyPlan], error: RunError, events: &Emitter) -> RunReport {
+    let mut report = RunReport::default();
+    for spec in plans.iter().flat_map(|p| &p.jobs) {
+        report
+            .results
+            .push(refuse(spec, error.clone(), events).await);
+    }
+    report
+}
+
+/// One job refused before its export: locked out (no failure), or failed.
+async fn refuse(spec: &JobSpec, error: RunError, events: &Emitter) -> JobResult {
+    if error.is_locked() {
+        events.emit(Event::JobLocked { spec }).await;
+    } else {
+        tracing::error!(job = %spec.id(), "run failed before its export started");
+        events
+            .emit(Event::JobFailed {
+                spec,
+                error: &error,
+                elapsed: Duration::ZERO,
+            })
+            .await;
+    }
+    JobResult::before_export(spec, error)
+}
+
 /// The export tasks of a run, aborted if the run itself is dropped (a service that
 /// stops waiting), so none outlives it; each removes its temp file as it ends.
 struct Tasks(Vec<(JobSpec, Extent, tokio::task::JoinHandle<JobResult>)>);
@@ -261,14 +278,6 @@ impl Drop for Tasks {
         for (_, _, handle) in &self.0 {
             handle.abort();
         }
-    }
-}
-
-/// State and audit writes fsync: keep them off the async workers, which other
-/// collections' cursors need meanwhile.
-async fn off_workers(f: impl FnOnce() + Send + 'static) {
-    if let Err(e) = tokio::task::spawn_blocking(f).await {
-        tracing::error!(error = %describe_join(e), "recording a result failed");
     }
 }
 
@@ -287,19 +296,20 @@ fn describe_join(e: tokio::task::JoinError) -> String {
 
 async fn run_job(
     client: &Client,
-    settings: &Settings,
+    uri: &str,
     job: ExportJob,
     progress: Arc<dyn Progress>,
     untimed_known: Option<(u64, DateTime<Utc>)>,
+    events: &Emitter,
 ) -> JobResult {
     let started = Instant::now();
     let id = job.spec.id();
-    match job.extent {
-        Extent::Window(w) => {
-            tracing::info!(job = %id, from = ?w.from, to = %w.to, "export started")
-        }
-        Extent::Snapshot => tracing::info!(job = %id, "snapshot export started"),
-    }
+    events
+        .emit(Event::JobStarted {
+            spec: &job.spec,
+            extent: job.extent,
+        })
+        .await;
     let mut attempts = 0;
     let outcome = loop {
         if job.cancel.load(Ordering::Relaxed) {
@@ -315,7 +325,7 @@ async fn run_job(
         match attempt {
             Err(e) if e.is_transient() && attempts < ATTEMPTS => {
                 let pause = Duration::from_secs(1 << (attempts - 1));
-                let error = redact::text(&e.to_string(), &settings.mongodb_uri);
+                let error = redact::text(&e.to_string(), uri);
                 tracing::warn!(job = %id, %error, attempt = attempts, "transient failure; retrying in {pause:?}");
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
@@ -325,55 +335,34 @@ async fn run_job(
             other => break other,
         }
     };
-    let interrupted = matches!(outcome, Err(ExportError::Interrupted));
-    let outcome = outcome.map_err(|e| redact::text(&e.to_string(), &settings.mongodb_uri));
+    let outcome = outcome.map_err(RunError::Export);
+    let elapsed = started.elapsed();
+    let spec = &job.spec;
     match &outcome {
-        // A shutdown is nobody's failure: the window is simply exported next time.
-        Err(_) if interrupted => {
-            tracing::warn!(job = %id, "export interrupted by shutdown; nothing recorded")
+        // A shutdown is nobody's failure: the window is simply exported next time. An
+        // export stopped with no shutdown asked for (a crashed writer) is a failure.
+        Err(e) if e.is_interrupted() && job.cancel.load(Ordering::SeqCst) => {
+            events.emit(Event::JobInterrupted { spec }).await
         }
         Ok(o) => {
-            {
-                let (settings, job, o) = (settings.clone(), job.clone(), o.clone());
-                off_workers(move || {
-                    record_success(&settings, &job, &o);
-                    let mut entry = audit_entry(&job.spec, true)
-                        .detail(format!("{} documents, {} bytes", o.documents, o.bytes));
-                    if let Some(a) = &o.archive {
-                        entry = entry.archive(a.name(&settings.backup_root));
-                    }
-                    audit::append(&settings.backup_root, &entry);
+            events
+                .emit(Event::JobSucceeded {
+                    spec,
+                    extent: job.extent,
+                    outcome: o,
+                    elapsed,
+                    untimed_known,
                 })
-                .await;
-            }
-            tracing::info!(
-                job = %id,
-                documents = o.documents,
-                bytes = o.bytes,
-                archive = %o.archive.as_ref().map_or("none (no documents)".into(), |a| a.to_string()),
-                "export succeeded"
-            );
-            if let Some(n) = o.untimed.filter(|n| *n > 0) {
-                tracing::warn!(job = %id, documents = n, time_field = %job.spec.collection.time_field,
-                    "documents without a valid date in the time field are not in any window");
-            } else if let Some((n, at)) =
-                untimed_known.filter(|(n, _)| o.untimed.is_none() && *n > 0)
-            {
-                tracing::warn!(job = %id, documents = n, counted_at = %at, time_field = %job.spec.collection.time_field,
-                    "documents without a valid date in the time field were not in any window at the last count");
-            }
+                .await
         }
-        Err(e) => {
-            let (settings, spec, e) = (settings.clone(), job.spec.clone(), e.clone());
-            off_workers(move || {
-                record_failure(&settings, &spec, &e);
-                audit::append(
-                    &settings.backup_root,
-                    &audit_entry(&spec, false).detail(e.clone()),
-                );
-                tracing::error!(job = %spec.id(), error = %e, "export failed");
-            })
-            .await;
+        Err(error) => {
+            events
+                .emit(Event::JobFailed {
+                    spec,
+                    error,
+                    elapsed,
+                })
+                .await
         }
     }
     let counted = matches!(&outcome, Ok(o) if o.untimed.is_some());
@@ -381,68 +370,8 @@ async fn run_job(
         spec: job.spec,
         extent: Some(job.extent),
         outcome,
-        elapsed: started.elapsed(),
+        elapsed,
         attempts,
-        interrupted,
         untimed_known: if counted { None } else { untimed_known },
     }
-}
-
-fn base(entry: &mut CollectionState, spec: &JobSpec) {
-    entry.policy = spec.policy.clone();
-    entry.database = spec.database.clone();
-    entry.collection = spec.collection.name.clone();
-    entry.runs += 1;
-}
-
-fn record_success(settings: &Settings, job: &ExportJob, o: &ExportOutcome) {
-    let now = Utc::now();
-    let result = State::update(
-        &settings.backup_root,
-        &settings.target(),
-        &job.spec.id(),
-        |e| {
-            base(e, &job.spec);
-            if let Extent::Window(w) = job.extent {
-                // Never move a watermark backwards (an overlap re-read ends where it ended).
-                e.watermark = Some(e.watermark.map_or(w.to, |old| old.max(w.to)));
-            }
-            e.last_success = Some(now);
-            e.consecutive_failures = 0;
-            e.successes += 1;
-            e.last_documents = o.documents;
-            e.last_bytes = o.bytes;
-            if let Some(a) = &o.archive {
-                e.last_archive = a
-                    .key()
-                    .map(|k| k.rsplit('/').next().unwrap_or(k).to_string());
-            }
-            if o.untimed.is_some() {
-                e.untimed = o.untimed;
-                e.untimed_checked_at = Some(now);
-            }
-        },
-    );
-    if let Err(e) = result {
-        tracing::error!(error = %e, "cannot write state.json (the archive is safe; its manifest rebuilds the state)");
-    }
-}
-
-fn record_failure(settings: &Settings, spec: &JobSpec, error: &str) {
-    let result = State::update(&settings.backup_root, &settings.target(), &spec.id(), |e| {
-        base(e, spec);
-        e.last_failure = Some(Utc::now());
-        e.last_error = Some(error.to_string());
-        e.consecutive_failures += 1;
-        e.failures += 1;
-    });
-    if let Err(e) = result {
-        tracing::error!(error = %e, "cannot write state.json");
-    }
-}
-
-fn audit_entry(spec: &JobSpec, ok: bool) -> audit::Entry {
-    audit::Entry::new(audit::Operation::Run, ok)
-        .policy(spec.policy.clone())
-        .source(format!("{}.{}", spec.database, spec.collection.name))
 }

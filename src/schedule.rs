@@ -1,6 +1,7 @@
 //! Cron schedules as croner reads them (5 fields, or 6 with seconds), evaluated in a
 //! time zone.
 
+use crate::error::Invalid;
 use std::str::FromStr as _;
 use std::time::Duration;
 
@@ -14,28 +15,39 @@ pub struct Schedule {
     pattern: String,
 }
 
+/// Two schedules are the same when their patterns are.
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Schedule) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for Schedule {}
+
 impl Schedule {
     /// Parse a pattern and prove it fires at least once in the future.
-    pub fn parse(pattern: &str) -> Result<Schedule, String> {
+    pub fn parse(pattern: &str) -> Result<Schedule, Invalid> {
         let fields = pattern.split_whitespace().count();
         if !pattern.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "cron expression has {fields} field{}; expected 5 (minute hour day month weekday) or 6 (with seconds first)",
                 if fields == 1 { "" } else { "s" }
-            ));
+            )));
         }
         let cron = CronParser::builder()
             .seconds(Seconds::Optional)
             .build()
             .parse(pattern)
             .or_else(|_| Cron::from_str(pattern))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Invalid(e.to_string()))?;
         let schedule = Schedule {
             cron,
             pattern: pattern.to_string(),
         };
         if schedule.next_after(&chrono::Utc::now()).is_none() {
-            return Err("cron expression never fires (no matching date exists)".into());
+            return Err(Invalid::new(
+                "cron expression never fires (no matching date exists)",
+            ));
         }
         Ok(schedule)
     }
@@ -110,7 +122,7 @@ mod tests {
     #[case("* * * * * * * *", "8 fields")]
     fn rejects(#[case] pattern: &str, #[case] reason: &str) {
         let err = Schedule::parse(pattern).unwrap_err();
-        assert!(err.contains(reason), "{pattern}: {err}");
+        assert!(err.0.contains(reason), "{pattern}: {err}");
     }
 
     // A weekday-only schedule's longest interval is the weekend.

@@ -1,6 +1,7 @@
 //! Reading an archive back: gzip, then tar, each member's path and type checked before
 //! anything uses it, and a SHA-256 of the whole file computed on the way.
 
+use crate::error::Invalid;
 use std::fmt;
 use std::io::{self, BufReader, Read};
 use std::path::{Component, Path};
@@ -88,27 +89,27 @@ impl<R: Read> Read for Hashing<R> {
 
 /// A member path that stays inside the folder it is extracted to: relative, no `..`,
 /// no drive or root, no backslash tricks, UTF-8.
-pub fn check_member_path(raw: &[u8]) -> Result<String, String> {
-    let path = std::str::from_utf8(raw).map_err(|_| "the path is not UTF-8".to_string())?;
+pub fn check_member_path(raw: &[u8]) -> Result<String, Invalid> {
+    let path = std::str::from_utf8(raw).map_err(|_| Invalid::new("the path is not UTF-8"))?;
     if path.is_empty() {
-        return Err("the path is empty".into());
+        return Err(Invalid::new("the path is empty"));
     }
     if path.contains('\0') {
-        return Err("the path contains a NUL byte".into());
+        return Err(Invalid::new("the path contains a NUL byte"));
     }
     if path.starts_with('/') || path.starts_with('\\') || path.contains(':') {
-        return Err("the path is absolute".into());
+        return Err(Invalid::new("the path is absolute"));
     }
     for part in path.split(['/', '\\']) {
         if part == ".." {
-            return Err("the path escapes the target folder (`..`)".into());
+            return Err(Invalid::new("the path escapes the target folder (`..`)"));
         }
     }
     if !Path::new(path)
         .components()
         .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
     {
-        return Err("the path is not a plain relative path".into());
+        return Err(Invalid::new("the path is not a plain relative path"));
     }
     Ok(path.to_string())
 }

@@ -24,7 +24,7 @@ use crate::unpack::{self, FileDigest, Hashing, Problem};
 const MAX_JSON_MEMBER: u64 = 16 * 1024 * 1024;
 
 /// What one archive turned out to hold.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Report {
     pub archive: Source,
     /// The manifest checked against: the one beside the archive, else the copy inside.
@@ -96,7 +96,10 @@ impl Check {
     pub fn file(path: &Path) -> Check {
         let (beside, early) = match manifest_beside(path) {
             Ok(m) => (m, Vec::new()),
-            Err(e) => (None, vec![Problem::new("manifest beside the archive", e)]),
+            Err(e) => (
+                None,
+                vec![Problem::new("manifest beside the archive", e.to_string())],
+            ),
         };
         Check {
             archive: Source::File(path.to_path_buf()),
@@ -464,14 +467,23 @@ pub fn is_age(source: &Source) -> bool {
         .unwrap_or(false)
 }
 
-/// The manifest beside `archive`, if there is a readable one.
-pub fn manifest_beside(archive: &Path) -> Result<Option<Manifest>, String> {
+/// A manifest beside an archive that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{path}: {1}", path = .0.display())]
+    Unreadable(std::path::PathBuf, io::Error),
+    #[error("{path}: not a dcb manifest: {1}", path = .0.display())]
+    NotAManifest(std::path::PathBuf, serde_json::Error),
+}
+
+/// The manifest beside `archive`, if there is one.
+pub fn manifest_beside(archive: &Path) -> Result<Option<Manifest>, ManifestError> {
     let path = Manifest::beside(archive);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| format!("{}: not a dcb manifest: {e}", path.display())),
+            .map_err(|e| ManifestError::NotAManifest(path, e)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(e) => Err(ManifestError::Unreadable(path, e)),
     }
 }

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use dcb::alert::{Alert, Alerter, AlertsConfig, EventKind};
+use dcb::alert::{Alert, AlertKey, Alerter, AlertsConfig, EventKind};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -123,11 +123,15 @@ fn config(yaml: &str) -> AlertsConfig {
     serde_yaml::from_str(yaml).unwrap()
 }
 
-fn failure(key: &str) -> Alert {
+fn key(name: &str) -> AlertKey {
+    name.parse().unwrap()
+}
+
+fn failure(name: &str) -> Alert {
     let mut a = Alert::new(
         EventKind::Failure,
-        key,
-        format!("{key} is failing"),
+        key(name),
+        format!("{name} is failing"),
         "server unreachable",
     );
     a.policy = Some("hot".into());
@@ -254,17 +258,19 @@ async fn cooldown_resolve_and_event_filter() {
         r.url("/ping"),
     ));
     let alerter = Alerter::new(&cfg, log.clone()).unwrap();
-    alerter.resolve("database", "never raised".into()).await;
+    alerter
+        .resolve(&key("database"), "never raised".into())
+        .await;
     alerter.raise(failure("database")).await;
     alerter.raise(failure("database")).await;
     alerter.raise(failure("stale:x")).await;
     assert_eq!(alerter.active(), ["database", "stale:x"]);
-    alerter.resolve("database", "back".into()).await;
-    alerter.resolve("database", "again".into()).await;
+    alerter.resolve(&key("database"), "back".into()).await;
+    alerter.resolve(&key("database"), "again".into()).await;
     alerter
         .notify(Alert::new(
             EventKind::Success,
-            "success:x",
+            key("success:x"),
             "x backed up",
             "10 documents",
         ))
@@ -478,7 +484,7 @@ async fn reconfiguring_keeps_active_conditions() {
         )
         .unwrap();
     alerter.raise(failure("database")).await;
-    alerter.resolve("database", "back".into()).await;
+    alerter.resolve(&key("database"), "back".into()).await;
     alerter.flush().await;
     assert_eq!(old.requests().len(), 1);
     let sent = new.requests();
@@ -492,7 +498,8 @@ async fn reconfiguring_keeps_active_conditions() {
             log,
         )
         .err()
-        .expect("an invalid URL is refused");
+        .expect("an invalid URL is refused")
+        .to_string();
     assert!(err.contains("alerts/notifiers/0/url"), "{err}");
     assert!(!err.contains("SECRETKEY"), "{err}");
 }
@@ -729,7 +736,8 @@ fn a_missing_ca_file_is_refused() {
     );
     let err = Alerter::new(&cfg, dir.path().join("alerts.log"))
         .err()
-        .expect("refused");
+        .expect("refused")
+        .to_string();
     assert!(err.contains("alerts/notifiers/0/caFile"), "{err}");
 }
 
@@ -758,7 +766,7 @@ async fn memory_survives_a_restart() {
     let after = Alerter::new(&cfg, log.clone()).unwrap();
     assert_eq!(after.active(), ["database", "stale:x"]);
     after.raise(failure("database")).await;
-    after.resolve("stale:x", "fresh again".into()).await;
+    after.resolve(&key("stale:x"), "fresh again".into()).await;
     after.flush().await;
     assert_eq!(after.throttled(), 1);
     let mut sent: Vec<(String, String)> = r

@@ -12,6 +12,7 @@ use support::{Run, Scratch, TestServer};
 
 const BACKUP_PW: &str = "Backup-pw-7f3Q9zK";
 const RESTORE_PW: &str = "Restore-pw-2mX8vL";
+const LOCAL_PW: &str = "Local-pw-5Hq1wN";
 
 fn uri(port: u16, user: &str, extra: &str) -> String {
     format!("mongodb://{user}127.0.0.1:{port}/?authSource=admin&directConnection=true{extra}")
@@ -47,6 +48,13 @@ async fn auth_server(storage: &Path) -> (TestServer, u16) {
             .await
             .unwrap();
     }
+    // A user of the backed-up database itself (`authSource=mes`), as factories often
+    // make them.
+    client
+        .database("mes")
+        .run_command(doc! {"createUser": "local", "pwd": LOCAL_PW, "roles": [{"role": "read", "db": "mes"}], "mechanisms": ["SCRAM-SHA-256"]})
+        .await
+        .unwrap();
     let now = DateTime::from_millis(DateTime::now().timestamp_millis() - 1000);
     client
         .database("mes")
@@ -86,6 +94,109 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
+}
+
+// Every way of giving the credentials logs in, for a user of `admin` and for a user of
+// the backed-up database (`authSource=mes`): the user and password in the URI (file or
+// environment), the user in the URI and the password in a file, and the user in
+// `mongodb.username` with the password in a file named in dcb.yaml or the environment.
+// The URI's `authSource` holds in every form; without it, the database's user is
+// refused (so the table does test it).
+#[tokio::test]
+async fn every_form_of_credential_logs_in() {
+    let storage = tempfile::tempdir().unwrap();
+    let (_server, port) = auth_server(storage.path()).await;
+    let at = |user: &str, source: &str| {
+        format!("mongodb://{user}127.0.0.1:{port}/?authSource={source}&directConnection=true")
+    };
+    let uri_only = |uri: String| format!("mongodb:\n  uri: \"{uri}\"\n");
+    let with_file = |uri: String| format!("{}  passwordFile: secrets/pw\n", uri_only(uri));
+    let with_user = |user: &str, uri: String| format!("{}  username: {user}\n", uri_only(uri));
+    // (case, user, dcb.yaml, environment, logs in)
+    type Case<'a> = (&'a str, &'a str, String, Vec<(&'a str, String)>, bool);
+    let mut cases: Vec<Case> = Vec::new();
+    for (user, pw, source) in [("backup", BACKUP_PW, "admin"), ("local", LOCAL_PW, "mes")] {
+        let full = at(&format!("{user}:{pw}@"), source);
+        cases.extend([
+            (
+                "user and password in the URI",
+                user,
+                uri_only(full.clone()),
+                vec![],
+                true,
+            ),
+            (
+                "user and password in DCB_MONGODB_URI",
+                user,
+                "{}\n".to_string(),
+                vec![("DCB_MONGODB_URI", full)],
+                true,
+            ),
+            (
+                "user in the URI, passwordFile",
+                user,
+                with_file(at(&format!("{user}@"), source)),
+                vec![],
+                true,
+            ),
+            (
+                "mongodb.username, passwordFile",
+                user,
+                format!(
+                    "{}  passwordFile: secrets/pw\n",
+                    with_user(user, at("", source))
+                ),
+                vec![],
+                true,
+            ),
+            (
+                "mongodb.username, DCB_MONGODB_PASSWORD_FILE",
+                user,
+                with_user(user, at("", source)),
+                vec![("DCB_MONGODB_PASSWORD_FILE", "secrets/pw".to_string())],
+                true,
+            ),
+        ]);
+    }
+    cases.push((
+        "a user of `mes`, and no authSource (logs in against admin)",
+        "local",
+        format!(
+            "{}  passwordFile: secrets/pw\n",
+            with_user(
+                "local",
+                format!("mongodb://127.0.0.1:{port}/?directConnection=true")
+            )
+        ),
+        vec![],
+        false,
+    ));
+    for (case, user, yaml, env, ok) in cases {
+        let s = Scratch::new();
+        s.write(
+            "policies/hot.yaml",
+            "name: hot\nschedule: \"0 0 * * *\"\ndatabase: mes\nwindow: {initial: all, settle: 0s}\ncollections: [scans]\nretention: 7d\n",
+        );
+        let pw = if user == "local" { LOCAL_PW } else { BACKUP_PW };
+        s.write("secrets/pw", &format!("{pw}\n"));
+        s.write("dcb.yaml", &yaml);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let run = dcb(&s, &["run", "--all"], &env);
+        let what = format!("{user}, {case}: {}{}", run.stdout, run.stderr);
+        if ok {
+            assert_eq!(run.code, 0, "{what}");
+            assert!(run.stdout.contains("300 docs"), "{what}");
+        } else {
+            assert_eq!(run.code, 1, "{what}");
+            assert!(run.stdout.contains("authentication failed"), "{what}");
+        }
+        for secret in [BACKUP_PW, LOCAL_PW] {
+            assert!(
+                !run.stdout.contains(secret) && !run.stderr.contains(secret),
+                "{what}"
+            );
+        }
+    }
 }
 
 // A whole cycle (run, serve, status, list, verify with samples, restore) with users that
@@ -365,6 +476,13 @@ async fn tls_with_a_private_ca_and_client_certificate() {
             .build(),
     ));
     let client = mongodb::Client::with_options(opts).unwrap();
+    // A user of the backed-up database itself (`authSource=mes`), as factories often
+    // make them.
+    client
+        .database("mes")
+        .run_command(doc! {"createUser": "local", "pwd": LOCAL_PW, "roles": [{"role": "read", "db": "mes"}], "mechanisms": ["SCRAM-SHA-256"]})
+        .await
+        .unwrap();
     let now = DateTime::from_millis(DateTime::now().timestamp_millis() - 1000);
     client
         .database("mes")

@@ -136,7 +136,7 @@ async fn seed(uri: &str, db: &str, n: usize) {
 fn metric(addr: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let (code, text) = http_get(addr, "/metrics");
     assert_eq!(code, 200);
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let scrape = support::scrape(&text);
     scrape
         .samples
         .iter()
@@ -274,8 +274,8 @@ async fn runs_on_schedule_and_reports_status() {
     );
     let (code, metrics) = http_get(&addr, "/metrics");
     assert_eq!(code, 200);
-    let scrape =
-        prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_string()))).unwrap();
+    assert!(metrics.ends_with("# EOF\n"), "OpenMetrics text: {metrics}");
+    let scrape = support::scrape(&metrics);
     let ok_runs = scrape
         .samples
         .iter()

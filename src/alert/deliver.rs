@@ -398,7 +398,12 @@ mod tests {
             name: None,
             events: vec![],
         };
-        let alert = Alert::new(super::super::EventKind::Failure, "k", "t", "m");
+        let alert = Alert::new(
+            super::super::EventKind::Failure,
+            super::super::AlertKey::Database,
+            "t",
+            "m",
+        );
         let body = http_body(&n, &alert, now);
         assert_eq!(body["msg_type"], "text");
         assert_eq!(body["timestamp"], "1700000000");
@@ -443,7 +448,12 @@ mod tests {
     // The chat text starts with `[dcb] <title>`, then the message and the details.
     #[test]
     fn chat_text_layout() {
-        let mut a = Alert::new(super::super::EventKind::Failure, "k", "Title", "Message");
+        let mut a = Alert::new(
+            super::super::EventKind::Failure,
+            super::super::AlertKey::Database,
+            "Title",
+            "Message",
+        );
         a.policy = Some("hot".into());
         a.collection = Some("api_logs".into());
         a.host = "plant-1".into();

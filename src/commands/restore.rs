@@ -154,7 +154,7 @@ fn restore(settings: &crate::config::Settings, args: &RestoreArgs) -> Result<Exi
     let rt = runtime();
     let client = rt
         .block_on(crate::mongo::connect(settings, Duration::from_secs(10)))
-        .map_err(Refusal::Connect)?;
+        .map_err(|e| Refusal::Connect(e.to_string()))?;
     rt.block_on(preflight::check_targets(
         &client,
         root,
@@ -206,7 +206,7 @@ fn restore(settings: &crate::config::Settings, args: &RestoreArgs) -> Result<Exi
                 }
             }
             Err(e) => {
-                let e = crate::redact::text(&e, &settings.mongodb_uri);
+                let e = crate::redact::text(&e.to_string(), &settings.mongodb_uri);
                 crate::audit::append(
                     root,
                     &crate::audit::Entry::new(crate::audit::Operation::Restore, false)
@@ -306,10 +306,10 @@ fn progress_bar(chain: &Chain, quiet: bool) -> Option<ProgressBar> {
         ProgressDrawTarget::stderr_with_hz(4),
     );
     bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {human_pos}/{human_len} documents ({per_sec}, {eta})",
+        super::progress_style(
+            "{prefix} [{bar:30}] {human_pos}/{human_len} documents ({rate}, {eta})",
         )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .unwrap_or_else(ProgressStyle::default_bar)
         .progress_chars("=> "),
     );
     bar.set_prefix(chain.target());

@@ -49,9 +49,13 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Exit {
             None => Arc::new(LogLines::new(spec)),
         }
     };
-    let report = runtime().block_on(runner::run(&settings, &plans, &factory));
+    let events = crate::events::Emitter::new(&settings);
+    let report = runtime().block_on(runner::run(&settings, &plans, &factory, &events));
     if !args.quiet || report.failed() > 0 {
-        out!("{}", summary(&report, &settings.backup_root));
+        out!(
+            "{}",
+            summary(&report, &settings.backup_root, &settings.mongodb_uri)
+        );
     }
     if report.failed() > 0 {
         Exit::Failed
@@ -67,9 +71,9 @@ struct Bar {
     bytes: AtomicU64,
 }
 
-const SPINNER: &str = "{spinner} {prefix:40} {human_pos:>10} docs {msg:>10} {per_sec:>14}";
+const SPINNER: &str = "{spinner} {prefix:40} {human_pos:>10} docs {msg:>10} {rate:>12}";
 const BAR: &str =
-    "{spinner} {prefix:40} {bar:20} {human_pos:>10}/{human_len} docs {msg:>10} {per_sec:>14} {eta}";
+    "{spinner} {prefix:40} {bar:20} {human_pos:>10}/{human_len} docs {msg:>10} {rate:>12} {eta}";
 
 impl Bar {
     fn new(multi: &MultiProgress, spec: &JobSpec) -> Bar {
@@ -78,8 +82,7 @@ impl Bar {
             ProgressDrawTarget::stderr(),
         ));
         bar.set_style(
-            ProgressStyle::with_template(SPINNER)
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            super::progress_style(SPINNER).unwrap_or_else(ProgressStyle::default_spinner),
         );
         bar.set_prefix(format!("{}/{}", spec.policy, spec.collection.name));
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -97,7 +100,7 @@ impl Progress for Bar {
         self.bar.set_message(mb(0));
         if let Some(total) = total {
             self.bar.set_length(total);
-            if let Ok(style) = ProgressStyle::with_template(BAR) {
+            if let Some(style) = super::progress_style(BAR) {
                 self.bar.set_style(style);
             }
         }
@@ -182,7 +185,7 @@ impl Progress for LogLines {
 }
 
 /// One line per collection: what it exported, or why it failed.
-fn summary(report: &RunReport, root: &std::path::Path) -> String {
+fn summary(report: &RunReport, root: &std::path::Path, uri: &str) -> String {
     let mut out = String::new();
     let width = report
         .results
@@ -223,6 +226,7 @@ fn summary(report: &RunReport, root: &std::path::Path) -> String {
                 out.push('\n');
             }
             Err(e) => {
+                let e = crate::redact::text(&e.to_string(), uri);
                 let _ = writeln!(out, "FAILED  {name:width$}  {e}");
             }
         }

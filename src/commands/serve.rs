@@ -11,9 +11,8 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Exit {
             return e;
         }
     };
-    let _guard = crate::logging::init_with_file(
+    let _guard = crate::logging::init_service(
         cli.verbose,
-        false,
         &crate::storage::logs_dir(&settings.backup_root),
     );
     let opts = crate::serve::Options {

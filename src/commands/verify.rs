@@ -84,7 +84,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
         let rt = runtime();
         match rt.block_on(crate::mongo::connect(&settings, Duration::from_secs(10))) {
             Ok(c) => client = Some((rt, c)),
-            Err(e) => connect_error = Some(e),
+            Err(e) => connect_error = Some(e.to_string()),
         }
     }
     for r in &mut reports {

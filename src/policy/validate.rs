@@ -105,17 +105,17 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
     if let Some(tz) = v.pointer("/timezone").and_then(Value::as_str)
         && let Err(d) = parse_timezone(tz)
     {
-        out.push(err(Code::InvalidTimezone, "/timezone", d.0).with_hint(d.1));
+        out.push(err(Code::InvalidTimezone, "/timezone", d.message).with_hint(d.hint));
     }
     if let Some(db) = v.pointer("/database").and_then(Value::as_str)
         && let Err(e) = names::check_database(db)
     {
-        out.push(err(Code::InvalidDatabaseName, "/database", e));
+        out.push(err(Code::InvalidDatabaseName, "/database", e.into()));
     }
     if let Some(f) = v.pointer("/timeField").and_then(Value::as_str)
         && let Err(e) = names::check_field(f)
     {
-        out.push(err(Code::InvalidValue, "/timeField", e));
+        out.push(err(Code::InvalidValue, "/timeField", e.into()));
     }
     if let Some(list) = v
         .pointer("/encryption/recipients")
@@ -129,7 +129,7 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
                     err(
                         Code::InvalidValue,
                         &format!("/encryption/recipients/{i}"),
-                        e,
+                        e.into(),
                     )
                     .with_hint("the public key printed by `age-keygen -y KEYFILE`"),
                 );
@@ -179,7 +179,7 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
                 _ => continue,
             };
             if let Err(e) = names::check_collection(name) {
-                out.push(err(Code::InvalidCollectionName, &pointer, e));
+                out.push(err(Code::InvalidCollectionName, &pointer, e.into()));
                 continue;
             }
             let (first, other) = seen
@@ -217,7 +217,7 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
                 out.push(err(
                     Code::InvalidValue,
                     &format!("/collections/{i}/timeField"),
-                    e,
+                    e.into(),
                 ));
             }
         }
@@ -311,7 +311,7 @@ fn warnings(doc: &Document, policy: &Policy) -> Vec<Diagnostic> {
 /// Convert a schema-valid raw file into the engine's policy.
 fn build(path: &Path, raw: PolicyFile, defaults: &Defaults) -> Result<Policy, String> {
     let timezone = match &raw.timezone {
-        Some(tz) => parse_timezone(tz).map_err(|d| d.0)?,
+        Some(tz) => parse_timezone(tz).map_err(|d| d.message)?,
         None => defaults.timezone,
     };
     let dur = |s: &str| s.parse::<HumanDuration>().map_err(|e| e.to_string());
@@ -360,8 +360,16 @@ fn build(path: &Path, raw: PolicyFile, defaults: &Defaults) -> Result<Policy, St
     })
 }
 
-/// Parse an IANA zone name; on failure, the message and a hint.
-pub fn parse_timezone(name: &str) -> Result<Tz, (String, String)> {
+/// A name that is no IANA time zone, with a hint (the nearest name, if any).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct UnknownTimezone {
+    pub message: String,
+    pub hint: String,
+}
+
+/// Parse an IANA zone name.
+pub fn parse_timezone(name: &str) -> Result<Tz, UnknownTimezone> {
     name.parse::<Tz>().map_err(|_| {
         let candidates: Vec<String> = chrono_tz::TZ_VARIANTS
             .iter()
@@ -371,7 +379,10 @@ pub fn parse_timezone(name: &str) -> Result<Tz, (String, String)> {
             Some(s) => format!("did you mean `{s}`?"),
             None => "use an IANA time zone name such as `Asia/Shanghai` or `UTC`".into(),
         };
-        (format!("unknown time zone `{name}`"), hint)
+        UnknownTimezone {
+            message: format!("unknown time zone `{name}`"),
+            hint,
+        }
     })
 }
 

@@ -21,7 +21,7 @@ use crate::verify::{self, Check};
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     #[error("--until: {0}")]
-    Until(String),
+    Until(crate::error::Invalid),
     #[error("{0}")]
     Keys(#[from] KeyError),
     #[error(
@@ -30,8 +30,8 @@ pub enum Refusal {
     Holes(Vec<Broken>),
     #[error("{0}: no such archive")]
     NoArchive(PathBuf),
-    #[error("{0}")]
-    ManifestBeside(String),
+    #[error(transparent)]
+    ManifestBeside(#[from] verify::ManifestError),
     #[error("{}: no manifest beside it and none readable inside it", .0.display())]
     NoManifest(PathBuf),
     #[error("cannot open {path}: {1}", path = .0.display())]
@@ -126,19 +126,18 @@ pub fn explicit(paths: &[PathBuf], keys: &Keys) -> Result<Vec<Found>, Refusal> {
             return Err(Refusal::NoArchive(path.clone()));
         }
         let source = Source::File(path.clone());
-        let manifest: Manifest =
-            match verify::manifest_beside(path).map_err(Refusal::ManifestBeside)? {
-                Some(m) => m,
-                None => {
-                    let report = verify::check(&source, None, 0, keys);
-                    if let Some(key) = report.locked() {
-                        return Err(Refusal::CannotOpen(path.clone(), key.clone()));
-                    }
-                    report
-                        .manifest
-                        .ok_or_else(|| Refusal::NoManifest(path.clone()))?
+        let manifest: Manifest = match verify::manifest_beside(path)? {
+            Some(m) => m,
+            None => {
+                let report = verify::check(&source, None, 0, keys);
+                if let Some(key) = report.locked() {
+                    return Err(Refusal::CannotOpen(path.clone(), key.clone()));
                 }
-            };
+                report
+                    .manifest
+                    .ok_or_else(|| Refusal::NoManifest(path.clone()))?
+            }
+        };
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -58,6 +58,32 @@ pub struct Options {
     pub bypass_validation: bool,
 }
 
+/// Why writing a chain stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{target}: {what}: {source}")]
+    Mongo {
+        target: String,
+        what: &'static str,
+        source: mongodb::error::Error,
+    },
+    /// The server refused a batch (a validator, a duplicate key, a write concern).
+    #[error("{target}: {message}")]
+    Batch { target: String, message: String },
+    #[error("{target}: the archive reader stopped: {message}")]
+    Reader { target: String, message: String },
+    #[error("{archive}: {problem}")]
+    Archive { archive: String, problem: Problem },
+    #[error(
+        "{archive}: the archive changed after it was verified (read {read} documents; the manifest says {expected}); the restore stopped"
+    )]
+    Changed {
+        archive: String,
+        read: u64,
+        expected: u64,
+    },
+}
+
 /// Restore one chain into its target. `metadata` is the newest archive's
 /// `.metadata.json`; `progress` gets the documents written so far.
 pub async fn chain(
@@ -67,7 +93,7 @@ pub async fn chain(
     keys: Arc<Keys>,
     options: Options,
     progress: &(dyn Fn(u64) + Send + Sync),
-) -> Result<Outcome, String> {
+) -> Result<Outcome, WriteError> {
     let Options {
         drop_first,
         until,
@@ -76,7 +102,11 @@ pub async fn chain(
     let db = client.database(&chain.target_database);
     let coll = db.collection::<RawDocumentBuf>(&chain.target_collection);
     let target = chain.target();
-    let mongo = |what: &str, e: mongodb::error::Error| format!("{target}: {what}: {e}");
+    let mongo = |what: &'static str, source: mongodb::error::Error| WriteError::Mongo {
+        target: target.clone(),
+        what,
+        source,
+    };
     let mut notes = Vec::new();
     let meta = match metadata.map(|m| Bson::try_from(m.clone())) {
         Some(Ok(Bson::Document(d))) => Some(d),
@@ -133,20 +163,27 @@ pub async fn chain(
                     out.replaced += replaced;
                     progress(out.inserted + out.replaced);
                 }
-                Err(e) => {
-                    failed = Some(format!("{target}: {e}"));
+                Err(message) => {
+                    failed = Some(WriteError::Batch {
+                        target: target.clone(),
+                        message,
+                    });
                     break;
                 }
             }
         }
         drop(rx);
-        let read = reader
-            .await
-            .map_err(|e| format!("{target}: the archive reader stopped: {e}"))?;
+        let read = reader.await.map_err(|e| WriteError::Reader {
+            target: target.clone(),
+            message: e.to_string(),
+        })?;
         if let Some(e) = failed {
             return Err(e);
         }
-        let (read, skipped, digest) = read.map_err(|p| format!("{}: {p}", found.archive))?;
+        let (read, skipped, digest) = read.map_err(|problem| WriteError::Archive {
+            archive: found.archive.to_string(),
+            problem,
+        })?;
         // The file was verified before the first write; it must not have changed since.
         let changed = read != found.manifest.documents
             || found
@@ -155,10 +192,11 @@ pub async fn chain(
                 .as_ref()
                 .is_some_and(|sha| *sha != digest.sha256);
         if changed {
-            return Err(format!(
-                "{}: the archive changed after it was verified (read {read} documents; the manifest says {}); the restore stopped",
-                found.archive, found.manifest.documents
-            ));
+            return Err(WriteError::Changed {
+                archive: found.archive.to_string(),
+                read,
+                expected: found.manifest.documents,
+            });
         }
         out.read += read;
         out.skipped += skipped;

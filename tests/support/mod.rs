@@ -516,3 +516,20 @@ pub fn children_of(parent: u32) -> Vec<u32> {
     }
     found
 }
+
+/// `/metrics` as Prometheus reads it. The endpoint speaks OpenMetrics, where a counter
+/// family `x` (`# TYPE x counter`) has samples `x_total`; prometheus-parse reads the
+/// older text format, so the family's type is given to its `_total` samples first.
+pub fn scrape(text: &str) -> prometheus_parse::Scrape {
+    let lines = text.lines().map(|l| {
+        let line = match l
+            .strip_prefix("# TYPE ")
+            .and_then(|t| t.strip_suffix(" counter"))
+        {
+            Some(family) if !family.ends_with("_total") => format!("# TYPE {family}_total counter"),
+            _ => l.to_string(),
+        };
+        Ok(line)
+    });
+    prometheus_parse::Scrape::parse(lines).expect("the exposition parses")
+}
