@@ -230,12 +230,14 @@ async fn runs_on_schedule_and_reports_status() {
         .filter(|l| l.contains("run started") && l.contains("reason=schedule"))
         .collect();
     for line in &starts {
-        // 2026-11-25T05:30:04.001234Z: the second is even and the fraction small.
+        // 2026-11-25T05:30:04.001234Z: the second is even and the fraction small. A
+        // line that does not start with such a time fails, rather than passing unread.
+        use chrono::Timelike as _;
         let ts = line.split_whitespace().next().unwrap();
-        let sec: u32 = ts[17..19].parse().unwrap();
-        let frac: f64 = format!("0{}", &ts[19..ts.len() - 1]).parse().unwrap_or(0.0);
-        assert_eq!(sec % 2, 0, "{line}");
-        assert!(frac < 0.5, "late start: {line}");
+        let at = chrono::DateTime::parse_from_rfc3339(ts)
+            .unwrap_or_else(|e| panic!("the log line does not start with a time ({e}): {line}"));
+        assert_eq!(at.second() % 2, 0, "{line}");
+        assert!(at.nanosecond() < 500_000_000, "late start: {line}");
     }
 
     let run = s.run(&["status", "--json"]);
