@@ -104,14 +104,18 @@ pub async fn run_cancellable(
     let client = match crate::mongo::connect(settings, Duration::from_secs(15)).await {
         Ok(c) => c,
         Err(e) => {
-            fail_all(&mut report, plans, &format!("cannot connect: {e}"), true);
+            let msg = on_server(format!("cannot connect: {e}"), settings);
+            fail_all(&mut report, plans, &msg, true);
             return report;
         }
     };
     let server_version = match export::server_version(&client).await {
         Ok(v) => v,
         Err(e) => {
-            let msg = redact::text(&e.to_string(), &settings.mongodb_uri);
+            let msg = on_server(
+                redact::text(&e.to_string(), &settings.mongodb_uri),
+                settings,
+            );
             fail_all(&mut report, plans, &msg, true);
             return report;
         }
@@ -316,7 +320,13 @@ async fn run_job(
         }
     };
     let interrupted = matches!(outcome, Err(ExportError::Interrupted));
-    let outcome = outcome.map_err(|e| redact::text(&e.to_string(), &settings.mongodb_uri));
+    let outcome = outcome.map_err(|e| {
+        let text = redact::text(&e.to_string(), &settings.mongodb_uri);
+        match e {
+            ExportError::Unreachable(_) | ExportError::AuthFailed(_) => on_server(text, settings),
+            _ => text,
+        }
+    });
     match &outcome {
         // A shutdown is nobody's failure: the window is simply exported next time.
         Err(_) if interrupted => {
@@ -377,6 +387,12 @@ async fn run_job(
         interrupted,
         untimed_known: if counted { None } else { untimed_known },
     }
+}
+
+/// A failure to reach or log in to the server names it, by its URI with the password
+/// masked (`mongodb://user:***@host/…`), so the operator sees which server failed.
+fn on_server(message: String, settings: &Settings) -> String {
+    format!("{message} (server {})", redact::uri(&settings.mongodb_uri))
 }
 
 fn base(entry: &mut CollectionState, spec: &JobSpec) {
