@@ -627,6 +627,158 @@ async fn encrypted_archives_round_trip_with_the_identity() {
     );
 }
 
+/// The stock `age` command, if it is on PATH. Under CI its absence fails the test
+/// (scripts/setup-test-env.sh installs it); elsewhere it is said loudly.
+fn stock_age() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("age"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+            "the stock `age` command is not on PATH, and CI is set: install it \
+             (scripts/setup-test-env.sh does, with apt-get install age)"
+        );
+        eprintln!(
+            "NOTICE: the stock `age` command is not on PATH; the finished archive is NOT \
+             opened with it (run scripts/setup-test-env.sh)"
+        );
+    }
+    found
+}
+
+// No plaintext reaches the disk while an encrypted archive is written: with the
+// export held in the middle of its cursor (a `getMore` fail point) after more than a
+// megabyte of uncompressed (level 0) documents went to the spool, no file under the
+// backup root holds a document's text. The finished archive opens with the stock
+// `age -d` and `tar xz`, and holds every document.
+#[tokio::test]
+async fn no_plaintext_on_disk_while_an_encrypted_archive_is_written() {
+    use age::secrecy::ExposeSecret;
+    use std::io::Read;
+    let server = support::start_server(&["--enable-test-commands"]);
+    let client = mongodb::Client::with_uri_str(&server.uri).await.unwrap();
+    let db = support::unique_db("spool");
+    let marker = "PLAINTEXT-MARKER-5c1d";
+    let at = DateTime::from_millis(DateTime::now().timestamp_millis() - 1000);
+    // More than one batch (4096), each document over 500 bytes: the first batch alone
+    // is over 2 MB, more than the writer buffers before the spool file.
+    let note = format!("{marker} {}", "x".repeat(500));
+    client
+        .database(&db)
+        .collection::<Document>("scans")
+        .insert_many((0..6000).map(|i| doc! {"createdAt": at, "i": i, "note": &note}))
+        .await
+        .unwrap();
+    let s = Scratch::new();
+    let key = age::x25519::Identity::generate();
+    let key_file = s.write(
+        "keys/backup.key",
+        &format!("{}\n", key.to_string().expose_secret()),
+    );
+    s.write(
+        "policies/p.yaml",
+        &format!(
+            "name: p\nschedule: \"0 * * * *\"\ndatabase: {db}\nwindow: {{initial: all, settle: 0s}}\ncollections: [scans]\nretention: 7d\ncompression: {{level: 0}}\nencryption:\n  recipients: [{}]\n",
+            key.to_public()
+        ),
+    );
+    client
+        .database("admin")
+        .run_command(
+            doc! {"configureFailPoint": "failCommand", "mode": {"times": 1},
+            "data": {"failCommands": ["getMore"], "blockConnection": true, "blockTimeMS": 4_000}},
+        )
+        .await
+        .unwrap();
+    let mut child = s
+        .dcb()
+        .args(["run", "--all"])
+        .env("DCB_MONGODB_URI", &server.uri)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let root = s.path().join("backups");
+    // Held: temporary files under the backup root hold over a megabyte.
+    let temp = support::eventually(20, "a megabyte spooled", || {
+        let dir = root.join("p");
+        if !dir.is_dir() {
+            return None;
+        }
+        files(&dir).into_iter().find(|p| {
+            p.to_string_lossy().ends_with(".dcb-tmp")
+                && std::fs::metadata(p).is_ok_and(|m| m.len() > 1 << 20)
+        })
+    });
+    for f in files(&root) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !contains(&bytes, marker),
+            "{} holds plaintext while the export is held",
+            f.display()
+        );
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before the files were read: the scan proves nothing"
+    );
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("6000 docs"), "{}", run.stdout);
+    assert!(!temp.exists(), "the spool is removed");
+    let archive = files(&root.join("p"))
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz.age"))
+        .expect("the archive");
+    for f in files(&root) {
+        assert!(
+            !contains(&std::fs::read(&f).unwrap(), marker),
+            "{}",
+            f.display()
+        );
+    }
+
+    // The stock tools open it.
+    let Some(age) = stock_age() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let gz = out.path().join("a.tar.gz");
+    let st = std::process::Command::new(age)
+        .arg("-d")
+        .arg("-i")
+        .arg(&key_file)
+        .arg("-o")
+        .arg(&gz)
+        .arg(&archive)
+        .status()
+        .unwrap();
+    assert!(st.success(), "age -d failed");
+    let st = std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(&gz)
+        .arg("-C")
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar xzf failed");
+    let mut bson = Vec::new();
+    std::fs::File::open(out.path().join(&db).join("scans.bson"))
+        .unwrap()
+        .read_to_end(&mut bson)
+        .unwrap();
+    let mut docs = 0;
+    let mut rest = &bson[..];
+    while !rest.is_empty() {
+        let d = mongodb::bson::Document::from_reader(&mut rest).unwrap();
+        assert_eq!(d.get_str("note").unwrap(), note);
+        docs += 1;
+    }
+    assert_eq!(docs, 6000);
+    server.stop();
+}
+
 /// `dcb serve` in the background, killed if the test fails before stopping it.
 struct Service(Option<std::process::Child>);
 
