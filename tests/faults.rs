@@ -273,7 +273,7 @@ impl Fx {
         support::archives(&self.root(), "p", "api_logs")
     }
 
-    /// The manifests beside the archives, oldest window first.
+    /// The manifests beside the api_logs archives, oldest window first.
     fn manifests(&self) -> Vec<serde_json::Value> {
         let mut found: Vec<serde_json::Value> = std::fs::read_dir(self.policy_dir())
             .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
@@ -281,7 +281,7 @@ impl Fx {
             .into_iter()
             .filter(|p| {
                 let n = p.file_name().unwrap().to_string_lossy().into_owned();
-                n.ends_with(".manifest.json") && !n.starts_with('.')
+                n.ends_with(".api_logs.manifest.json") && !n.starts_with('.')
             })
             .map(|p| serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap())
             .collect();
@@ -1468,10 +1468,36 @@ async fn policy_replaced_by_garbage_while_serving() {
         "dcb never rewrites the file"
     );
 
-    // Mended: the new version carries on from the watermark.
-    std::fs::write(&file, &valid).unwrap();
+    // Mended with a version that differs from the last valid one (a second
+    // collection): that new version runs, and api_logs carries on from its watermark.
+    let client = fx.client().await;
+    let at = DateTime::now();
+    client
+        .database(&fx.db)
+        .collection::<Document>("scans")
+        .insert_many((0..7).map(|i| doc! {"createdAt": at, "i": i}))
+        .await
+        .unwrap();
+    let mended = String::from_utf8(valid.clone())
+        .unwrap()
+        .replace("collections: [api_logs]", "collections: [api_logs, scans]");
+    assert_ne!(mended.as_bytes(), &valid[..], "the mend changes the policy");
+    std::fs::write(&file, &mended).unwrap();
     let successes = fx.successes();
-    eventually(10, "a run of the mended policy", || {
+    eventually(15, "the mended version's new collection backed up", || {
+        let scans = support::archives(&fx.root(), "p", "scans");
+        let docs: u64 = scans
+            .iter()
+            .map(|a| {
+                let m: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(support::manifest_of(a)).ok()?).ok()?;
+                m["documents"].as_u64()
+            })
+            .map(|d| d.unwrap_or(0))
+            .sum();
+        (docs == 7).then_some(())
+    });
+    eventually(10, "api_logs to keep running", || {
         (fx.successes() >= successes + 2).then_some(())
     });
     serve.stop(&fx);

@@ -360,6 +360,106 @@ async fn hot_reload_adds_policies_and_rejects_invalid_edits() {
     drop(serve);
 }
 
+/// A number of one collection's entry in state.json (0 when absent).
+fn state_count(root: &Path, id: &str, field: &str) -> u64 {
+    state(root)["collections"][id][field].as_u64().unwrap_or(0)
+}
+
+// Hot reload of valid changes: a served policy whose schedule is changed to one that
+// never fires stops running; a policy file deleted stops running and its alerts
+// resolve saying the policy was removed. Another policy keeps running throughout, so
+// time did pass.
+#[tokio::test]
+async fn hot_reload_applies_a_changed_schedule_and_a_removal() {
+    let uri = support::server().uri.clone();
+    let db = support::unique_db("reload2");
+    seed(&uri, &db, 10).await;
+    let hook = Recorder::start();
+    let s = Scratch::new();
+    s.write(
+        "dcb.yaml",
+        &config_with_webhook(&hook.url, "  interval: 1h\n  failureThreshold: 1"),
+    );
+    s.write("policies/keep.yaml", &policy("keep", &db, "* * * * * *"));
+    s.write(
+        "policies/change.yaml",
+        &policy("change", &db, "* * * * * *"),
+    );
+    // A collection that does not exist: every run of `gone` fails and alerts.
+    s.write(
+        "policies/gone.yaml",
+        &policy("gone", &db, "* * * * * *").replace("[api_logs]", "[nope]"),
+    );
+    let serve = Serve::start(&s, &uri, &[]);
+    let (keep, change, gone) = (
+        format!("keep/{db}/api_logs"),
+        format!("change/{db}/api_logs"),
+        format!("gone/{db}/nope"),
+    );
+    let gone_key = format!("failures:{gone}");
+    eventually(20, "change to run twice and gone to fail", || {
+        (state_count(&serve.root, &change, "runs") >= 2 && count(&hook, "failure", &gone_key) == 1)
+            .then_some(())
+    });
+    let failure = alerts(&hook)
+        .into_iter()
+        .find(|a| a["key"] == gone_key.as_str())
+        .unwrap();
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("`nope` does not exist"),
+        "{failure}"
+    );
+
+    // Waits until the log says the policy's schedule stopped, lets a run in flight
+    // finish, then checks that no run follows while `keep` runs on.
+    let stops = |name: &str, what: &str, id: &str| {
+        eventually(10, what, || {
+            serve
+                .log()
+                .lines()
+                .any(|l| l.contains("schedule stopped") && l.contains(&format!("policy={name}")))
+                .then_some(())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let (runs, kept) = (
+            state_count(&serve.root, id, "runs"),
+            state_count(&serve.root, &keep, "runs"),
+        );
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        assert_eq!(
+            state_count(&serve.root, id, "runs"),
+            runs,
+            "{name} still runs: {what}"
+        );
+        assert!(
+            state_count(&serve.root, &keep, "runs") >= kept + 2,
+            "keep stopped too"
+        );
+    };
+
+    s.write("policies/change.yaml", &policy("change", &db, "0 0 1 1 *"));
+    stops("change", "a schedule that never fires", &change);
+    assert!(
+        serve.log().lines().any(|l| l.contains("scheduled")
+            && l.contains("policy=change")
+            && l.contains(r#"schedule="0 0 1 1 *""#)),
+        "{}",
+        serve.log()
+    );
+
+    std::fs::remove_file(s.path().join("policies/gone.yaml")).unwrap();
+    stops("gone", "a deleted policy file", &gone);
+    let resolved = hook.wait_for(10, "gone's alert resolved", |b| {
+        b.contains(&format!(r#""key":"{gone_key}""#)) && b.contains(r#""kind":"resolved""#)
+    });
+    assert!(resolved.contains("policy `gone` was removed"), "{resolved}");
+    assert_eq!(count(&hook, "resolved", &gone_key), 1);
+    drop(serve);
+}
+
 // Stopping the database raises a failure alert at the webhook; starting it again
 // sends a resolved alert.
 #[tokio::test]
