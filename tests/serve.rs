@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use mongodb::bson::{Document, doc};
-use support::{Recorder, Scratch, eventually, http_get};
+use support::{Recorder, Run, Scratch, eventually, http_get};
 
 /// A running `dcb serve`, killed if the test fails before stopping it.
 struct Serve {
@@ -457,6 +457,188 @@ async fn hot_reload_applies_a_changed_schedule_and_a_removal() {
     });
     assert!(resolved.contains("policy `gone` was removed"), "{resolved}");
     assert_eq!(count(&hook, "resolved", &gone_key), 1);
+    drop(serve);
+}
+
+// Health and run alerts raise and resolve: with the server unreachable, a collection's
+// failures alert only when they reach `failureThreshold` (3: the one alert says 3
+// consecutive failures), and a collection whose last success is an hour old with a
+// one-second schedule is stale; once the server is reachable again, both resolve.
+#[tokio::test]
+async fn failures_at_the_threshold_and_staleness_raise_then_resolve() {
+    let uri = support::server().uri.clone();
+    let db = support::unique_db("thresh");
+    seed(&uri, &db, 10).await;
+    let hook = Recorder::start();
+    let s = Scratch::new();
+    let closed = support::free_port();
+    let config = |uri: &str| {
+        format!(
+            "mongodb:\n  uri: \"{uri}\"\n{}",
+            config_with_webhook(&hook.url, "  interval: 1s\n  failureThreshold: 3")
+        )
+    };
+    s.write(
+        "dcb.yaml",
+        &config(&format!(
+            "mongodb://127.0.0.1:{closed}/?serverSelectionTimeoutMS=200&connectTimeoutMS=200"
+        )),
+    );
+    s.write("policies/p.yaml", &policy("p", &db, "* * * * * *"));
+    let id = format!("p/{db}/api_logs");
+    write_state(&s, &id, chrono::Utc::now() - chrono::TimeDelta::hours(1));
+    let serve = Serve::start_with(&s, None, &[]);
+    let (failures, stale) = (format!("failures:{id}"), format!("stale:{id}"));
+    eventually(30, "the failures and stale alerts", || {
+        (count(&hook, "failure", &failures) == 1 && count(&hook, "failure", &stale) == 1)
+            .then_some(())
+    });
+    let first = alerts(&hook)
+        .into_iter()
+        .find(|a| a["key"] == failures.as_str())
+        .unwrap();
+    assert_eq!(
+        first["title"],
+        format!("{id}: 3 consecutive failures"),
+        "the first failures alert comes at the threshold: {first}"
+    );
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .contains("server unreachable"),
+        "{first}"
+    );
+    let stale_alert = alerts(&hook)
+        .into_iter()
+        .find(|a| a["key"] == stale.as_str())
+        .unwrap();
+    assert!(
+        stale_alert["title"]
+            .as_str()
+            .unwrap()
+            .contains("no successful backup for"),
+        "{stale_alert}"
+    );
+
+    // The server is back (dcb.yaml names the live one): both resolve.
+    s.write("dcb.yaml", &config(&uri));
+    eventually(30, "both alerts resolved", || {
+        (count(&hook, "resolved", &failures) == 1 && count(&hook, "resolved", &stale) == 1)
+            .then_some(())
+    });
+    let resolved: Vec<serde_json::Value> = alerts(&hook)
+        .into_iter()
+        .filter(|a| a["kind"] == "resolved")
+        .collect();
+    let message = |key: &str| {
+        resolved
+            .iter()
+            .find(|a| a["key"] == key)
+            .map(|a| a["message"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(message(&failures), format!("{id} backed up again"));
+    assert_eq!(message(&stale), format!("{stale}: resolved"));
+    assert!(runs_of(&serve.root, &id) > 5, "a run succeeded");
+    assert_eq!(count(&hook, "failure", &failures), 1, "no repeat");
+    drop(serve);
+}
+
+/// Free and total bytes of the file system holding `path`, from statvfs(2).
+#[cfg(unix)]
+fn disk_space(path: &Path) -> (u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statvfs writes into the zeroed struct it is given; the path is a valid
+    // NUL-terminated string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    assert_eq!(rc, 0, "statvfs {}", path.display());
+    let frsize = st.f_frsize as u64;
+    (st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize)
+}
+
+// The disk checks of the service: with `minFreeMB` above what is free, `disk:free`
+// alerts with the backup disk's real free share; with a retention that would keep
+// ten times the free space of archives at the current size, `disk:forecast` alerts.
+// Thresholds and retention set back to sensible values resolve both.
+#[cfg(unix)]
+#[tokio::test]
+async fn disk_space_and_forecast_alert_then_resolve() {
+    let uri = support::server().uri.clone();
+    let db = support::unique_db("disk");
+    seed(&uri, &db, 10).await;
+    let hook = Recorder::start();
+    let s = Scratch::new();
+    s.write("policies/p.yaml", &policy("p", &db, "* * * * * *"));
+    // One archive first, to know what an archive of this collection weighs.
+    let run = Run::from(
+        s.dcb()
+            .args(["run", "--all"])
+            .env("DCB_MONGODB_URI", &uri)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let archive = support::archives(&s.path().join("backups"), "p", "api_logs").remove(0);
+    let size = std::fs::metadata(&archive).unwrap().len();
+    let (free, total) = disk_space(s.path());
+    // Every second, kept this long: ten times the free space of such archives.
+    let retention = (10 * free / size + 1).div_ceil(86_400);
+    s.write(
+        "policies/p.yaml",
+        &policy("p", &db, "* * * * * *")
+            .replace("retention: 1h", &format!("retention: {retention}d")),
+    );
+    let health = |mb: u64, percent: u64| {
+        config_with_webhook(
+            &hook.url,
+            &format!("  interval: 1s\n  minFreeMB: {mb}\n  minFreePercent: {percent}"),
+        )
+    };
+    s.write("dcb.yaml", &health(free / 1_048_576 * 2 + 1024, 0));
+    let serve = Serve::start(&s, &uri, &[]);
+    eventually(30, "disk:free and disk:forecast alerts", || {
+        (count(&hook, "failure", "disk:free") == 1 && count(&hook, "failure", "disk:forecast") == 1)
+            .then_some(())
+    });
+    let low = alerts(&hook)
+        .into_iter()
+        .find(|a| a["key"] == "disk:free")
+        .unwrap();
+    // "backup disk low: 42.3% (12.34 GB) free": the share of this disk.
+    let title = low["title"].as_str().unwrap();
+    let shown: f64 = title
+        .strip_prefix("backup disk low: ")
+        .and_then(|t| t.split('%').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{title}"));
+    let (free_now, _) = disk_space(s.path());
+    let expected = free_now as f64 * 100.0 / total as f64;
+    assert!(
+        (shown - expected).abs() < 1.0,
+        "{title}: this disk has {expected:.1}% free"
+    );
+    let forecast = alerts(&hook)
+        .into_iter()
+        .find(|a| a["key"] == "disk:forecast")
+        .unwrap();
+    assert!(
+        forecast["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("backups will need "),
+        "{forecast}"
+    );
+
+    s.write("dcb.yaml", &health(1, 0));
+    s.write("policies/p.yaml", &policy("p", &db, "* * * * * *"));
+    eventually(30, "both disk alerts resolved", || {
+        (count(&hook, "resolved", "disk:free") == 1
+            && count(&hook, "resolved", "disk:forecast") == 1)
+            .then_some(())
+    });
     drop(serve);
 }
 
