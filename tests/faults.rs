@@ -1505,6 +1505,88 @@ async fn policy_replaced_by_garbage_while_serving() {
 }
 
 // ---------------------------------------------------------------------------------
+// Retention under the service.
+
+// The service prunes after its runs, never while a real `dcb run` holds the policy:
+// two archives past their retention survive every tick refused while the other
+// process exports; once it is done, the service's next run prunes them, keeping the
+// newest (keepLast 1), and the prune is audited.
+#[tokio::test]
+async fn service_prunes_after_its_runs_but_not_under_a_running_export() {
+    let _turn = exclusive().await;
+    let fx = Fx::new(&server().uri, "svcprune", NEVER, "0s");
+    let file = fx.s.path().join("policies/p.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("retention: 7d", "retention: 2s\nkeepLast: 1"),
+    )
+    .unwrap();
+    fx.seed(20, 64).await;
+    fx.ok_run();
+    fx.seed(20, 64).await;
+    fx.ok_run();
+    let old = fx.archives();
+    assert_eq!(old.len(), 2);
+    // Both windows end more than the retention ago.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    fx.seed(BIG, 64).await;
+    fx.fail_point(
+        doc! {"times": 1}.into(),
+        doc! {"failCommands": ["getMore"], "blockConnection": true, "blockTimeMS": 5_000},
+    )
+    .await;
+    let held = fx.spawn_run();
+    fx.wait_until_writing();
+    fx.set_schedule(NEVER, EVERY_SECOND);
+    let mut serve = Serve::start(&fx);
+    let refused = || {
+        fx.log()
+            .lines()
+            .filter(|l| l.contains("another process is running this policy"))
+            .count()
+    };
+    eventually(
+        15,
+        "two ticks refused while the run holds the policy",
+        || (refused() >= 2).then_some(()),
+    );
+    assert!(
+        old.iter().all(|a| a.exists()),
+        "an archive was pruned under a running export: {:?}",
+        fx.archives()
+    );
+    let run = Run::from(held.wait_with_output().unwrap());
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(&format!("{BIG} docs")),
+        "{}",
+        run.stdout
+    );
+    let newest = eventually(15, "the service's run to prune", || {
+        let now = fx.archives();
+        (now.len() == 1 && !old.contains(&now[0])).then(|| now[0].clone())
+    });
+    assert!(newest.exists());
+    serve.assert_running(&fx);
+    serve.stop(&fx);
+    let audit = std::fs::read_to_string(fx.root().join("logs/audit.log")).unwrap();
+    for a in &old {
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            audit.lines().any(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["operation"] == "prune"
+                    && v["result"] == "ok"
+                    && v["archive"].as_str().unwrap_or_default().ends_with(&name)
+            }),
+            "{name} not audited as pruned: {audit}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // Two runs of one policy at once.
 
 // While one `dcb run` exports a window, three more runs of the policy refuse at once
