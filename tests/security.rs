@@ -689,7 +689,7 @@ async fn no_plaintext_on_disk_while_an_encrypted_archive_is_written() {
         .database("admin")
         .run_command(
             doc! {"configureFailPoint": "failCommand", "mode": {"times": 1},
-            "data": {"failCommands": ["getMore"], "blockConnection": true, "blockTimeMS": 4_000}},
+            "data": {"failCommands": ["getMore"], "blockConnection": true, "blockTimeMS": 8_000}},
         )
         .await
         .unwrap();

@@ -413,8 +413,16 @@ async fn hot_reload_applies_a_changed_schedule_and_a_removal() {
         "{failure}"
     );
 
-    // Waits until the log says the policy's schedule stopped, lets a run in flight
-    // finish, then checks that no run follows while `keep` runs on.
+    // Runs of `name` the log says started.
+    let started = |name: &str| {
+        serve
+            .log()
+            .lines()
+            .filter(|l| l.contains("run started") && l.contains(&format!("policy={name} ")))
+            .count() as u64
+    };
+    // Waits until the log says the policy's schedule stopped and every run it started
+    // is recorded, then checks that none follows for 3 s while `keep` runs on.
     let stops = |name: &str, what: &str, id: &str| {
         eventually(10, what, || {
             serve
@@ -423,19 +431,20 @@ async fn hot_reload_applies_a_changed_schedule_and_a_removal() {
                 .any(|l| l.contains("schedule stopped") && l.contains(&format!("policy={name}")))
                 .then_some(())
         });
-        std::thread::sleep(std::time::Duration::from_millis(1500));
-        let (runs, kept) = (
-            state_count(&serve.root, id, "runs"),
-            state_count(&serve.root, &keep, "runs"),
-        );
+        let runs = eventually(20, "the runs in flight to finish", || {
+            let runs = state_count(&serve.root, id, "runs");
+            (runs == started(name)).then_some(runs)
+        });
+        let kept = state_count(&serve.root, &keep, "runs");
         std::thread::sleep(std::time::Duration::from_secs(3));
+        assert_eq!(started(name), runs, "{name} still starts runs: {what}");
         assert_eq!(
             state_count(&serve.root, id, "runs"),
             runs,
             "{name} still runs: {what}"
         );
         assert!(
-            state_count(&serve.root, &keep, "runs") >= kept + 2,
+            state_count(&serve.root, &keep, "runs") > kept,
             "keep stopped too"
         );
     };
@@ -614,11 +623,13 @@ async fn disk_space_and_forecast_alert_then_resolve() {
         .and_then(|t| t.split('%').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("{title}"));
+    // Other processes write to this disk too: between the readings before and now.
     let (free_now, _) = disk_space(s.path());
-    let expected = free_now as f64 * 100.0 / total as f64;
+    let share = |b: u64| b as f64 * 100.0 / total as f64;
+    let (lo, hi) = (share(free.min(free_now)), share(free.max(free_now)));
     assert!(
-        (shown - expected).abs() < 1.0,
-        "{title}: this disk has {expected:.1}% free"
+        shown > lo - 0.5 && shown < hi + 0.5,
+        "{title}: this disk had {lo:.1}% to {hi:.1}% free"
     );
     let forecast = alerts(&hook)
         .into_iter()
