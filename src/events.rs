@@ -283,7 +283,7 @@ impl Emitter {
             let (me, spec, o) = (self.clone(), spec.clone(), o.clone());
             off_workers(move || {
                 let now = Utc::now();
-                me.update(&spec, |e| {
+                let written = me.update(&spec, |e| {
                     if let Extent::Window(w) = extent {
                         // Never move a watermark backwards (an overlap re-read ends
                         // where it ended).
@@ -302,6 +302,9 @@ impl Emitter {
                         e.untimed_checked_at = Some(now);
                     }
                 });
+                if let Err(e) = written {
+                    tracing::error!(error = %e, "cannot write state.json (the archive is safe; its manifest rebuilds the state)");
+                }
                 let mut entry = audit_entry(&spec, true)
                     .detail(format!("{} documents, {} bytes", o.documents, o.bytes));
                 if let Some(a) = &o.archive {
@@ -367,7 +370,13 @@ impl Emitter {
                     e.failures += 1;
                 });
                 audit::append(&me.root, &audit_entry(&spec, false).detail(message));
-                failures.map_or(1, |e| e.consecutive_failures)
+                match failures {
+                    Ok(e) => e.consecutive_failures,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot write state.json");
+                        1
+                    }
+                }
             })
             .await
             .unwrap_or(1)
@@ -463,21 +472,14 @@ impl Emitter {
         &self,
         spec: &JobSpec,
         f: impl FnOnce(&mut CollectionState),
-    ) -> Option<CollectionState> {
-        let result = State::update(&self.root, &self.target, &spec.id(), |e| {
+    ) -> std::io::Result<CollectionState> {
+        State::update(&self.root, &self.target, &spec.id(), |e| {
             e.policy = spec.policy.clone();
             e.database = spec.database.clone();
             e.collection = spec.collection.name.clone();
             e.runs += 1;
             f(e);
-        });
-        match result {
-            Ok(e) => Some(e),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot write state.json (an archive written is safe; its manifest rebuilds the state)");
-                None
-            }
-        }
+        })
     }
 }
 

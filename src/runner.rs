@@ -104,11 +104,20 @@ pub async fn run_cancellable(
     let mut report = RunReport::default();
     let client = match crate::mongo::connect(settings, Duration::from_secs(15)).await {
         Ok(c) => c,
-        Err(e) => return fail_all(plans, RunError::Connect(e), events).await,
+        Err(error) => {
+            let server = redact::uri(&settings.mongodb_uri);
+            return fail_all(plans, RunError::Connect { error, server }, events).await;
+        }
     };
     let server_version = match export::server_version(&client).await {
         Ok(v) => v,
-        Err(e) => return fail_all(plans, RunError::Export(e), events).await,
+        Err(e) => {
+            let error = RunError::Server {
+                error: e,
+                server: redact::uri(&settings.mongodb_uri),
+            };
+            return fail_all(plans, error, events).await;
+        }
     };
     let mut locks = Vec::new();
     let mut locked = Vec::new();
@@ -335,7 +344,7 @@ async fn run_job(
             other => break other,
         }
     };
-    let outcome = outcome.map_err(RunError::Export);
+    let outcome = outcome.map_err(|e| RunError::export(e, uri));
     let elapsed = started.elapsed();
     let spec = &job.spec;
     match &outcome {

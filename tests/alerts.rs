@@ -696,11 +696,26 @@ async fn email_over_tls(mode: &str) {
     alerter.flush().await;
     assert_eq!(alerter.failed_deliveries(), 0);
 
-    // The public roots do not know the private CA.
+    // The public roots do not know the private CA: refused for that reason (the
+    // warning names the certificate's cause), not for any failure.
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
     let untrusted = Alerter::new(&notifier(""), dir.path().join("b/alerts.log")).unwrap();
     untrusted.raise(failure("failures:hot/db/api_logs")).await;
     untrusted.flush().await;
+    drop(guard);
     assert_eq!(untrusted.failed_deliveries(), 1);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let warning = logs
+        .lines()
+        .find(|l| l.contains("could not be delivered"))
+        .unwrap_or_else(|| panic!("no delivery warning: {logs}"));
+    assert!(warning.contains("UnknownIssuer"), "{warning}");
 
     let mail = sink.stop();
     assert_eq!(mail.len(), 1, "{mail:#?}");

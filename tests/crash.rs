@@ -125,14 +125,39 @@ fn run(s: &Scratch) -> Run {
     )
 }
 
-// kill -9 in the middle of an export leaves no archive under a final name and no
-// watermark; the next run removes the leftover and exports the whole window.
+/// The watermark state.json records for `<db>.api_logs` of policy p; the file must
+/// exist and parse.
+fn watermark(root: &Path, db: &str) -> serde_json::Value {
+    let path = root.join("logs/state.json");
+    let bytes =
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{} cannot be read: {e}", path.display()));
+    let state: serde_json::Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    state["collections"][format!("p/{db}/api_logs")]["watermark"].clone()
+}
+
+// kill -9 in the middle of an export leaves no new archive under a final name and the
+// watermark where the last good run left it; the next run removes the leftover and
+// exports the whole window.
 #[tokio::test]
 async fn kill_9_mid_export_loses_nothing() {
     let _turn = exclusive().await;
     let db = support::unique_db("kill");
-    let ids = seed(&db, 6000).await;
     let s = scratch(&db);
+    let root = s.path().join("backups");
+    // A first good run, so that there is a watermark for the crash to leave alone.
+    let first = seed(&db, 10).await;
+    let done = run(&s);
+    assert_eq!(done.code, 0, "{}{}", done.stdout, done.stderr);
+    let before = watermark(&root, &db);
+    assert!(
+        before.is_string(),
+        "the first run set a watermark: {before}"
+    );
+    assert_eq!(archives(&root, "p", "api_logs").len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let ids = seed(&db, 6000).await;
     fail_point(doc! {"failCommands": ["getMore"], "blockConnection": true, "blockTimeMS": 20_000})
         .await;
     let mut child = start_run(&s);
@@ -140,21 +165,17 @@ async fn kill_9_mid_export_loses_nothing() {
     child.wait().unwrap();
     fail_point_off().await;
 
-    let root = s.path().join("backups");
-    assert!(
-        archives(&root, "p", "api_logs").is_empty(),
-        "no final archive after a crash"
+    assert_eq!(
+        archives(&root, "p", "api_logs").len(),
+        1,
+        "no new final archive after a crash"
     );
     assert_eq!(
         temp_files(&root.join("p")).len(),
         1,
         "the unfinished file is a temp file"
     );
-    let state = std::fs::read(root.join("logs/state.json")).unwrap_or_default();
-    assert!(
-        !String::from_utf8_lossy(&state).contains("\"watermark\": \""),
-        "no watermark moved"
-    );
+    assert_eq!(watermark(&root, &db), before, "no watermark moved");
 
     let again = run(&s);
     assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
@@ -163,14 +184,16 @@ async fn kill_9_mid_export_loses_nothing() {
         "leftovers are cleaned up"
     );
     let all = archives(&root, "p", "api_logs");
-    assert_eq!(all.len(), 1);
-    let got = ids_in(&read_archives(&all)[0]);
-    assert_eq!(got.len(), ids.len(), "every document exactly once");
+    assert_eq!(all.len(), 2);
+    let read = read_archives(&all);
+    let got = ids_in(&read[1]);
+    assert_eq!(got.len(), ids.len(), "every new document exactly once");
     let want: std::collections::HashSet<String> = ids.iter().map(oid_json).collect();
     assert_eq!(
         got.into_iter().collect::<std::collections::HashSet<_>>(),
         want
     );
+    assert_eq!(ids_in(&read[0]).len(), first.len());
 }
 
 // A second run of a policy that is already running refuses at once and clearly; the

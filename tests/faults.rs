@@ -36,6 +36,21 @@ const EVERY_SECOND: &str = "* * * * * *";
 /// export of this many reaches a `getMore`.
 const BIG: usize = 4500;
 
+/// A condition a test needs and cannot make on this machine (mount rights). Under CI
+/// that fails the test, saying what is missing: CI must not pass a weaker case in its
+/// place. Elsewhere the caller runs its weaker case after this loud notice.
+fn cannot_make(what: &str, weaker: &str) {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!(
+            "{what}, and CI is set: this test would run only its weaker case ({weaker}); \
+             run the tests as root with the right to mount (CAP_SYS_ADMIN)"
+        );
+    }
+    eprintln!(
+        "NOTICE: {what}; running the weaker case instead: {weaker}. The real case did NOT run."
+    );
+}
+
 /// A server that accepts `configureFailPoint` (`DCB_TEST_FAILPOINT_MONGODB_URI` to use
 /// another, e.g. a mongod started with enableTestCommands).
 fn server() -> &'static TestServer {
@@ -258,7 +273,7 @@ impl Fx {
         support::archives(&self.root(), "p", "api_logs")
     }
 
-    /// The manifests beside the archives, oldest window first.
+    /// The manifests beside the api_logs archives, oldest window first.
     fn manifests(&self) -> Vec<serde_json::Value> {
         let mut found: Vec<serde_json::Value> = std::fs::read_dir(self.policy_dir())
             .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
@@ -266,7 +281,7 @@ impl Fx {
             .into_iter()
             .filter(|p| {
                 let n = p.file_name().unwrap().to_string_lossy().into_owned();
-                n.ends_with(".manifest.json") && !n.starts_with('.')
+                n.ends_with(".api_logs.manifest.json") && !n.starts_with('.')
             })
             .map(|p| serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap())
             .collect();
@@ -747,8 +762,10 @@ enum Unwritable {
     Chmod(Vec<PathBuf>),
     /// Root: the folder bind-mounted read-only over itself (unmounted on drop).
     ReadOnlyMount(PathBuf),
-    /// Root without mounts: the folder moved aside and a file put in its place.
-    FileInPlace(PathBuf),
+    /// Root without mounts: the folder moved aside and a file put in its place, and
+    /// the OS's words for it: creating the policy's folder where a file is, "File
+    /// exists"; anything beneath a file, "Not a directory".
+    FileInPlace(PathBuf, &'static str),
 }
 
 #[cfg(unix)]
@@ -780,21 +797,28 @@ impl Unwritable {
             }
             let _ = Command::new("umount").arg(top).status();
         }
-        eprintln!(
-            "cannot mount here: replacing {} by a file instead",
-            top.display()
+        cannot_make(
+            "root cannot mount here, so no folder can be made read-only",
+            &format!("{} replaced by a file", top.display()),
         );
         std::fs::rename(top, aside(top)).unwrap();
         std::fs::write(top, "not a folder\n").unwrap();
-        Unwritable::FileInPlace(top.to_path_buf())
+        // `top` alone: the policy's folder, which dcb creates; with `inner`, a folder
+        // above the ones dcb creates.
+        let cause = if inner.is_empty() {
+            "File exists (os error 17)"
+        } else {
+            "Not a directory (os error 20)"
+        };
+        Unwritable::FileInPlace(top.to_path_buf(), cause)
     }
 
     /// Words of the error dcb should give.
     fn cause(&self) -> &'static str {
         match self {
-            Unwritable::Chmod(_) => "Permission denied",
-            Unwritable::ReadOnlyMount(_) => "Read-only file system",
-            Unwritable::FileInPlace(_) => "os error",
+            Unwritable::Chmod(_) => "Permission denied (os error 13)",
+            Unwritable::ReadOnlyMount(_) => "Read-only file system (os error 30)",
+            Unwritable::FileInPlace(_, cause) => cause,
         }
     }
 }
@@ -841,7 +865,7 @@ impl Drop for Unwritable {
                 }
             }
             Unwritable::ReadOnlyMount(p) => unmount(p),
-            Unwritable::FileInPlace(p) => {
+            Unwritable::FileInPlace(p, _) => {
                 let _ = std::fs::remove_file(&*p);
                 let _ = std::fs::rename(aside(p), &*p);
             }
@@ -868,7 +892,7 @@ async fn unwritable_backup_folder_fails_clearly() {
         let line = failed_line(&run);
         assert!(line.contains("backups/p"), "names the folder: {line}");
         assert!(line.contains(blocked.cause()), "{line}");
-        if !matches!(blocked, Unwritable::FileInPlace(_)) {
+        if !matches!(blocked, Unwritable::FileInPlace(..)) {
             assert!(line.contains("cannot write to"), "{line}");
         }
     }
@@ -992,8 +1016,10 @@ async fn too_big_for_the_disk(fx: &Fx, full_run: impl Fn() -> Run, cause: &str) 
     let before = fx.watermark();
     fx.seed(800, 1000).await;
     let line = failed_line(&full_run());
-    assert!(line.contains(cause), "{line}");
-    assert!(line.contains("backups/p/"), "names the file: {line}");
+    assert!(
+        line.contains(&format!("  {cause} writing backups/p/.")),
+        "the cause and the file: {line}"
+    );
     assert_eq!(fx.watermark(), before, "the watermark did not move");
     assert_eq!(fx.archives().len(), 1, "no new archive");
     assert!(fx.temp_files().is_empty(), "{:?}", fx.temp_files());
@@ -1049,7 +1075,11 @@ async fn too_big_for_the_file_size_limit(fx: &Fx) {
 async fn disk_full_fails_clearly_and_loses_nothing() {
     let fx = Fx::new(&server().uri, "diskfull", NEVER, "0s");
     let Some(disk) = Tmpfs::mount(&fx.root(), "512k") else {
-        eprintln!("cannot mount a tmpfs here: simulating a full disk with a file-size limit");
+        cannot_make(
+            "cannot mount a tmpfs here, so the disk cannot be filled",
+            "a file-size limit; the real ENOSPC, a state.json that cannot be written and \
+             a full disk placing nothing are not checked",
+        );
         too_big_for_the_file_size_limit(&fx).await;
         return;
     };
@@ -1065,8 +1095,16 @@ async fn disk_full_fails_clearly_and_loses_nothing() {
         while filler.write_all(&block[..512]).is_ok() {}
     }
     fx.seed(10, 100).await;
-    let line = failed_line(&fx.run());
-    assert!(line.contains("disk full"), "{line}");
+    let run = fx.run();
+    let line = failed_line(&run);
+    assert!(line.contains("  disk full writing backups/p/."), "{line}");
+    // The failure cannot be recorded either, and says so with the OS's cause.
+    assert!(
+        run.stderr
+            .contains("cannot write state.json error=No space left on device (os error 28)"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(fx.watermark(), before, "the watermark did not move");
     assert!(fx.temp_files().is_empty(), "{:?}", fx.temp_files());
 
@@ -1095,6 +1133,83 @@ async fn disk_full_fails_clearly_and_loses_nothing() {
     serve.assert_running(&fx);
     serve.stop(&fx);
     fx.assert_nothing_lost(true).await;
+    drop(disk);
+}
+
+// A full disk never places an archive without its manifest: with the free space
+// stepped up a page at a time from none until the window fits, each run either fails
+// with "disk full" leaving nothing new (no archive, manifest or temporary file under
+// any name, the watermark unchanged), or places the archive and its manifest both.
+// Some step runs out of space after the archive's data was written.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_full_disk_places_nothing() {
+    let fx = Fx::new(&server().uri, "placed", NEVER, "0s");
+    let Some(disk) = Tmpfs::mount(&fx.root(), "1m") else {
+        cannot_make(
+            "cannot mount a tmpfs here, so the disk cannot be filled",
+            "none: this test checks nothing without it",
+        );
+        return;
+    };
+    fx.seed(5, 100).await;
+    fx.ok_run();
+    let before = fx.watermark();
+    let names = || -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(fx.policy_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with(".dcb.") || n.ends_with(".dcb-tmp"))
+            .collect();
+        n.sort();
+        n
+    };
+    let placed = names();
+    assert_eq!(placed.len(), 2, "one archive and its manifest: {placed:?}");
+    // About 40 KB of incompressible documents: ten pages or so.
+    fx.seed(40, 1000).await;
+    let filler = fx.root().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        f.sync_all().unwrap();
+    }
+    let full = std::fs::metadata(&filler).unwrap().len();
+    let (mut failed, mut after_data) = (0, false);
+    for pages in 0.. {
+        assert!(pages < 40, "the window never fitted");
+        // Free `pages` pages (the logs take their share of each step too).
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&filler)
+            .unwrap();
+        f.set_len(full.saturating_sub(pages * 4096)).unwrap();
+        drop(f);
+        let run = fx.run();
+        if run.code == 0 {
+            let now = names();
+            assert_eq!(now.len(), 4, "a new archive and its manifest: {now:?}");
+            assert!(run.stdout.contains(" 40 docs"), "{}", run.stdout);
+            break;
+        }
+        failed += 1;
+        let line = failed_line(&run);
+        assert!(line.contains("  disk full writing backups/p/"), "{line}");
+        assert_eq!(names(), placed, "with {pages} pages free: {line}");
+        assert_eq!(fx.watermark(), before, "with {pages} pages free");
+        after_data |= line.contains(".manifest.json");
+    }
+    assert!(
+        failed > 2,
+        "the disk was not full enough to test: {failed} failed runs"
+    );
+    assert!(
+        after_data,
+        "no step ran out of space at the manifest, after the archive was written"
+    );
     drop(disk);
 }
 
@@ -1353,10 +1468,36 @@ async fn policy_replaced_by_garbage_while_serving() {
         "dcb never rewrites the file"
     );
 
-    // Mended: the new version carries on from the watermark.
-    std::fs::write(&file, &valid).unwrap();
+    // Mended with a version that differs from the last valid one (a second
+    // collection): that new version runs, and api_logs carries on from its watermark.
+    let client = fx.client().await;
+    let at = DateTime::now();
+    client
+        .database(&fx.db)
+        .collection::<Document>("scans")
+        .insert_many((0..7).map(|i| doc! {"createdAt": at, "i": i}))
+        .await
+        .unwrap();
+    let mended = String::from_utf8(valid.clone())
+        .unwrap()
+        .replace("collections: [api_logs]", "collections: [api_logs, scans]");
+    assert_ne!(mended.as_bytes(), &valid[..], "the mend changes the policy");
+    std::fs::write(&file, &mended).unwrap();
     let successes = fx.successes();
-    eventually(10, "a run of the mended policy", || {
+    eventually(15, "the mended version's new collection backed up", || {
+        let scans = support::archives(&fx.root(), "p", "scans");
+        let docs: u64 = scans
+            .iter()
+            .map(|a| {
+                let m: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(support::manifest_of(a)).ok()?).ok()?;
+                m["documents"].as_u64()
+            })
+            .map(|d| d.unwrap_or(0))
+            .sum();
+        (docs == 7).then_some(())
+    });
+    eventually(10, "api_logs to keep running", || {
         (fx.successes() >= successes + 2).then_some(())
     });
     serve.stop(&fx);
@@ -1364,12 +1505,95 @@ async fn policy_replaced_by_garbage_while_serving() {
 }
 
 // ---------------------------------------------------------------------------------
+// Retention under the service.
+
+// The service prunes after its runs, never while a real `dcb run` holds the policy:
+// two archives past their retention survive every tick refused while the other
+// process exports; once it is done, the service's next run prunes them, keeping the
+// newest (keepLast 1), and the prune is audited.
+#[tokio::test]
+async fn service_prunes_after_its_runs_but_not_under_a_running_export() {
+    let _turn = exclusive().await;
+    let fx = Fx::new(&server().uri, "svcprune", NEVER, "0s");
+    let file = fx.s.path().join("policies/p.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("retention: 7d", "retention: 2s\nkeepLast: 1"),
+    )
+    .unwrap();
+    fx.seed(20, 64).await;
+    fx.ok_run();
+    fx.seed(20, 64).await;
+    fx.ok_run();
+    let old = fx.archives();
+    assert_eq!(old.len(), 2);
+    // Both windows end more than the retention ago.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    fx.seed(BIG, 64).await;
+    fx.fail_point(
+        doc! {"times": 1}.into(),
+        doc! {"failCommands": ["getMore"], "blockConnection": true, "blockTimeMS": 5_000},
+    )
+    .await;
+    let held = fx.spawn_run();
+    fx.wait_until_writing();
+    fx.set_schedule(NEVER, EVERY_SECOND);
+    let mut serve = Serve::start(&fx);
+    let refused = || {
+        fx.log()
+            .lines()
+            .filter(|l| l.contains("another process is running this policy"))
+            .count()
+    };
+    eventually(
+        15,
+        "two ticks refused while the run holds the policy",
+        || (refused() >= 2).then_some(()),
+    );
+    assert!(
+        old.iter().all(|a| a.exists()),
+        "an archive was pruned under a running export: {:?}",
+        fx.archives()
+    );
+    let run = Run::from(held.wait_with_output().unwrap());
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(&format!("{BIG} docs")),
+        "{}",
+        run.stdout
+    );
+    let newest = eventually(15, "the service's run to prune", || {
+        let now = fx.archives();
+        (now.len() == 1 && !old.contains(&now[0])).then(|| now[0].clone())
+    });
+    assert!(newest.exists());
+    serve.assert_running(&fx);
+    serve.stop(&fx);
+    let audit = std::fs::read_to_string(fx.root().join("logs/audit.log")).unwrap();
+    for a in &old {
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            audit.lines().any(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["operation"] == "prune"
+                    && v["result"] == "ok"
+                    && v["archive"].as_str().unwrap_or_default().ends_with(&name)
+            }),
+            "{name} not audited as pruned: {audit}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // Two runs of one policy at once.
 
 // While one `dcb run` exports a window, three more runs of the policy refuse at once
 // with one line naming the lock; a service whose schedule fires meanwhile refuses too
-// (recorded as a failure), keeps running and succeeds once the lock is free. No window
-// is ever written twice and nothing is lost.
+// (logged, but not recorded as a failure: the other process is backing it up), keeps
+// running and succeeds once the lock is free. No window is ever written twice and
+// nothing is lost.
 #[tokio::test]
 async fn two_runs_of_one_policy_never_write_one_window_twice() {
     let _turn = exclusive().await;

@@ -172,5 +172,16 @@ async fn mongorestore_and_bsondump_read_dcb_archives() {
         .collection::<Document>("roles")
         .insert_one(doc! {"name": "r0"})
         .await;
-    assert!(dup.is_err(), "the unique index was not restored as unique");
+    let err = dup.expect_err("the unique index was not restored as unique");
+    let code = match *err.kind {
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(ref w)) => {
+            Some(w.code)
+        }
+        _ => None,
+    };
+    assert_eq!(
+        code,
+        Some(11000),
+        "a duplicate-key error (E11000) from the unique index: {err}"
+    );
 }

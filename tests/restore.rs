@@ -444,9 +444,35 @@ async fn until_restores_exactly_the_documents_before_time() {
     let run = dcb(&s, &args);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("already holds"), "{}", run.stderr);
+    // With --drop: the target holds exactly the documents before TIME again, and a
+    // document written there after TIME (as a live system would) is gone.
+    let from_ms = chrono::DateTime::parse_from_rfc3339(from)
+        .unwrap()
+        .timestamp_millis();
+    let edge = client.database(&target).collection::<Document>("scans");
+    edge.insert_one(doc! {"createdAt": DateTime::from_millis(from_ms + minute), "i": 1000_i64})
+        .await
+        .unwrap();
     let mut with_drop = args.to_vec();
     with_drop.push("--drop");
-    assert_eq!(dcb(&s, &with_drop).code, 0);
+    let run = dcb(&s, &with_drop);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let want: Vec<i64> = (0..180)
+        .filter(|i| now - (180 - i) * minute < from_ms)
+        .collect();
+    assert!(!want.is_empty() && want.len() < 180, "{}", want.len());
+    let mut got: Vec<i64> = edge
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.get_i64("i").unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "--drop then --until {from}");
 
     // Before the first document's archive window ends there is still the first
     // archive (it starts at the beginning), but nothing before any document.
@@ -544,6 +570,70 @@ async fn corrupt_archive_stops_restore_with_target_untouched() {
             .unwrap()
             .contains(&dst_name)
     );
+}
+
+// Every archive of a chain is verified before the first write: with three good
+// archives of one collection and a fourth, the newest, corrupt, the restore stops
+// naming it, and the target database is never created (a restore that checked each
+// archive just before writing it would have written the first three).
+#[tokio::test]
+async fn a_corrupt_last_archive_of_a_chain_stops_the_restore_before_any_write() {
+    let client = support::client().await;
+    let src_name = support::unique_db("chain_src");
+    let dst_name = format!("{src_name}_restored");
+    let src = client.database(&src_name);
+    let s = Scratch::new();
+    s.write(
+        "policies/p.yaml",
+        &format!("name: p\nschedule: \"0 * * * *\"\ndatabase: {src_name}\nwindow: {{initial: all, settle: 0s}}\ncollections: [scans]\nretention: 7d\n"),
+    );
+    for round in 0..4 {
+        add_scans(&src, 300, DateTime::now()).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let run = dcb(&s, &["run", "--policy", "p"]);
+        assert_eq!(run.code, 0, "round {round}: {}{}", run.stdout, run.stderr);
+        assert!(run.stdout.contains("300 docs"), "{}", run.stdout);
+    }
+    let chain = support::archives(&s.path().join("backups"), "p", "scans");
+    assert_eq!(chain.len(), 4, "{chain:?}");
+    let last = chain.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    flip(last, len / 2);
+    // The plan is the whole chain, oldest first: the corrupt archive comes last.
+    let run = dcb(&s, &["restore", "--to-database", &dst_name, "--dry-run"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("4 archives, 1,200 documents"),
+        "{}",
+        run.stdout
+    );
+
+    let run = dcb(&s, &["restore", "--to-database", &dst_name]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        !client
+            .list_database_names()
+            .await
+            .unwrap()
+            .contains(&dst_name),
+        "the target database exists: something was written before the corrupt archive \
+         was found"
+    );
+    let name = last.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        run.stderr.contains(&format!("{name} is corrupt")),
+        "names the last archive: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("nothing was written"), "{}", run.stderr);
+    for earlier in &chain[..3] {
+        let n = earlier.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !run.stderr.contains(&format!("{n} is corrupt")),
+            "{}",
+            run.stderr
+        );
+    }
 }
 
 /// The `restore` lines of the audit log.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use mongodb::bson::{Document, doc};
-use support::{Recorder, Scratch, eventually, http_get};
+use support::{Recorder, Run, Scratch, eventually, http_get};
 
 /// A running `dcb serve`, killed if the test fails before stopping it.
 struct Serve {
@@ -230,12 +230,14 @@ async fn runs_on_schedule_and_reports_status() {
         .filter(|l| l.contains("run started") && l.contains("reason=schedule"))
         .collect();
     for line in &starts {
-        // 2026-11-25T05:30:04.001234Z: the second is even and the fraction small.
+        // 2026-11-25T05:30:04.001234Z: the second is even and the fraction small. A
+        // line that does not start with such a time fails, rather than passing unread.
+        use chrono::Timelike as _;
         let ts = line.split_whitespace().next().unwrap();
-        let sec: u32 = ts[17..19].parse().unwrap();
-        let frac: f64 = format!("0{}", &ts[19..ts.len() - 1]).parse().unwrap_or(0.0);
-        assert_eq!(sec % 2, 0, "{line}");
-        assert!(frac < 0.5, "late start: {line}");
+        let at = chrono::DateTime::parse_from_rfc3339(ts)
+            .unwrap_or_else(|e| panic!("the log line does not start with a time ({e}): {line}"));
+        assert_eq!(at.second() % 2, 0, "{line}");
+        assert!(at.nanosecond() < 500_000_000, "late start: {line}");
     }
 
     let run = s.run(&["status", "--json"]);
@@ -354,6 +356,299 @@ async fn hot_reload_adds_policies_and_rejects_invalid_edits() {
     );
     hook.wait_for(10, "a resolved alert", |b| {
         b.contains("invalid-policy") && b.contains("resolved")
+    });
+    drop(serve);
+}
+
+/// A number of one collection's entry in state.json (0 when absent).
+fn state_count(root: &Path, id: &str, field: &str) -> u64 {
+    state(root)["collections"][id][field].as_u64().unwrap_or(0)
+}
+
+// Hot reload of valid changes: a served policy whose schedule is changed to one that
+// never fires stops running; a policy file deleted stops running and its alerts
+// resolve saying the policy was removed. Another policy keeps running throughout, so
+// time did pass.
+#[tokio::test]
+async fn hot_reload_applies_a_changed_schedule_and_a_removal() {
+    let uri = support::server().uri.clone();
+    let db = support::unique_db("reload2");
+    seed(&uri, &db, 10).await;
+    let hook = Recorder::start();
+    let s = Scratch::new();
+    s.write(
+        "dcb.yaml",
+        &config_with_webhook(&hook.url, "  interval: 1h\n  failureThreshold: 1"),
+    );
+    s.write("policies/keep.yaml", &policy("keep", &db, "* * * * * *"));
+    s.write(
+        "policies/change.yaml",
+        &policy("change", &db, "* * * * * *"),
+    );
+    // A collection that does not exist: every run of `gone` fails and alerts.
+    s.write(
+        "policies/gone.yaml",
+        &policy("gone", &db, "* * * * * *").replace("[api_logs]", "[nope]"),
+    );
+    let serve = Serve::start(&s, &uri, &[]);
+    let (keep, change, gone) = (
+        format!("keep/{db}/api_logs"),
+        format!("change/{db}/api_logs"),
+        format!("gone/{db}/nope"),
+    );
+    let gone_key = format!("failures:{gone}");
+    eventually(20, "change to run twice and gone to fail", || {
+        (state_count(&serve.root, &change, "runs") >= 2 && count(&hook, "failure", &gone_key) == 1)
+            .then_some(())
+    });
+    let failure = alerts(&hook)
+        .into_iter()
+        .find(|a| a["key"] == gone_key.as_str())
+        .unwrap();
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("`nope` does not exist"),
+        "{failure}"
+    );
+
+    // Runs of `name` the log says started.
+    let started = |name: &str| {
+        serve
+            .log()
+            .lines()
+            .filter(|l| l.contains("run started") && l.contains(&format!("policy={name} ")))
+            .count() as u64
+    };
+    // Waits until the log says the policy's schedule stopped and every run it started
+    // is recorded, then checks that none follows for 3 s while `keep` runs on.
+    let stops = |name: &str, what: &str, id: &str| {
+        eventually(10, what, || {
+            serve
+                .log()
+                .lines()
+                .any(|l| l.contains("schedule stopped") && l.contains(&format!("policy={name}")))
+                .then_some(())
+        });
+        let runs = eventually(20, "the runs in flight to finish", || {
+            let runs = state_count(&serve.root, id, "runs");
+            (runs == started(name)).then_some(runs)
+        });
+        let kept = state_count(&serve.root, &keep, "runs");
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        assert_eq!(started(name), runs, "{name} still starts runs: {what}");
+        assert_eq!(
+            state_count(&serve.root, id, "runs"),
+            runs,
+            "{name} still runs: {what}"
+        );
+        assert!(
+            state_count(&serve.root, &keep, "runs") > kept,
+            "keep stopped too"
+        );
+    };
+
+    s.write("policies/change.yaml", &policy("change", &db, "0 0 1 1 *"));
+    stops("change", "a schedule that never fires", &change);
+    assert!(
+        serve.log().lines().any(|l| l.contains("scheduled")
+            && l.contains("policy=change")
+            && l.contains(r#"schedule="0 0 1 1 *""#)),
+        "{}",
+        serve.log()
+    );
+
+    std::fs::remove_file(s.path().join("policies/gone.yaml")).unwrap();
+    stops("gone", "a deleted policy file", &gone);
+    let resolved = hook.wait_for(10, "gone's alert resolved", |b| {
+        b.contains(&format!(r#""key":"{gone_key}""#)) && b.contains(r#""kind":"resolved""#)
+    });
+    assert!(resolved.contains("policy `gone` was removed"), "{resolved}");
+    assert_eq!(count(&hook, "resolved", &gone_key), 1);
+    drop(serve);
+}
+
+// Health and run alerts raise and resolve: with the server unreachable, a collection's
+// failures alert only when they reach `failureThreshold` (3: the one alert says 3
+// consecutive failures), and a collection whose last success is an hour old with a
+// one-second schedule is stale; once the server is reachable again, both resolve.
+#[tokio::test]
+async fn failures_at_the_threshold_and_staleness_raise_then_resolve() {
+    let uri = support::server().uri.clone();
+    let db = support::unique_db("thresh");
+    seed(&uri, &db, 10).await;
+    let hook = Recorder::start();
+    let s = Scratch::new();
+    let closed = support::free_port();
+    let config = |uri: &str| {
+        format!(
+            "mongodb:\n  uri: \"{uri}\"\n{}",
+            config_with_webhook(&hook.url, "  interval: 1s\n  failureThreshold: 3")
+        )
+    };
+    s.write(
+        "dcb.yaml",
+        &config(&format!(
+            "mongodb://127.0.0.1:{closed}/?serverSelectionTimeoutMS=200&connectTimeoutMS=200"
+        )),
+    );
+    s.write("policies/p.yaml", &policy("p", &db, "* * * * * *"));
+    let id = format!("p/{db}/api_logs");
+    write_state(&s, &id, chrono::Utc::now() - chrono::TimeDelta::hours(1));
+    let serve = Serve::start_with(&s, None, &[]);
+    let (failures, stale) = (format!("failures:{id}"), format!("stale:{id}"));
+    eventually(30, "the failures and stale alerts", || {
+        (count(&hook, "failure", &failures) == 1 && count(&hook, "failure", &stale) == 1)
+            .then_some(())
+    });
+    let first = alerts(&hook)
+        .into_iter()
+        .find(|a| a["key"] == failures.as_str())
+        .unwrap();
+    assert_eq!(
+        first["title"],
+        format!("{id}: 3 consecutive failures"),
+        "the first failures alert comes at the threshold: {first}"
+    );
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .contains("server unreachable"),
+        "{first}"
+    );
+    let stale_alert = alerts(&hook)
+        .into_iter()
+        .find(|a| a["key"] == stale.as_str())
+        .unwrap();
+    assert!(
+        stale_alert["title"]
+            .as_str()
+            .unwrap()
+            .contains("no successful backup for"),
+        "{stale_alert}"
+    );
+
+    // The server is back (dcb.yaml names the live one): both resolve.
+    s.write("dcb.yaml", &config(&uri));
+    eventually(30, "both alerts resolved", || {
+        (count(&hook, "resolved", &failures) == 1 && count(&hook, "resolved", &stale) == 1)
+            .then_some(())
+    });
+    let resolved: Vec<serde_json::Value> = alerts(&hook)
+        .into_iter()
+        .filter(|a| a["kind"] == "resolved")
+        .collect();
+    let message = |key: &str| {
+        resolved
+            .iter()
+            .find(|a| a["key"] == key)
+            .map(|a| a["message"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(message(&failures), format!("{id} backed up again"));
+    assert_eq!(message(&stale), format!("{stale}: resolved"));
+    assert!(runs_of(&serve.root, &id) > 5, "a run succeeded");
+    assert_eq!(count(&hook, "failure", &failures), 1, "no repeat");
+    drop(serve);
+}
+
+/// Free and total bytes of the file system holding `path`, from statvfs(2).
+#[cfg(unix)]
+fn disk_space(path: &Path) -> (u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statvfs writes into the zeroed struct it is given; the path is a valid
+    // NUL-terminated string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    assert_eq!(rc, 0, "statvfs {}", path.display());
+    let frsize = st.f_frsize as u64;
+    (st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize)
+}
+
+// The disk checks of the service: with `minFreeMB` above what is free, `disk:free`
+// alerts with the backup disk's real free share; with a retention that would keep
+// ten times the free space of archives at the current size, `disk:forecast` alerts.
+// Thresholds and retention set back to sensible values resolve both.
+#[cfg(unix)]
+#[tokio::test]
+async fn disk_space_and_forecast_alert_then_resolve() {
+    let uri = support::server().uri.clone();
+    let db = support::unique_db("disk");
+    seed(&uri, &db, 10).await;
+    let hook = Recorder::start();
+    let s = Scratch::new();
+    s.write("policies/p.yaml", &policy("p", &db, "* * * * * *"));
+    // One archive first, to know what an archive of this collection weighs.
+    let run = Run::from(
+        s.dcb()
+            .args(["run", "--all"])
+            .env("DCB_MONGODB_URI", &uri)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let archive = support::archives(&s.path().join("backups"), "p", "api_logs").remove(0);
+    let size = std::fs::metadata(&archive).unwrap().len();
+    let (free, total) = disk_space(s.path());
+    // Every second, kept this long: ten times the free space of such archives.
+    let retention = (10 * free / size + 1).div_ceil(86_400);
+    s.write(
+        "policies/p.yaml",
+        &policy("p", &db, "* * * * * *")
+            .replace("retention: 1h", &format!("retention: {retention}d")),
+    );
+    let health = |mb: u64, percent: u64| {
+        config_with_webhook(
+            &hook.url,
+            &format!("  interval: 1s\n  minFreeMB: {mb}\n  minFreePercent: {percent}"),
+        )
+    };
+    s.write("dcb.yaml", &health(free / 1_048_576 * 2 + 1024, 0));
+    let serve = Serve::start(&s, &uri, &[]);
+    eventually(30, "disk:free and disk:forecast alerts", || {
+        (count(&hook, "failure", "disk:free") == 1 && count(&hook, "failure", "disk:forecast") == 1)
+            .then_some(())
+    });
+    let low = alerts(&hook)
+        .into_iter()
+        .find(|a| a["key"] == "disk:free")
+        .unwrap();
+    // "backup disk low: 42.3% (12.34 GB) free": the share of this disk.
+    let title = low["title"].as_str().unwrap();
+    let shown: f64 = title
+        .strip_prefix("backup disk low: ")
+        .and_then(|t| t.split('%').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{title}"));
+    // Other processes write to this disk too: between the readings before and now.
+    let (free_now, _) = disk_space(s.path());
+    let share = |b: u64| b as f64 * 100.0 / total as f64;
+    let (lo, hi) = (share(free.min(free_now)), share(free.max(free_now)));
+    assert!(
+        shown > lo - 0.5 && shown < hi + 0.5,
+        "{title}: this disk had {lo:.1}% to {hi:.1}% free"
+    );
+    let forecast = alerts(&hook)
+        .into_iter()
+        .find(|a| a["key"] == "disk:forecast")
+        .unwrap();
+    assert!(
+        forecast["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("backups will need "),
+        "{forecast}"
+    );
+
+    s.write("dcb.yaml", &health(1, 0));
+    s.write("policies/p.yaml", &policy("p", &db, "* * * * * *"));
+    eventually(30, "both disk alerts resolved", || {
+        (count(&hook, "resolved", "disk:free") == 1
+            && count(&hook, "resolved", "disk:forecast") == 1)
+            .then_some(())
     });
     drop(serve);
 }

@@ -211,32 +211,288 @@ fn a_flipped_byte_anywhere_is_caught() {
     }
 }
 
+/// What each gzip member of `bytes` holds, decoded with flate2 member after member
+/// (each member's CRC-32 and length checked), and where each starts; `None` when
+/// the bytes are not a sequence of whole gzip members. A dcb archive is three.
+fn gzip_members(bytes: &[u8]) -> Option<Vec<(usize, Vec<u8>)>> {
+    use std::io::Read;
+    let mut members = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let start = bytes.len() - rest.len();
+        let mut d = flate2::bufread::GzDecoder::new(rest);
+        let mut out = Vec::new();
+        d.read_to_end(&mut out).ok()?;
+        rest = d.into_inner();
+        members.push((start, out));
+    }
+    Some(members)
+}
+
+/// The header bytes of a gzip member that carry no data (RFC 1952 2.3.1), as offsets
+/// from the member's start: FLG (whose FTEXT bit is a hint decoders ignore), MTIME,
+/// XFL and OS.
+const DATALESS_GZIP_HEADER: std::ops::RangeInclusive<usize> = 3..=9;
+
+// Without any hash of the whole file (only the manifest inside the archive, as for a
+// copy found elsewhere), a flip of any single bit, at every byte, is still caught by
+// the gzip, tar, member and BSON checks, unless the file still decodes to exactly the
+// same members: a gzip header field that carries no data (timestamp, extra flags, OS,
+// the text hint), or one of the rare deflate bits whose flip decodes the same.
+#[test]
+fn a_flipped_byte_is_caught_without_the_file_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, m) = good_archive(dir.path(), 30);
+    assert!(
+        m.archive_sha256.is_some(),
+        "the beside manifest has the hash"
+    );
+    let good = std::fs::read(&path).unwrap();
+    let members = gzip_members(&good).unwrap();
+    let starts: Vec<usize> = members.iter().map(|(s, _)| *s).collect();
+    let content: Vec<&Vec<u8>> = members.iter().map(|(_, c)| c).collect();
+    assert_eq!(starts.len(), 3, "dcb writes three gzip members: {starts:?}");
+    let in_header = |at: usize| {
+        starts
+            .iter()
+            .any(|s| DATALESS_GZIP_HEADER.contains(&(at.wrapping_sub(*s))))
+    };
+    let bad_path = dir.path().join("bad.tar.gz");
+    let (mut caught, mut header, mut same_deflate) = (0, Vec::new(), Vec::new());
+    for mask in [0x01u8, 0x80] {
+        for at in 0..good.len() {
+            let mut bytes = good.clone();
+            bytes[at] ^= mask;
+            std::fs::write(&bad_path, &bytes).unwrap();
+            let r = verify::check(&bad_path, None, 0, &Keys::default());
+            if !r.ok() {
+                assert!(r.corrupt(), "flip at {at}: {}", messages(&r));
+                caught += 1;
+                continue;
+            }
+            // Unnoticed: allowed only when the file holds exactly what it held.
+            let decoded = gzip_members(&bytes);
+            let same = decoded.as_ref().is_some_and(|d| {
+                d.len() == content.len() && d.iter().zip(&content).all(|((_, a), b)| a == *b)
+            });
+            assert!(
+                same,
+                "a flip ({mask:#04x}) at byte {at} of {} went unnoticed without the file \
+                 hash, and the file no longer holds the same members; gzip members start \
+                 at {starts:?}",
+                good.len()
+            );
+            assert_eq!(r.documents, 30);
+            if in_header(at) {
+                header.push((at, mask));
+            } else {
+                same_deflate.push((at, mask));
+            }
+        }
+    }
+    // The test knows where the headers are: their timestamps are among the flips
+    // that pass (else it would allow the wrong bytes).
+    for s in &starts {
+        assert!(header.contains(&(s + 4, 0x01)), "{header:?}");
+    }
+    // Flips that decode the same are the exception, not a hole.
+    assert!(
+        same_deflate.len() * 100 < caught,
+        "{} flips outside the gzip headers decoded the same, {caught} were caught: {same_deflate:?}",
+        same_deflate.len()
+    );
+    eprintln!(
+        "{caught} flips caught; unnoticed: {} in gzip header fields without data, {} in \
+         deflate data that decodes the same",
+        header.len(),
+        same_deflate.len()
+    );
+}
+
+/// The uncompressed tar stream of a dcb archive.
+fn untar_stream(gz: &[u8]) -> Vec<u8> {
+    gzip_members(gz)
+        .unwrap()
+        .into_iter()
+        .flat_map(|(_, c)| c)
+        .collect()
+}
+
+/// One tar entry, found by walking the headers here, without dcb: its header's
+/// offset, name, and data range.
+struct TarEntry {
+    header: usize,
+    name: String,
+    data: std::ops::Range<usize>,
+}
+
+fn tar_entries(tar: &[u8]) -> Vec<TarEntry> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 512 <= tar.len() && tar[at..at + 512].iter().any(|&b| b != 0) {
+        let h = &tar[at..at + 512];
+        let name_end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
+        let name = String::from_utf8_lossy(&h[..name_end]).into_owned();
+        let size_field = std::str::from_utf8(&h[124..136]).unwrap();
+        let size = u64::from_str_radix(size_field.trim_matches(|c| c == '\0' || c == ' '), 8)
+            .unwrap() as usize;
+        let data = at + 512..at + 512 + size;
+        at = at + 512 + size.next_multiple_of(512);
+        out.push(TarEntry {
+            header: data.start - 512,
+            name,
+            data,
+        });
+    }
+    out
+}
+
+// The checks inside the gzip stream, proven on their own: every byte of the
+// uncompressed tar flipped in turn (and compressed again, so gzip sees nothing wrong),
+// with the manifest beside it but no hash of the whole file. Each flip is caught by
+// the tar header checksum, a member's size or SHA-256, the BSON count or the
+// comparison of the manifests; the only flips that pass change nothing: the tar's
+// padding, the checksum field after its terminator, or a manifest inside that still
+// reads as the same manifest (a renamed field that holds its default).
+#[test]
+fn a_flipped_byte_inside_the_gzip_stream_is_caught_by_the_inner_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut m) = good_archive(dir.path(), 8);
+    m.archive_sha256 = None;
+    m.archive_size = None;
+    let tar = untar_stream(&std::fs::read(&path).unwrap());
+    let entries = tar_entries(&tar);
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "mes/scans.bson",
+            "mes/scans.metadata.json",
+            "dcb-manifest.p.mes.scans.json"
+        ]
+    );
+    let manifest_member = &entries[2];
+    let inner: Manifest = serde_json::from_slice(&tar[manifest_member.data.clone()]).unwrap();
+    // Where a flip carries nothing: padding after each member, the checksum's tail.
+    let carries_nothing = |at: usize| {
+        entries.iter().any(|e| {
+            let chksum_tail = (e.header + 148..e.header + 156)
+                .skip_while(|&i| tar[i] != 0)
+                .skip(1);
+            (e.data.end..e.data.end.next_multiple_of(512)).contains(&at)
+                || chksum_tail.clone().any(|i| i == at)
+        })
+    };
+    let bad_path = dir.path().join("bad.tar.gz");
+    let gz = |data: &[u8]| {
+        let mut e = GzEncoder::new(Vec::new(), Compression::none());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    std::fs::write(&bad_path, gz(&tar)).unwrap();
+    let r = verify::check(&bad_path, Some(&m), 0, &Keys::default());
+    assert!(r.ok(), "recompressed unchanged: {}", messages(&r));
+    let mut named = std::collections::BTreeSet::new();
+    for at in 0..tar.len() {
+        let mut bytes = tar.clone();
+        bytes[at] ^= 0x01;
+        std::fs::write(&bad_path, gz(&bytes)).unwrap();
+        let r = verify::check(&bad_path, Some(&m), 0, &Keys::default());
+        if r.ok() {
+            let same_manifest = manifest_member.data.contains(&at)
+                && serde_json::from_slice::<Manifest>(&bytes[manifest_member.data.clone()])
+                    .is_ok_and(|x| x == inner);
+            assert!(
+                carries_nothing(at) || same_manifest,
+                "a flip at byte {at} of the {}-byte tar went unnoticed",
+                tar.len()
+            );
+            continue;
+        }
+        for p in &r.problems {
+            named.insert(format!(
+                "{}: {}",
+                p.member,
+                p.message.split(';').next().unwrap()
+            ));
+        }
+    }
+    let named: Vec<String> = named.into_iter().collect();
+    let seen = |what: &str| named.iter().any(|n| n.contains(what));
+    // Each kind of check caught something.
+    for what in [
+        "checksum",
+        "mes/scans.bson: SHA-256 is",
+        "mes/scans.metadata.json: SHA-256 is",
+        "differs from the manifest beside the archive",
+    ] {
+        assert!(seen(what), "no flip was caught by {what:?}: {named:#?}");
+    }
+}
+
+// A file cut anywhere (every 7th length) is reported as truncated, whether the
+// manifest beside it has the file's hash, has none, or only the copy inside is there:
+// the cut itself is found, not only a hash mismatch. Cut exactly where a gzip member
+// ends, the tar stream ends cleanly too; then the members after the cut are missing,
+// and are named so.
 #[test]
 fn truncated_archives_are_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let (path, m) = good_archive(dir.path(), 200);
+    let mut no_hash = m.clone();
+    no_hash.archive_sha256 = None;
+    no_hash.archive_size = None;
     let good = std::fs::read(&path).unwrap();
-    for keep in [
-        0,
-        5,
-        30,
-        good.len() / 3,
-        good.len() / 2,
-        good.len() - 9,
-        good.len() - 1,
-    ] {
+    let ends: Vec<usize> = gzip_members(&good)
+        .unwrap()
+        .iter()
+        .map(|(s, _)| *s)
+        .skip(1)
+        .collect();
+    assert_eq!(ends.len(), 2);
+    let modes = [
+        ("with the file hash", Some(&m)),
+        ("without the file hash", Some(&no_hash)),
+        ("with only the manifest inside", None),
+    ];
+    let mut cuts: Vec<usize> = (0..good.len()).step_by(7).collect();
+    cuts.push(good.len() - 1);
+    for keep in cuts.into_iter().filter(|k| !ends.contains(k)) {
         std::fs::write(&path, &good[..keep]).unwrap();
-        let r = verify::check(&path, Some(&m), 0, &Keys::default());
-        assert!(!r.ok(), "cut at {keep}");
-        let text = messages(&r);
+        for (what, beside) in modes {
+            let text = messages(&verify::check(&path, beside, 0, &Keys::default()));
+            // The decoder says "truncated"; the tar reader, cut at a gzip member's
+            // end while skipping a member's padding, "unexpected EOF".
+            assert!(
+                text.contains("the archive ends early (truncated)")
+                    || text.contains("unreadable: unexpected EOF"),
+                "cut at {keep} of {}, {what}: {text}",
+                good.len()
+            );
+            assert!(!text.contains("SHA-256"), "cut at {keep}, {what}: {text}");
+        }
+    }
+    // At the end of the header member the next tar header is cut; at the end of the
+    // documents' member the metadata and the manifest are gone.
+    std::fs::write(&path, &good[..ends[0]]).unwrap();
+    for (what, beside) in modes {
+        let text = messages(&verify::check(&path, beside, 0, &Keys::default()));
         assert!(
-            text.contains("truncated")
-                || text.contains("cut short")
-                || text.contains("SHA-256")
-                || text.contains("unreadable"),
-            "cut at {keep}: {text}"
+            text.contains("the tar header after mes/scans.bson: unreadable: unexpected EOF"),
+            "{what}: {text}"
         );
     }
+    std::fs::write(&path, &good[..ends[1]]).unwrap();
+    for (what, beside) in &modes[..2] {
+        let text = messages(&verify::check(&path, *beside, 0, &Keys::default()));
+        assert!(
+            text.contains("mes/scans.metadata.json: is missing from the archive")
+                && text.contains("dcb-manifest.p.mes.scans.json: is missing from the archive"),
+            "{what}: {text}"
+        );
+    }
+    let text = messages(&verify::check(&path, None, 0, &Keys::default()));
+    assert!(text.contains("none inside it"), "{text}");
 }
 
 #[test]
@@ -695,8 +951,24 @@ mod fuzz {
             std::fs::write(&path, &bytes).unwrap();
             let r = verify::check(&path, Some(&m), 2, &Keys::default());
             prop_assert_eq!(r.ok(), bytes == original, "{}", messages(&r));
-            // Without the manifest beside it, the copy inside is all there is.
-            let _ = verify::check(&path, None, 2, &Keys::default());
+            // Without the manifest beside it, the copy inside is all there is: only a
+            // file that differs in gzip header fields without data may pass.
+            let r = verify::check(&path, None, 2, &Keys::default());
+            let same = |a: &[u8], b: &[u8]| {
+                let members = |x: &[u8]| {
+                    gzip_members(x).map(|m| m.into_iter().map(|(_, c)| c).collect::<Vec<_>>())
+                };
+                members(a).is_some() && members(a) == members(b)
+            };
+            if r.ok() {
+                prop_assert!(
+                    same(&bytes, &original),
+                    "damage that changes what the archive holds passed without the file hash"
+                );
+            } else {
+                prop_assert!(bytes != original, "{}", messages(&r));
+                prop_assert!(r.corrupt(), "{}", messages(&r));
+            }
         }
 
         // Arbitrary bytes as a `.bson` stream: documents or an error, never a panic.

@@ -12,8 +12,13 @@ pub enum RunError {
     /// just does not start twice. Not a failure.
     #[error("another dcb is running policy `{policy}` (lock {}); not started twice", lock.display())]
     Locked { policy: String, lock: PathBuf },
-    #[error("cannot connect: {0}")]
-    Connect(#[from] ConnectError),
+    /// No client could be made; `server` is the URI with its password masked.
+    #[error("cannot connect: {error} (server {server})")]
+    Connect { error: ConnectError, server: String },
+    /// The server could not be reached, or refused the login: says which server, by
+    /// its URI with the password masked.
+    #[error("{error} (server {server})")]
+    Server { error: ExportError, server: String },
     #[error(transparent)]
     Export(#[from] ExportError),
     /// A bug in dcb (a task panicked), reported as a failure so it is alerted and
@@ -23,6 +28,18 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// An export's error; one about reaching or logging in to the server names it by
+    /// `uri`, masked.
+    pub fn export(error: ExportError, uri: &str) -> RunError {
+        match error {
+            ExportError::Unreachable(_) | ExportError::AuthFailed(_) => RunError::Server {
+                error,
+                server: crate::redact::uri(uri),
+            },
+            other => RunError::Export(other),
+        }
+    }
+
     /// Stopped by a shutdown (or by a task that ended without a result).
     pub fn is_interrupted(&self) -> bool {
         matches!(self, RunError::Export(ExportError::Interrupted))
