@@ -132,9 +132,9 @@ impl Wine {
     /// Run `dcb.exe ARGS` to the end (at most two minutes).
     fn dcb(&self, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         let (mut cmd, out) = self.command(cwd, args, env);
-        let child = cmd.spawn().expect("start wine-run.sh");
+        let mut child = cmd.spawn().expect("start wine-run.sh");
         finish(
-            child,
+            &mut child,
             &out,
             Duration::from_secs(120),
             &format!("dcb.exe {args:?}"),
@@ -154,7 +154,7 @@ fn runner() -> PathBuf {
 }
 
 /// Wait for a process started by [`Wine::command`] and collect its output.
-fn finish(mut child: Child, out: &Path, limit: Duration, what: &str) -> Run {
+fn finish(child: &mut Child, out: &Path, limit: Duration, what: &str) -> Run {
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -440,20 +440,49 @@ fn record(root: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Start `dcb serve` and wait until its record says it runs; its process and pid.
-fn serve(wine: &Wine, w: &Path, root_win: &str, root: &Path, uri: &str) -> (Child, PathBuf, u64) {
+/// A `dcb serve` under Wine, killed if the test fails before it stops.
+struct Service {
+    child: Child,
+    out: PathBuf,
+    pid: u64,
+}
+
+impl Service {
+    /// Wait for it to exit (at most a minute).
+    fn finish(&mut self) -> Run {
+        finish(
+            &mut self.child,
+            &self.out,
+            Duration::from_secs(60),
+            "dcb serve",
+        )
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Start `dcb serve` and wait until its record says it runs.
+fn serve(wine: &Wine, w: &Path, root_win: &str, root: &Path, uri: &str) -> Service {
     let before = SystemTime::now();
     let (mut cmd, out) = wine.command(
         w,
         &["--backup-root", root_win, "serve"],
         &[("DCB_MONGODB_URI", uri)],
     );
-    let mut child = cmd.spawn().expect("start wine-run.sh");
-    let pid = eventually(60, "dcb serve's record", || {
-        if let Some(code) = child.try_wait().unwrap() {
+    let child = cmd.spawn().expect("start wine-run.sh");
+    let mut service = Service { child, out, pid: 0 };
+    service.pid = eventually(60, "dcb serve's record", || {
+        if let Some(code) = service.child.try_wait().unwrap() {
             panic!(
                 "dcb serve exited ({code}) before it ran; stderr:\n{}",
-                std::fs::read_to_string(out.join("stderr")).unwrap_or_default()
+                std::fs::read_to_string(service.out.join("stderr")).unwrap_or_default()
             );
         }
         let fresh = std::fs::metadata(root.join("logs/service.json"))
@@ -462,7 +491,7 @@ fn serve(wine: &Wine, w: &Path, root_win: &str, root: &Path, uri: &str) -> (Chil
         let r = record(root).filter(|r| fresh && r["stoppedAt"].is_null())?;
         r["pid"].as_u64()
     });
-    (child, out, pid)
+    service
 }
 
 fn status(wine: &Wine, w: &Path, root_win: &str) -> serde_json::Value {
@@ -495,7 +524,8 @@ async fn under_wine_service_is_seen_alive_and_stops_on_dcb_stop_and_ctrl_c() {
     let root = w.join("service root");
     let root_win = win(&root);
 
-    let (child, out, pid) = serve(&wine, w, &root_win, &root, &uri);
+    let mut service = serve(&wine, w, &root_win, &root, &uri);
+    let pid = service.pid;
     let st = status(&wine, w, &root_win);
     assert_eq!(st["isRunning"], true, "{st:#}");
     assert_eq!(st["pid"], pid, "{st:#}");
@@ -508,7 +538,7 @@ async fn under_wine_service_is_seen_alive_and_stops_on_dcb_stop_and_ctrl_c() {
         "{}",
         run.stderr
     );
-    let served = finish(child, &out, Duration::from_secs(60), "dcb serve");
+    let served = service.finish();
     assert_eq!(served.code, 0, "{}", served.stderr);
     assert!(
         served.stderr.contains("reason=\"dcb stop\""),
@@ -548,12 +578,13 @@ async fn under_wine_service_is_seen_alive_and_stops_on_dcb_stop_and_ctrl_c() {
     );
 
     // Ctrl-C: SIGINT to the Wine process running dcb.exe.
-    let (child, out, pid) = serve(&wine, w, &root_win, &root, &uri);
+    let mut service = serve(&wine, w, &root_win, &root, &uri);
+    let pid = service.pid;
     assert_eq!(status(&wine, w, &root_win)["pid"], pid);
     // SAFETY: kill(2) on the process this test started and has not yet waited for.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let rc = unsafe { libc::kill(service.child.id() as libc::pid_t, libc::SIGINT) };
     assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
-    let served = finish(child, &out, Duration::from_secs(60), "dcb serve");
+    let served = service.finish();
     assert_eq!(
         served.code, 0,
         "exit code {}: {}",
