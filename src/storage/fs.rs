@@ -112,7 +112,7 @@ impl Prepared {
 
     /// Give the file its final name, replacing what was there, durably.
     pub fn replace(self) -> io::Result<()> {
-        fs::rename(self.temp.path(), &self.path)?;
+        rename_over(self.temp.path(), &self.path)?;
         self.temp.disarm();
         sync_dir(self.path.parent().unwrap_or(Path::new(".")))
     }
@@ -123,6 +123,35 @@ impl Prepared {
         self.temp.disarm();
         Ok(())
     }
+}
+
+/// `fs::rename` onto an existing file. On Windows that fails with "Access denied" while
+/// any other handle has the file open (a `dcb status` reading state.json, a virus
+/// scanner) wherever POSIX rename semantics are not to be had (Wine, FAT, some network
+/// shares), so it is retried for up to 2 s: readers hold these small files briefly.
+fn rename_over(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(windows)]
+    {
+        use std::time::{Duration, Instant};
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match fs::rename(from, to) {
+                // ERROR_ACCESS_DENIED, or ERROR_SHARING_VIOLATION (32).
+                Err(e)
+                    if (e.kind() == io::ErrorKind::PermissionDenied
+                        || e.raw_os_error() == Some(32))
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                done => return done,
+            }
+        }
+    }
+    #[cfg(not(windows))]
+    fs::rename(from, to)
 }
 
 /// One writer's turn at a file, within this process; the next waits for it.
@@ -214,6 +243,26 @@ mod tests {
         let p = dir.path().join("state.json");
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    // On Windows, replacing a file that another handle holds open (`dcb status` or
+    // `dcb stop` reading service.json or state.json) waits for the reader to close it
+    // instead of failing with "Access denied".
+    #[cfg(windows)]
+    #[test]
+    fn replace_waits_for_a_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("service.json");
+        write_atomic(&p, b"one").unwrap();
+        let reader = File::open(&p).unwrap();
+        let closes = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(reader);
+        });
+        write_atomic(&p, b"two").unwrap();
+        closes.join().unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
