@@ -126,10 +126,16 @@ pub struct RestoreArgs {
     #[arg(long = "archive", value_name = "FILE")]
     pub archives: Vec<PathBuf>,
 
-    /// Point in time: restore the documents whose time field is before TIME
-    /// (RFC 3339, or `YYYY-MM-DD[ HH:MM[:SS]]` in the config's time zone).
+    /// Point in time (RFC 3339, or `YYYY-MM-DD[ HH:MM[:SS]]` in the config's time
+    /// zone): a collection whose policy sets `full` comes back as it was at the last
+    /// run at or before TIME; others get the documents whose time field is before it.
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
+
+    /// Restore what the archives hold even where a chain is broken or its history
+    /// incomplete (the result is then not the collection as it was).
+    #[arg(long)]
+    pub partial: bool,
 
     /// Database to restore into.
     #[arg(long, value_name = "DB")]

@@ -262,6 +262,12 @@ fn pattern_diag(
             format!("{shown} is not a valid start"),
         )
         .with_hint("use `today`, `all`, or a duration back from now such as `7d`")
+    } else if pattern == crate::duration::FULL_PATTERN {
+        e(
+            Code::InvalidDuration,
+            format!("{shown} is not a duration or `never`"),
+        )
+        .with_hint("use a duration such as `1d` or `7d`, or `never`")
     } else if pattern == crate::names::NAME_PATTERN {
         e(
             Code::InvalidName,

@@ -9,6 +9,9 @@ pub const PATTERN: &str = "^([0-9]+(ms|s|m|h|d|w))+$";
 /// A start back in time (`window.initial`): `today`, `all`, or a duration.
 pub const INITIAL_PATTERN: &str = "^(today|all|([0-9]+(ms|s|m|h|d|w))+)$";
 
+/// How often a full export is made (`full`): a duration, or `never`.
+pub const FULL_PATTERN: &str = "^(never|([0-9]+(ms|s|m|h|d|w))+)$";
+
 /// A span of time written as one or more `<number><unit>` parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct HumanDuration(pub Duration);

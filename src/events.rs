@@ -37,7 +37,6 @@ pub enum Event<'a> {
     /// A collection's window was exported (and committed, if it held documents).
     JobSucceeded {
         spec: &'a JobSpec,
-        extent: Extent,
         outcome: &'a ExportOutcome,
         elapsed: Duration,
         /// When this run did not count the documents no window selects: the last
@@ -157,18 +156,16 @@ impl Emitter {
                 Extent::Window(w) => {
                     tracing::info!(job = %spec.id(), from = ?w.from, to = %w.to, "export started")
                 }
-                Extent::Snapshot => tracing::info!(job = %spec.id(), "snapshot export started"),
+                Extent::Snapshot => {
+                    tracing::info!(job = %spec.id(), "whole-collection export started")
+                }
             },
             Event::JobSucceeded {
                 spec,
-                extent,
                 outcome,
                 elapsed,
                 untimed_known,
-            } => {
-                self.succeeded(spec, extent, outcome, elapsed, untimed_known)
-                    .await
-            }
+            } => self.succeeded(spec, outcome, elapsed, untimed_known).await,
             Event::JobFailed {
                 spec,
                 error,
@@ -273,7 +270,6 @@ impl Emitter {
     async fn succeeded(
         &self,
         spec: &JobSpec,
-        extent: Extent,
         o: &ExportOutcome,
         elapsed: Duration,
         untimed_known: Option<(u64, DateTime<Utc>)>,
@@ -284,11 +280,21 @@ impl Emitter {
             off_workers(move || {
                 let now = Utc::now();
                 let written = me.update(&spec, |e| {
-                    if let Extent::Window(w) = extent {
+                    if let Some(to) = o.watermark {
                         // Never move a watermark backwards (an overlap re-read ends
                         // where it ended).
-                        e.watermark = Some(e.watermark.map_or(w.to, |old| old.max(w.to)));
+                        e.watermark = Some(e.watermark.map_or(to, |old| old.max(to)));
                     }
+                    // A chain run that wrote nothing still read the changes up to its
+                    // cut: the next one reads on from there.
+                    e.cut = match (&o.manifest, o.cut, &o.builds_on) {
+                        (None, Some(cut), Some(after)) => Some(crate::state::Cut {
+                            cut,
+                            token: o.token.clone(),
+                            after: after.clone(),
+                        }),
+                        _ => None,
+                    };
                     e.last_success = Some(now);
                     e.consecutive_failures = 0;
                     e.successes += 1;

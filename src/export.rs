@@ -5,15 +5,18 @@
 //! fsync ▶ rename ▶ manifest
 
 pub mod archive;
+pub mod changes;
 pub mod manifest;
 pub mod metadata;
 pub mod source;
+mod stream;
+
+pub use stream::cancelled;
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
 use chrono::Utc;
 use mongodb::Client;
@@ -24,17 +27,9 @@ use crate::plan::JobSpec;
 use crate::storage::{self, Source, StorageError, Target, names};
 use crate::window::Extent;
 use archive::ArchiveWriter;
-use manifest::Manifest;
-use source::{Query, Timed};
-
-/// Documents are handed to the compressing thread in chunks of about this size.
-const CHUNK: usize = 1 << 20;
-/// Chunks in flight between the cursor and the compressor: bounds memory.
-const CHUNKS_IN_FLIGHT: usize = 4;
-/// Documents per server batch. The default (16 MiB replies) costs memory in proportion
-/// to the batch, twice over; a few thousand documents a round trip keeps the server busy
-/// at a fraction of the memory.
-const BATCH_DOCS: u32 = 4096;
+use manifest::{Changes, ClusterTime, History, Kind, Link, Manifest, Previous};
+use source::Query;
+use stream::{count_untimed, stream};
 
 /// Why an export failed, in one line a human can act on.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -186,12 +181,42 @@ pub struct ExportJob {
     /// Set to abort the export (graceful shutdown): it stops at the next document,
     /// removes its temp file and reports `Interrupted`.
     pub cancel: Arc<AtomicBool>,
+    /// For a collection whose policy sets `full`: the chain's part of the run.
+    pub chain: Option<ChainJob>,
+}
+
+/// A chain run: a full that starts a chain, or an incremental on its newest archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainJob {
+    /// The whole collection (the job's extent is `Snapshot`).
+    Full,
+    /// The window, plus what the change stream saw since the archive before.
+    Incremental {
+        /// The chain's full archive.
+        base: String,
+        /// The archive this one builds on.
+        previous: Previous,
+        /// Its cut: changes are read from here.
+        since: ClusterTime,
+        /// Its resume token (preferred to the cut: lost history is then detected).
+        token: Option<String>,
+        /// Also capture updates the window misses.
+        capture_updates: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
 pub struct ExportOutcome {
     /// `None` for an empty window: nothing was written.
     pub manifest: Option<Manifest>,
+    /// A chain run's cut, also when it wrote nothing (the next run reads from here).
+    pub cut: Option<ClusterTime>,
+    /// Where the next window starts: the end of this one, or a chain full's time.
+    pub watermark: Option<chrono::DateTime<Utc>>,
+    /// A chain incremental's archive before (whether or not this run wrote one).
+    pub builds_on: Option<String>,
+    /// Where a chain run's change stream stopped (also when it wrote nothing).
+    pub token: Option<String>,
     pub archive: Option<Source>,
     pub documents: u64,
     pub bytes: u64,
@@ -221,18 +246,53 @@ pub async fn export(
     let coll_name = &spec.collection.name;
     let db = client.database(&spec.database);
     let info = metadata::collection_info(&db, coll_name).await?;
+    // A chain run cuts the server's history before it reads anything: what changes
+    // later is the next run's.
+    let cut = match &job.chain {
+        Some(_) => Some(changes::cut(client).await?),
+        None => None,
+    };
     let to = match job.extent {
-        Extent::Window(w) if w.is_empty() => {
-            return Ok(ExportOutcome {
-                manifest: None,
-                archive: None,
-                documents: 0,
-                bytes: 0,
-                untimed: None,
-            });
+        Extent::Window(w) if w.is_empty() && job.chain.is_none() => {
+            return Ok(ExportOutcome::nothing(None, None, Some(w.to)));
         }
         Extent::Window(w) => w.to,
         Extent::Snapshot => started_at,
+    };
+    let changed = match (&job.chain, &cut, &job.extent) {
+        (
+            Some(ChainJob::Incremental {
+                since,
+                token,
+                capture_updates,
+                ..
+            }),
+            Some((until, _)),
+            Extent::Window(w),
+        ) => {
+            let coll = db.collection::<mongodb::bson::Document>(coll_name);
+            let tf = &spec.collection.time_field;
+            let token = token.as_deref();
+            let set = changes::read(&coll, token, *since, *until, tf, w, *capture_updates).await?;
+            if let Some(History::Unavailable(why) | History::Lost(why)) = &set.history {
+                tracing::warn!(job = %spec.id(), "the deletions since the last run are unknown ({why}); the next run is a full");
+            }
+            Some(set)
+        }
+        // A full starts the chain's change history where it stands before the scan.
+        (Some(ChainJob::Full), Some(_), _) => {
+            let coll = db.collection::<mongodb::bson::Document>(coll_name);
+            let (token, history) = match changes::position(&coll).await? {
+                Ok(t) => (Some(t), None),
+                Err(h) => (None, Some(h)),
+            };
+            Some(changes::ChangeSet {
+                token,
+                history,
+                ..changes::ChangeSet::default()
+            })
+        }
+        _ => None,
     };
     let indexes = metadata::indexes(&db, coll_name).await?;
     let indexed = source::leads_index(&indexes, &spec.collection.time_field);
@@ -244,7 +304,7 @@ pub async fn export(
         );
     }
     let meta_bytes = metadata::render(coll_name, &info, indexes);
-
+    let window_empty = matches!(job.extent, Extent::Window(w) if w.is_empty());
     let query = source::query(&job.extent, &spec.collection.time_field, indexed);
     let untimed_server = match (&query, job.count_untimed) {
         (Query::Range(_), true) => count_untimed(&db, spec).await,
@@ -263,14 +323,26 @@ pub async fn export(
     let key = names::key(&spec.policy, &archive_name);
     let temp = job.target.stage(&key).map_err(ExportError::from_storage)?;
     let bson_member = names::bson_member(&spec.database, coll_name);
+    // The deletions come first in the archive: a restore applies them before the
+    // documents, so a document deleted and inserted again comes back.
+    let deleted = changed.as_ref().map_or(0, |c| c.deleted.len() as u64);
+    let token = changed.as_ref().and_then(|c| c.token.clone());
+    let leading = match &changed {
+        Some(c) if !c.deleted.is_empty() => vec![(
+            names::deletions_member(&spec.policy, &spec.database, coll_name),
+            deletions(&c.deleted)?,
+        )],
+        _ => Vec::new(),
+    };
     // From here on, any early return, panic or cancellation removes the temp file.
     let temp_guard = storage::TempGuard::new(temp.clone());
-    let writer = ArchiveWriter::create(
+    let writer = ArchiveWriter::create_with(
         &temp,
         &bson_member,
         job.compression_level,
         to.timestamp().max(0) as u64,
         &recipients,
+        &leading,
     )
     .map_err(|e| ExportError::from_io(&temp, e))?;
 
@@ -284,27 +356,44 @@ pub async fn export(
         _ => None,
     };
     progress.start(total);
-    let (writer, documents, untimed_scan) = stream(client, job, &query, writer, progress).await?;
-    let untimed = untimed_scan.or(untimed_server);
-    // An incremental window with no documents needs no archive: the run still succeeds
-    // and moves the watermark. A snapshot is kept even when empty: it records that the
-    // collection was empty.
-    if documents == 0 && matches!(job.extent, Extent::Window(_)) {
+    let (mut writer, mut documents, mut untimed_scan) = if window_empty {
+        (writer, 0, None)
+    } else {
+        stream(client, job, &query, writer, progress).await?
+    };
+    let mut captured = 0;
+    if let (Some(c), Extent::Window(w)) = (&changed, job.extent)
+        && !c.changed.is_empty()
+    {
+        let by_id = Query::Ids {
+            ids: c.changed.clone(),
+            window: w,
+        };
+        let (w2, n, _) = stream(client, job, &by_id, writer, progress).await?;
+        (writer, captured) = (w2, n);
+        documents += n;
+    }
+    let untimed = untimed_scan.take().or(untimed_server);
+    let history = changed.as_ref().and_then(|c| c.history.clone());
+    let complete = history.as_ref().is_none_or(|h| *h == History::Complete);
+    // An incremental window with no documents (and, in a chain, no deletions and every
+    // change seen) needs no archive: the run still succeeds and moves the watermark. A
+    // snapshot or a full is kept even when empty: it records that the collection was.
+    if documents == 0 && deleted == 0 && complete && matches!(job.extent, Extent::Window(_)) {
         drop(writer);
         drop(temp_guard);
-        return Ok(ExportOutcome {
-            manifest: None,
-            archive: None,
-            documents: 0,
-            bytes: 0,
-            untimed,
-        });
+        let mut nothing = ExportOutcome::nothing(untimed, cut.map(|c| c.0), Some(to));
+        nothing.builds_on = builds_on(job);
+        nothing.token = token;
+        return Ok(nothing);
     }
     let bytes = writer.bson_bytes();
-    let (from, mode) = match job.extent {
-        Extent::Window(w) => (w.from, spec.collection.mode),
-        Extent::Snapshot => (None, spec.collection.mode),
+    let from = match job.extent {
+        Extent::Window(w) => w.from,
+        Extent::Snapshot => None,
     };
+    let counts = (deleted, captured);
+    let (kind, chain, changes) = chain_fields(job, &archive_name, cut, history, counts, token);
     let mut manifest = Manifest {
         format: manifest::FORMAT,
         dcb_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -312,7 +401,7 @@ pub async fn export(
         database: spec.database.clone(),
         collection: coll_name.clone(),
         time_field: spec.collection.time_field.clone(),
-        mode,
+        mode: spec.collection.mode,
         from,
         to,
         documents,
@@ -326,6 +415,10 @@ pub async fn export(
         archive_sha256: None,
         archive_size: None,
         encrypted: !recipients.is_empty(),
+        kind: Some(kind),
+        chain,
+        changes,
+        epoch: None,
     };
     let meta_path = names::metadata_member(&spec.database, coll_name);
     let manifest_member = names::manifest_member(&spec.policy, &spec.database, coll_name);
@@ -334,15 +427,13 @@ pub async fn export(
         let temp = temp.clone();
         tokio::task::spawn_blocking(move || {
             let mut inner = None;
-            let members = writer.finish(|bson| {
-                m.members = vec![
-                    bson.clone(),
-                    archive::MemberInfo {
-                        path: meta_path.clone(),
-                        size: meta_bytes.len() as u64,
-                        sha256: archive::hex(&<sha2::Sha256 as sha2::Digest>::digest(&meta_bytes)),
-                    },
-                ];
+            let members = writer.finish_with(|so_far| {
+                m.members = so_far.to_vec();
+                m.members.push(archive::MemberInfo {
+                    path: meta_path.clone(),
+                    size: meta_bytes.len() as u64,
+                    sha256: archive::hex(&<sha2::Sha256 as sha2::Digest>::digest(&meta_bytes)),
+                });
                 m.finished_at = Utc::now();
                 let json = m.to_json();
                 inner = Some(m.clone());
@@ -372,8 +463,17 @@ pub async fn export(
         .map_err(|e| ExportError::from_join(e, "the archive's commit"))?
         .map_err(ExportError::from_storage)?;
     temp_guard.disarm();
+    let watermark = match (job.extent, &job.chain) {
+        (Extent::Window(w), _) => Some(w.to),
+        (Extent::Snapshot, Some(_)) => Some(to),
+        (Extent::Snapshot, None) => None,
+    };
     Ok(ExportOutcome {
         archive: Some(Source::object(&job.target, key)),
+        cut: cut.map(|c| c.0),
+        watermark,
+        builds_on: builds_on(job),
+        token: None,
         documents,
         bytes,
         untimed,
@@ -381,151 +481,105 @@ pub async fn export(
     })
 }
 
-/// Read the cursor into the writer (on its own thread, so compression overlaps the
-/// reads). Returns the writer, the documents written and, for scans of a window, the
-/// documents no window can select.
-async fn stream(
-    client: &Client,
+/// The manifest's kind, chain link and changes for `job`'s archive.
+fn chain_fields(
     job: &ExportJob,
-    query: &Query,
-    writer: ArchiveWriter,
-    progress: &dyn Progress,
-) -> Result<(ArchiveWriter, u64, Option<u64>), ExportError> {
-    let spec = &job.spec;
-    let coll = client
-        .database(&spec.database)
-        .collection::<RawDocumentBuf>(&spec.collection.name);
-    let temp_path = writer.path().to_path_buf();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
-    let writer_thread = tokio::task::spawn_blocking(move || -> io::Result<ArchiveWriter> {
-        let mut writer = writer;
-        while let Some(chunk) = rx.blocking_recv() {
-            writer.write_bson(&chunk)?;
-        }
-        Ok(writer)
-    });
-
-    let read = read_cursor(
-        &coll,
-        query,
-        &spec.collection.time_field,
-        &tx,
-        progress,
-        &job.cancel,
-    )
-    .await;
-    drop(tx);
-    let written = writer_thread
-        .await
-        .map_err(|e| ExportError::from_join(e, "the archive writer"))?;
-    match (read, written) {
-        (Ok((docs, untimed)), Ok(writer)) => Ok((writer, docs, untimed)),
-        // A failed write closes the channel, which the reader sees as a send error:
-        // the write error is the cause.
-        (_, Err(e)) => Err(ExportError::from_io(&temp_path, e)),
-        (Err(e), Ok(_)) => Err(e),
-    }
-}
-
-async fn read_cursor(
-    coll: &mongodb::Collection<RawDocumentBuf>,
-    query: &Query,
-    time_field: &str,
-    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
-    progress: &dyn Progress,
-    cancel: &AtomicBool,
-) -> Result<(u64, Option<u64>), ExportError> {
-    let (filter, after, before) = match query {
-        Query::Range(f) => (f.clone(), None, None),
-        Query::Scan { from, before } => (mongodb::bson::Document::new(), *from, *before),
+    archive: &str,
+    cut: Option<(ClusterTime, chrono::DateTime<Utc>)>,
+    history: Option<History>,
+    (deleted, captured): (u64, u64),
+    token: Option<String>,
+) -> (Kind, Option<Link>, Option<Changes>) {
+    let plain = match job.extent {
+        Extent::Snapshot => Kind::Full,
+        Extent::Window(_) => Kind::Incremental,
     };
-    let mut cursor = coll
-        .find(filter)
-        .batch_size(BATCH_DOCS)
-        .await
-        .map_err(ExportError::from_mongo)?;
-    let path: Vec<&str> = time_field.split('.').collect();
-    let cutoff = before.map(|b| b.timestamp_millis());
-    let start = after.map_or(i64::MIN, |a| a.timestamp_millis());
-    let mut untimed = 0u64;
-    let mut docs = 0u64;
-    let mut buf = Vec::with_capacity(CHUNK + 64 * 1024);
-    let mut batch_docs = 0u64;
-    // A getMore can wait on the server for long; a shutdown must not wait with it.
-    let cancelled = cancelled(cancel);
-    tokio::pin!(cancelled);
-    loop {
-        let more = tokio::select! {
-            biased;
-            more = cursor.advance() => more.map_err(ExportError::from_mongo)?,
-            () = &mut cancelled => return Err(ExportError::Interrupted),
-        };
-        if !more {
-            break;
+    let (Some(chain), Some((until, at))) = (&job.chain, cut) else {
+        return (plain, None, None);
+    };
+    let (kind, link, since) = match chain {
+        ChainJob::Full => (
+            Kind::Full,
+            Link {
+                base: archive.to_string(),
+                previous: None,
+            },
+            None,
+        ),
+        ChainJob::Incremental {
+            base,
+            previous,
+            since,
+            ..
+        } => (
+            Kind::Incremental,
+            Link {
+                base: base.clone(),
+                previous: Some(previous.clone()),
+            },
+            Some(*since),
+        ),
+    };
+    // A server without an oplog (standalone) has no cut: no run after this one can
+    // know what was deleted, so its next run is a full too.
+    let history = match history {
+        Some(h) => h,
+        None if until == (ClusterTime { t: 0, i: 0 }) => {
+            History::Unavailable("the server keeps no oplog (a standalone server)".into())
         }
-        if cancel.load(Ordering::Relaxed) {
-            return Err(ExportError::Interrupted);
-        }
-        let doc = cursor.current();
-        if let Some(cutoff) = cutoff {
-            match source::time_of(doc, &path) {
-                Timed::At(t) if t >= start && t < cutoff => {}
-                Timed::At(_) => continue,
-                Timed::Untimed => {
-                    untimed += 1;
-                    continue;
-                }
-            }
-        }
-        buf.extend_from_slice(doc.as_bytes());
-        docs += 1;
-        batch_docs += 1;
-        if buf.len() >= CHUNK {
-            let len = buf.len() as u64;
-            let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK + 64 * 1024));
-            send(tx, full).await?;
-            progress.advance(batch_docs, len);
-            batch_docs = 0;
-        }
-    }
-    if !buf.is_empty() {
-        let len = buf.len() as u64;
-        send(tx, buf).await?;
-        progress.advance(batch_docs, len);
-    }
-    Ok((docs, cutoff.map(|_| untimed)))
+        None => History::Complete,
+    };
+    let changes = Changes {
+        until,
+        at,
+        since,
+        deleted,
+        captured,
+        history,
+        token,
+    };
+    (kind, Some(link), Some(changes))
 }
 
-/// Resolves once `cancel` is set (polled: the flag is shared with sync code).
-pub async fn cancelled(cancel: &AtomicBool) {
-    while !cancel.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// The archive a chain incremental builds on.
+fn builds_on(job: &ExportJob) -> Option<String> {
+    match &job.chain {
+        Some(ChainJob::Incremental { previous, .. }) => Some(previous.archive.clone()),
+        _ => None,
     }
 }
 
-/// Hand a chunk to the writer thread; waits while it is busy (bounded memory).
-async fn send(tx: &tokio::sync::mpsc::Sender<Vec<u8>>, chunk: Vec<u8>) -> Result<(), ExportError> {
-    // A closed channel means the writer stopped: its error is reported by the caller.
-    tx.send(chunk).await.map_err(|_| ExportError::Interrupted)
+/// The deletions member: one `{_id: …}` document per deleted document, in order.
+fn deletions(ids: &[mongodb::bson::Bson]) -> Result<Vec<u8>, ExportError> {
+    let mut out = Vec::new();
+    for id in ids {
+        let doc = mongodb::bson::doc! {"_id": id.clone()};
+        let bytes = mongodb::bson::serialize_to_vec(&doc)
+            .map_err(|e| ExportError::Internal(format!("a deleted _id: {e}")))?;
+        out.extend_from_slice(&bytes);
+    }
+    Ok(out)
 }
 
-async fn count_untimed(db: &mongodb::Database, spec: &JobSpec) -> Option<u64> {
-    let coll = db.collection::<mongodb::bson::Document>(&spec.collection.name);
-    let mut total = 0;
-    for filter in source::untimed_filters(&spec.collection.time_field) {
-        match coll
-            .count_documents(filter)
-            .max_time(Duration::from_secs(60))
-            .await
-        {
-            Ok(n) => total += n,
-            Err(e) => {
-                tracing::warn!(job = %spec.id(), error = %e, "could not count documents without a valid time field");
-                return None;
-            }
+impl ExportOutcome {
+    /// A run that wrote nothing.
+    fn nothing(
+        untimed: Option<u64>,
+        cut: Option<ClusterTime>,
+        watermark: Option<chrono::DateTime<Utc>>,
+    ) -> ExportOutcome {
+        ExportOutcome {
+            manifest: None,
+            archive: None,
+            cut,
+            watermark,
+            builds_on: None,
+            token: None,
+            documents: 0,
+            bytes: 0,
+            untimed,
         }
     }
-    Some(total)
 }
 
 /// The server's version, for manifests.

@@ -7,6 +7,7 @@ pub mod alert;
 pub mod audit;
 pub mod bson_stream;
 pub mod catalog;
+pub mod chain;
 pub mod cli;
 pub mod commands;
 pub mod config;

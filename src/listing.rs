@@ -27,6 +27,11 @@ pub struct Entry {
     /// Bytes on disk.
     pub size: u64,
     pub verified: Option<Verified>,
+    /// `full` (the whole collection) or `incremental`.
+    pub kind: crate::export::manifest::Kind,
+    /// For a policy with `full`: the chain (its full's file name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +59,10 @@ pub fn entries(
         .map(|f: Found| {
             let key = f.key().to_string();
             let size = f.size;
+            let (kind, chain) = (
+                f.manifest.kind(),
+                f.manifest.chain.as_ref().map(|l| l.base.clone()),
+            );
             let m = f.manifest;
             Entry {
                 size,
@@ -71,6 +80,8 @@ pub fn entries(
                 to: m.to,
                 documents: m.documents,
                 bytes: m.bytes,
+                kind,
+                chain,
             }
         })
         .collect();
@@ -85,12 +96,37 @@ pub fn entries(
     out
 }
 
-/// An archive's window for people: `snapshot at …`, `start .. …`, or `from .. to`
-/// (UTC, to the minute).
-pub fn window_text(mode: Mode, from: Option<DateTime<Utc>>, to: DateTime<Utc>) -> String {
+/// How far each collection of `found` restores (its chains or its windows), by
+/// (policy, database, collection).
+pub fn coverage(found: &[Found]) -> Vec<((String, String, String), crate::chain::Coverage)> {
+    let mut groups: std::collections::BTreeMap<(String, String, String), Vec<&Found>> =
+        std::collections::BTreeMap::new();
+    for f in found {
+        let m = &f.manifest;
+        groups
+            .entry((m.policy.clone(), m.database.clone(), m.collection.clone()))
+            .or_default()
+            .push(f);
+    }
+    groups
+        .into_iter()
+        .filter(|(_, v)| v.iter().any(|f| f.manifest.in_chain()))
+        .map(|(k, v)| (k, crate::chain::coverage_of(&v)))
+        .collect()
+}
+
+/// An archive's window for people: `snapshot at …`, `full at …`, `start .. …`, or
+/// `from .. to` (UTC, to the minute).
+pub fn window_text(
+    kind: crate::export::manifest::Kind,
+    mode: Mode,
+    from: Option<DateTime<Utc>>,
+    to: DateTime<Utc>,
+) -> String {
     let t = |d: DateTime<Utc>| d.format("%Y-%m-%d %H:%M").to_string();
     match (mode, from) {
         (Mode::Snapshot, _) => format!("snapshot at {}", t(to)),
+        _ if kind == crate::export::manifest::Kind::Full => format!("full at {}", t(to)),
         (_, Some(from)) => format!("{} .. {}", t(from), t(to)),
         (_, None) => format!("start .. {}", t(to)),
     }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::duration::{self, HumanDuration};
 use crate::schedule::Schedule;
 
-pub use crate::duration::INITIAL_PATTERN;
+pub use crate::duration::{FULL_PATTERN, INITIAL_PATTERN};
 pub use crate::names::NAME_PATTERN;
 
 /// The JSON schema of policy files.
@@ -72,6 +72,22 @@ pub struct PolicyFile {
     /// The time window each incremental run exports.
     #[serde(default)]
     pub window: WindowFile,
+
+    /// How often each collection gets a full export, which starts a chain that the
+    /// incremental runs after it build on (with the documents deleted between runs
+    /// recorded), so that `dcb restore --until` brings a collection back as it was: a
+    /// duration (`1d`, `7d`), or `never` (the default: each run exports its window only,
+    /// and a restore brings back the documents of the archives kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = FULL_PATTERN))]
+    pub full: Option<String>,
+
+    /// With `full`: also capture the documents changed since the previous run whose
+    /// time field their change left outside the new window (an update to an old
+    /// document under `timeField: createdAt`, a document that arrived late), reading
+    /// their current version by `_id`. Default: true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_updates: Option<bool>,
 
     /// Collections to back up: names, or objects overriding `timeField` or `mode`.
     #[schemars(length(min = 1))]
@@ -185,6 +201,14 @@ pub struct CollectionFile {
     /// The mode of this collection, overriding the policy's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// How often this collection gets a full export, overriding the policy's `full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = FULL_PATTERN))]
+    pub full: Option<String>,
+    /// Whether this collection's changes outside the window are captured, overriding
+    /// the policy's `captureUpdates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_updates: Option<bool>,
 }
 
 impl CollectionEntry {
@@ -290,6 +314,18 @@ pub struct CollectionSpec {
     pub name: String,
     pub time_field: String,
     pub mode: Mode,
+    /// How often a full export starts a new chain; `None`: never (no chains).
+    pub full: Option<HumanDuration>,
+    /// With `full`: changes outside the window are captured by `_id`.
+    pub capture_updates: bool,
+}
+
+impl CollectionSpec {
+    /// Whether this collection's runs form chains (a full, then incrementals that
+    /// record deletions): an incremental collection with `full` set.
+    pub fn has_bases(&self) -> bool {
+        self.mode == Mode::Incremental && self.full.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use crate::catalog::Found;
 use crate::policy::Mode;
 
 /// What to restore and where.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Request {
     /// Only these policies (empty: all).
     pub policies: Vec<String>,
@@ -25,6 +25,10 @@ pub struct Request {
     pub to_collection: Option<String>,
     /// Restoring into the source database is allowed.
     pub in_place: bool,
+    /// Restore a chain past a break (not exact).
+    pub partial: bool,
+    /// What "now" is, for a restore of chains without `until`.
+    pub now: DateTime<Utc>,
 }
 
 /// One collection's archives, oldest first, and where they go.
@@ -36,6 +40,9 @@ pub struct Chain {
     pub mode: Mode,
     pub time_field: String,
     pub archives: Vec<Found>,
+    /// A chain of a policy with `full`: a full and the incrementals after it, applied
+    /// exactly (each archive's deletions, then its documents; no time-field cut).
+    pub exact: bool,
     pub target_database: String,
     pub target_collection: String,
 }
@@ -109,6 +116,24 @@ pub fn plan_with_skipped(
         };
         let mode = newest.manifest.mode;
         let time_field = newest.manifest.time_field.clone();
+        if let Some(chosen) = exact(&archives, req)? {
+            if chosen.is_empty() {
+                skipped.push(format!("{policy}:{database}.{collection}"));
+                continue;
+            }
+            chains.push(Chain {
+                target_database: req.to_database.clone(),
+                target_collection: collection.clone(),
+                policy,
+                database,
+                collection,
+                mode,
+                time_field,
+                archives: chosen,
+                exact: true,
+            });
+            continue;
+        }
         if archives.iter().any(|f| f.manifest.mode != mode) {
             return err(format!(
                 "the archives of {policy}:{database}.{collection} mix snapshot and incremental modes (the policy changed); restore the ones you want with --archive"
@@ -151,6 +176,7 @@ pub fn plan_with_skipped(
             mode,
             time_field,
             archives: chosen,
+            exact: false,
         });
     }
     if chains.is_empty() {
@@ -197,6 +223,44 @@ pub fn plan_with_skipped(
         ));
     }
     Ok((chains, skipped))
+}
+
+/// For a collection with chains: the archives a restore applies (`None` when the
+/// collection has none and the window rule applies). Before the first full, archives
+/// written without chains (the policy had no `full` then) restore by the window rule.
+fn exact(archives: &[&Found], req: &Request) -> Result<Option<Vec<Found>>, PlanError> {
+    let grouped = crate::chain::group(archives);
+    if grouped.chains.is_empty() && grouped.stray.is_empty() {
+        return Ok(None);
+    }
+    let until = req.until.unwrap_or(req.now);
+    match crate::chain::as_of(&grouped, until) {
+        Ok(chosen) => Ok(Some(chosen.into_iter().cloned().collect())),
+        Err(e) if e.from.is_none() && !grouped.windows.is_empty() => Ok(None),
+        Err(_) if req.partial => {
+            // Best effort: the newest full at or before `until`, and every archive of
+            // its chain up to then, broken links and all.
+            let Some(full) = grouped.chains.iter().rev().find(|c| c.begins() <= until) else {
+                return Ok(Some(Vec::new()));
+            };
+            let base = &full.full.manifest.archive;
+            let mut chosen: Vec<Found> = archives
+                .iter()
+                .filter(|f| f.manifest.chain.as_ref().is_some_and(|l| l.base == *base))
+                .filter(|f| f.manifest.restore_point() <= until)
+                .map(|f| (*f).clone())
+                .collect();
+            chosen.sort_by_key(|f| f.manifest.changes.as_ref().map(|c| c.until));
+            Ok(Some(chosen))
+        }
+        Err(e) => {
+            let m = &archives[0].manifest;
+            Err(PlanError(format!(
+                "{}:{}.{}: {e}; nothing was written (--partial restores what the archives hold)",
+                m.policy, m.database, m.collection
+            )))
+        }
+    }
 }
 
 /// Why a chain may only be written into an empty target (unless `--drop` empties it).
@@ -334,6 +398,10 @@ mod tests {
                 archive_sha256: None,
                 archive_size: None,
                 encrypted: false,
+                kind: None,
+                chain: None,
+                changes: None,
+                epoch: None,
             },
             archive: Source::File(PathBuf::from(format!("{policy}/{stem}.tar.gz"))),
             manifest_key: format!("{policy}/{stem}.manifest.json"),
@@ -343,9 +411,14 @@ mod tests {
 
     fn req(until: Option<u32>) -> Request {
         Request {
+            policies: Vec::new(),
+            collections: Vec::new(),
             to_database: "restored".into(),
+            to_collection: None,
             until: until.map(t),
-            ..Request::default()
+            in_place: false,
+            partial: false,
+            now: t(23),
         }
     }
 

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::catalog::Found;
+use crate::chain;
 use crate::duration::HumanDuration;
 use crate::policy::{Mode, Policy};
 
@@ -28,6 +29,8 @@ pub struct Deletion {
     pub window_end: DateTime<Utc>,
     /// Why it goes, for people: its age against the retention.
     pub reason: String,
+    /// The chain it belongs to (its full's file name), for a policy with `full`.
+    pub chain: Option<String>,
 }
 
 /// An archive the plan keeps, and why.
@@ -36,6 +39,8 @@ pub struct Kept {
     pub archive: String,
     pub policy: String,
     pub reason: String,
+    /// The chain it belongs to (its full's file name), for a policy with `full`.
+    pub chain: Option<String>,
 }
 
 /// What retention would do: both lists oldest first (by window end, then path).
@@ -52,6 +57,11 @@ pub struct RetentionPlan {
 /// - the newest snapshot stays even with `keepLast: 0`: it is the only copy of the
 ///   collection as it is now;
 /// - archives of a policy not in `policies` (its file deleted or renamed) never go.
+///
+/// The archives of chains (a policy with `full`) go by whole chains instead, so that
+/// every moment of the last `retention` can be restored: the newest chain whose full is
+/// at least `retention` old stays with every chain after it, and `keepLast` counts
+/// chains ([`chain::first_kept`]); a chain older than those goes whole.
 ///
 /// The result does not depend on the order of `found`.
 pub fn compute(found: &[Found], policies: &[Policy], now: DateTime<Utc>) -> RetentionPlan {
@@ -78,6 +88,25 @@ pub fn compute(found: &[Found], policies: &[Policy], now: DateTime<Utc>) -> Rete
         };
         let retention = policy.retention.as_chrono();
         let keep_last = usize::try_from(policy.keep_last).unwrap_or(usize::MAX);
+        let (chained, windows): (Vec<&Found>, Vec<&Found>) =
+            archives.iter().partition(|f| f.manifest.in_chain());
+        if !chained.is_empty() {
+            let mut d = |f: &Found, reason: String, chain: &str| {
+                delete.push(Deletion {
+                    archive: f.key().to_string(),
+                    manifest: f.manifest_key.clone(),
+                    size: f.size,
+                    policy: policy_name.to_string(),
+                    database: database.to_string(),
+                    collection: collection.to_string(),
+                    window_end: f.manifest.to,
+                    reason,
+                    chain: Some(chain.to_string()),
+                })
+            };
+            chains(&chained, policy, keep_last, now, &mut d, &mut keep);
+        }
+        let archives = windows;
         let newest_snapshot = archives
             .iter()
             .position(|f| f.manifest.mode == Mode::Snapshot);
@@ -109,6 +138,7 @@ pub fn compute(found: &[Found], policies: &[Policy], now: DateTime<Utc>) -> Rete
                         whole_seconds(age),
                         policy.retention
                     ),
+                    chain: None,
                 }),
             }
         }
@@ -126,6 +156,73 @@ fn kept(f: &Found, reason: String) -> Kept {
         archive: f.key().to_string(),
         policy: f.manifest.policy.clone(),
         reason,
+        chain: f.manifest.chain.as_ref().map(|l| l.base.clone()),
+    }
+}
+
+/// Retention of one collection's chains: whole chains go, the newest ones stay.
+fn chains(
+    archives: &[&Found],
+    policy: &Policy,
+    keep_last: usize,
+    now: DateTime<Utc>,
+    delete: &mut dyn FnMut(&Found, String, &str),
+    keep: &mut Vec<(DateTime<Utc>, Kept)>,
+) {
+    let grouped = chain::group(archives);
+    let first = chain::first_kept(&grouped, policy.retention.as_chrono(), keep_last, now);
+    let by_age = chain::first_kept(&grouped, policy.retention.as_chrono(), 0, now);
+    let oldest_kept = grouped.chains.get(first).map(|c| c.begins());
+    for (i, c) in grouped.chains.iter().enumerate() {
+        let base = c.full.manifest.archive.clone();
+        let age = whole_seconds(now - c.begins());
+        if i < first {
+            let newer = &grouped.chains[first].full.manifest.archive;
+            // A prune interrupted half-way leaves archives of the chain that link to
+            // nothing kept: the next prune takes them as strays.
+            for f in c.archives() {
+                delete(
+                    f,
+                    format!(
+                        "chain of {base} (full {age} ago): the chain of {newer} restores every moment of the last {}",
+                        policy.retention
+                    ),
+                    &base,
+                );
+            }
+        } else {
+            let why = if i < by_age {
+                format!(
+                    "chain of {base}: keepLast keeps the newest {} chains",
+                    policy.keep_last
+                )
+            } else {
+                format!(
+                    "chain of {base}: restores moments within retention {}",
+                    policy.retention
+                )
+            };
+            for f in c.archives() {
+                keep.push((f.manifest.to, kept(f, why.clone())));
+            }
+        }
+    }
+    for f in &grouped.stray {
+        let base = f.manifest.chain.as_ref().map_or("?", |l| l.base.as_str());
+        let before_kept = oldest_kept.is_none_or(|t| f.manifest.restore_point() < t);
+        if before_kept && oldest_kept.is_some() {
+            delete(
+                f,
+                format!(
+                    "an archive of {base} past a break in its chain, older than every chain kept"
+                ),
+                base,
+            );
+        } else {
+            let reason =
+                format!("an archive of {base} past a break in its chain (kept for --partial)");
+            keep.push((f.manifest.to, kept(f, reason)));
+        }
     }
 }
 
@@ -212,6 +309,10 @@ mod tests {
                 archive_sha256: None,
                 archive_size: None,
                 encrypted: false,
+                kind: None,
+                chain: None,
+                changes: None,
+                epoch: None,
             },
             archive: Source::object(target, format!("{policy}/{stem}.tar.gz")),
             manifest_key: format!("{policy}/{stem}.manifest.json"),
@@ -393,5 +494,96 @@ mod tests {
         assert!(exists(&t, &stuck.manifest_key));
         assert_eq!(report.deleted, [other.key().to_string()]);
         assert!(!exists(&t, other.key()) && !exists(&t, &other.manifest_key));
+    }
+
+    // For a policy with `full`, after retention deletes what it may (an injected
+    // clock), every moment of the last `retention` still restores exactly from what is
+    // left, and no moment before the oldest full left does; the plan says why, chain by
+    // chain.
+    #[test]
+    fn chains_keep_every_moment_of_the_retention() {
+        use crate::chain::fixture::{archive, t};
+        use crate::export::manifest::History;
+        let p = |keep_last: u32| {
+            let text = format!(
+                "name: p\nschedule: \"0 * * * *\"\ntimezone: UTC\ncollections: [c]\nfull: 1d\nretention: 2d\nkeepLast: {keep_last}\n"
+            );
+            let doc = Document::parse(Path::new("p.yaml"), text).unwrap();
+            let defaults = Defaults {
+                timezone: chrono_tz::Tz::UTC,
+                concurrency: 3,
+            };
+            validate(&doc, &defaults).0.unwrap()
+        };
+        // A full every 24 hours and an incremental every hour for five days.
+        let mut all = Vec::new();
+        for day in 0..5i64 {
+            let base = format!("f{day}");
+            all.push(archive(&base, &base, day * 24, None, History::Complete));
+            let mut prev = base.clone();
+            for h in 1..24 {
+                let name = format!("i{day}-{h}");
+                let sha = format!("sha-{prev}");
+                all.push(archive(
+                    &name,
+                    &base,
+                    day * 24 + h,
+                    Some((&prev, &sha)),
+                    History::Complete,
+                ));
+                prev = name;
+            }
+        }
+        let now = t(5 * 24 - 1);
+        let plan = compute(&all, &[p(0)], now);
+        let gone: std::collections::BTreeSet<&str> =
+            plan.delete.iter().map(|d| d.archive.as_str()).collect();
+        let left: Vec<Found> = all
+            .iter()
+            .filter(|f| !gone.contains(f.key()))
+            .cloned()
+            .collect();
+        let refs: Vec<&Found> = left.iter().collect();
+        let grouped = chain::group(&refs);
+        // Every hour of the last two days restores exactly, from a full at or before it.
+        for h in (5 * 24 - 1 - 48)..(5 * 24) {
+            let chosen = chain::as_of(&grouped, t(h)).unwrap_or_else(|e| panic!("hour {h}: {e}"));
+            assert!(chosen.last().unwrap().manifest.restore_point() <= t(h));
+            assert!(chosen[0].manifest.kind() == crate::export::manifest::Kind::Full);
+        }
+        // The oldest full left is the newest one at least two days old (day 2, hour 48);
+        // nothing before it restores.
+        assert_eq!(grouped.chains[0].full.manifest.archive, "f2");
+        assert!(chain::as_of(&grouped, t(47)).is_err());
+        // Whole chains went, and the plan says which chain and why.
+        assert_eq!(plan.delete.len(), 48);
+        for d in &plan.delete {
+            let chain = d.chain.as_deref().unwrap();
+            assert!(chain == "f0" || chain == "f1", "{d:?}");
+            assert!(
+                d.reason.contains(&format!("chain of {chain}")),
+                "{}",
+                d.reason
+            );
+            assert!(
+                d.reason
+                    .contains("the chain of f2 restores every moment of the last 2d"),
+                "{}",
+                d.reason
+            );
+        }
+        assert!(
+            plan.keep
+                .iter()
+                .all(|k| k.reason.contains("within retention 2d"))
+        );
+        // keepLast counts chains: 4 keeps day 1 too, saying why.
+        let plan = compute(&all, &[p(4)], now);
+        assert_eq!(plan.delete.len(), 24);
+        assert!(
+            plan.keep
+                .iter()
+                .any(|k| k.chain.as_deref() == Some("f1") && k.reason.contains("keepLast"))
+        );
     }
 }

@@ -16,9 +16,10 @@ pub mod recover;
 
 pub use error::RunError;
 
+use crate::chain::{self, NextRun};
 use crate::config::Settings;
 use crate::events::{Emitter, Event};
-use crate::export::{self, ExportError, ExportJob, ExportOutcome, Progress};
+use crate::export::{self, ChainJob, ExportError, ExportJob, ExportOutcome, Progress};
 use crate::plan::{JobSpec, PolicyPlan};
 use crate::state::State;
 use crate::window::{self, Extent};
@@ -161,13 +162,12 @@ pub async fn run_cancellable(
                         .map(|key| recover::shown(&target, &key)),
                 );
             }
-            (
-                recovered,
-                State::load_for_run(&settings.backup_root, &target),
-            )
+            let found = crate::catalog::scan(&target);
+            let state = State::load_for_run(&settings.backup_root, &target, &found);
+            (recovered, state, found)
         }
     };
-    let (recovered, state) = match tokio::task::spawn_blocking(prepare).await {
+    let (recovered, state, found) = match tokio::task::spawn_blocking(prepare).await {
         Ok(r) => r,
         Err(e) => {
             let error = RunError::Internal(format!("preparing the run {}", describe_join(e)));
@@ -185,13 +185,21 @@ pub async fn run_cancellable(
         let limit = Arc::new(Semaphore::new(plan.policy.concurrency.max(1)));
         for spec in &plan.jobs {
             let entry = state.collections.get(&spec.id());
-            let extent = window::compute(
+            let mut extent = window::compute(
                 spec.collection.mode,
                 &plan.policy.window,
                 plan.policy.timezone,
                 entry.and_then(|e| e.watermark),
                 now,
             );
+            let chain = spec
+                .collection
+                .full
+                .filter(|_| spec.collection.has_bases())
+                .map(|every| chain_job(spec, every, &found, entry, now));
+            if chain == Some(ChainJob::Full) {
+                extent = Extent::Snapshot;
+            }
             let job = ExportJob {
                 spec: spec.clone(),
                 extent,
@@ -207,6 +215,7 @@ pub async fn run_cancellable(
                     .is_none_or(|t| now - t >= UNTIMED_CHECK_EVERY),
                 server_version: server_version.clone(),
                 cancel: cancel.clone(),
+                chain,
             };
             let untimed_known = entry.and_then(|e| Some((e.untimed?, e.untimed_checked_at?)));
             let client = client.clone();
@@ -248,6 +257,49 @@ pub async fn run_cancellable(
         tracing::info!(%archive, "recovered the manifest of an archive an interrupted run left without one");
     }
     report
+}
+
+/// What a chain collection's run does: a full, or an incremental on the chain's
+/// newest archive (from the newest cut known for it).
+fn chain_job(
+    spec: &JobSpec,
+    every: crate::duration::HumanDuration,
+    found: &[crate::catalog::Found],
+    entry: Option<&crate::state::CollectionState>,
+    now: DateTime<Utc>,
+) -> ChainJob {
+    let mine: Vec<&crate::catalog::Found> = found
+        .iter()
+        .filter(|f| {
+            let m = &f.manifest;
+            m.policy == spec.policy
+                && m.database == spec.database
+                && m.collection == spec.collection.name
+        })
+        .collect();
+    match chain::next_run(&mine, every, now) {
+        NextRun::Full(why) => {
+            tracing::info!(job = %spec.id(), "full export: {why}");
+            ChainJob::Full
+        }
+        NextRun::Incremental(p) => {
+            // A run that found nothing to write still read the changes up to its cut.
+            let later = entry
+                .and_then(|e| e.cut.as_ref())
+                .filter(|c| c.after == p.previous.archive && c.cut > p.since);
+            let (since, token) = match later {
+                Some(c) => (c.cut, c.token.clone()),
+                None => (p.since, p.token),
+            };
+            ChainJob::Incremental {
+                base: p.base,
+                previous: p.previous,
+                since,
+                token,
+                capture_updates: spec.collection.capture_updates,
+            }
+        }
+    }
 }
 
 /// Every job of `plans` refused before its export started, for the same reason.
@@ -357,7 +409,6 @@ async fn run_job(
             events
                 .emit(Event::JobSucceeded {
                     spec,
-                    extent: job.extent,
                     outcome: o,
                     elapsed,
                     untimed_known,

@@ -44,6 +44,22 @@ pub struct CollectionState {
     pub failures: u64,
     pub untimed: Option<u64>,
     pub untimed_checked_at: Option<DateTime<Utc>>,
+    /// For a chain: a cut reached by a run that wrote no archive (nothing changed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut: Option<Cut>,
+}
+
+/// A chain's cut that no manifest records, and the archive it follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cut {
+    pub cut: crate::export::manifest::ClusterTime,
+    /// The change stream's resume token there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The chain's newest archive when the cut was taken: the cut counts only while
+    /// that archive is still the newest.
+    pub after: String,
 }
 
 pub fn path(root: &Path) -> PathBuf {
@@ -75,8 +91,9 @@ impl State {
     ///
     /// A state file that is behind the manifests (dcb stopped, or could not write the
     /// state, after an archive was committed) catches up with them, so that window is
-    /// not exported twice. Call with the locks of the policies to run held.
-    pub fn load_for_run(root: &Path, target: &Arc<dyn Target>) -> State {
+    /// not exported twice. `found` is the catalog of `target`, read with the locks
+    /// held. Call with the locks of the policies to run held.
+    pub fn load_for_run(root: &Path, target: &Arc<dyn Target>, found: &[Found]) -> State {
         let Ok(_lock) = storage::lock(&lock_path(root)) else {
             return State::load(root, target);
         };
@@ -84,7 +101,7 @@ impl State {
         let mut state = Self::load_inner(root, target, true);
         let mut save = !path(root).is_file();
         if !save {
-            for id in state.catch_up(&catalog::scan(target)) {
+            for id in state.catch_up(found) {
                 tracing::warn!(job = %id, "state.json was behind the archives on disk; took the watermark from the newest manifest");
                 save = true;
             }
@@ -260,6 +277,10 @@ mod tests {
                 archive_sha256: None,
                 archive_size: None,
                 encrypted: false,
+                kind: None,
+                chain: None,
+                changes: None,
+                epoch: None,
             },
             archive: Source::File(PathBuf::new()),
             manifest_key: String::new(),

@@ -166,6 +166,11 @@ pub struct CollectionStatus {
     pub watermark: Option<DateTime<Utc>>,
     pub archive_count: usize,
     pub archive_bytes: u64,
+    /// How far back the collection can be restored, and the gaps (see `chain`).
+    pub restorable: crate::chain::Coverage,
+    /// Whether the collection's archives form chains (its policy sets `full`): a
+    /// restore brings it back as it was; otherwise the documents of its windows.
+    pub exact: bool,
 }
 
 /// Put together the status from what is on disk.
@@ -212,6 +217,15 @@ pub fn compute(
                 .map(|j| {
                     let st = state.collections.get(&j.id()).cloned().unwrap_or_default();
                     let (count, bytes) = archives.get(&j.id()).copied().unwrap_or_default();
+                    let mine: Vec<&Found> = found
+                        .iter()
+                        .filter(|f| {
+                            let m = &f.manifest;
+                            m.policy == j.policy
+                                && m.database == j.database
+                                && m.collection == j.collection.name
+                        })
+                        .collect();
                     CollectionStatus {
                         collection: j.collection.name.clone(),
                         database: j.database.clone(),
@@ -222,6 +236,8 @@ pub fn compute(
                         watermark: st.watermark,
                         archive_count: count,
                         archive_bytes: bytes,
+                        restorable: crate::chain::coverage_of(&mine),
+                        exact: mine.iter().any(|f| f.manifest.in_chain()),
                     }
                 })
                 .collect(),
@@ -380,6 +396,44 @@ pub fn render_human(status: &Status, now: DateTime<Utc>) -> String {
             })
             .unwrap_or_else(|| "disabled".into());
         let _ = writeln!(out, "  {}: {}  [{}]", p.name, next, p.schedule);
+    }
+    out.push_str(&render_coverage(status));
+    out
+}
+
+/// Per collection, how far back it can be restored and every gap in between.
+fn render_coverage(status: &Status) -> String {
+    let t = |d: DateTime<Utc>| d.format("%Y-%m-%d %H:%M").to_string();
+    let mut out = String::from("\nrestorable (UTC):\n");
+    for p in &status.policies {
+        for c in &p.collections {
+            let r = &c.restorable;
+            let what = if c.exact {
+                "as it was"
+            } else {
+                "the documents of the windows"
+            };
+            let _ = match (r.from, r.to) {
+                (Some(a), Some(b)) => writeln!(
+                    out,
+                    "  {}/{}: {what}, {} .. {}",
+                    p.name,
+                    c.collection,
+                    t(a),
+                    t(b)
+                ),
+                _ => writeln!(out, "  {}/{}: nothing yet", p.name, c.collection),
+            };
+            for g in &r.gaps {
+                let _ = writeln!(
+                    out,
+                    "    gap {} .. {}: {}",
+                    t(g.from),
+                    g.to.map_or_else(|| "now".to_string(), t),
+                    g.reason
+                );
+            }
+        }
     }
     out
 }

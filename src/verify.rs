@@ -162,6 +162,7 @@ pub fn check(
     let mut problems = Vec::new();
     let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
     let mut bson_members: Vec<(String, u64)> = Vec::new();
+    let mut deletions: Option<(String, u64)> = None;
     let mut metadata = None;
     let mut inner: Option<Manifest> = None;
     let mut reservoir = sample::Reservoir::new(sample);
@@ -171,7 +172,13 @@ pub fn check(
             problems.push(Problem::new(name, "appears twice in the archive"));
         }
         let mut h = Hashing::new(r);
-        if name.ends_with(".bson") {
+        if crate::storage::names::is_deletions_member(name) {
+            let (count, bad) = read_bson(&mut h, &mut sample::Reservoir::new(0))?;
+            if let Some(e) = bad {
+                problems.push(Problem::new(name, e));
+            }
+            deletions = Some((name.to_string(), count));
+        } else if name.ends_with(".bson") {
             let (count, bad) = read_bson(&mut h, &mut reservoir)?;
             if let Some(e) = bad {
                 problems.push(Problem::new(name, e));
@@ -231,6 +238,7 @@ pub fn check(
             inner.as_ref(),
             &seen,
             &bson_members,
+            deletions.as_ref(),
             complete,
             digest.as_ref(),
             &mut problems,
@@ -339,6 +347,7 @@ fn compare(
     inner: Option<&Manifest>,
     seen: &BTreeMap<String, Seen>,
     bson_members: &[(String, u64)],
+    deletions: Option<&(String, u64)>,
     complete: bool,
     digest: Option<&FileDigest>,
     problems: &mut Vec<Problem>,
@@ -395,6 +404,18 @@ fn compare(
             ))
         }
         None => {}
+    }
+    let recorded = m.changes.as_ref().map_or(0, |c| c.deleted);
+    match deletions {
+        Some((path, count)) if *count != recorded => problems.push(Problem::new(
+            path,
+            format!("holds {count} deletions; the manifest says {recorded}"),
+        )),
+        None if complete && recorded > 0 => problems.push(Problem::new(
+            crate::storage::names::deletions_member(&m.policy, &m.database, &m.collection),
+            format!("is missing; the manifest records {recorded} deletions"),
+        )),
+        _ => {}
     }
     if let Some(seen_bson) = seen.get(&bson_path)
         && seen_bson.size != m.bytes

@@ -32,6 +32,9 @@ use support::{Run, Scratch, TestServer, eventually};
 const NEVER: &str = "0 0 1 1 *";
 /// Every second (`dcb serve` tests).
 const EVERY_SECOND: &str = "* * * * * *";
+/// How long after their time documents are seen by a service test's windows: longer
+/// than a loaded CI machine takes to insert a batch, so no window takes half of one.
+const SERVICE_SETTLE: &str = "8s";
 /// More than one server batch (dcb asks for 4096 documents at a time), so that an
 /// export of this many reaches a `getMore`.
 const BIG: usize = 4500;
@@ -578,12 +581,12 @@ async fn service_survives_database_killed_mid_export() {
     let storage = tempfile::tempdir().unwrap();
     let extra = ["--enable-test-commands"];
     let db_server = support::start_server_at(port, storage.path(), &extra);
-    // Runs every second; documents are seen 2 s after their time, so an insert is
+    // Runs every second; documents are seen SERVICE_SETTLE after their time, so an insert is
     // always visible before a window takes it.
-    let fx = Fx::new(&db_server.uri, "svckill", EVERY_SECOND, "2s");
+    let fx = Fx::new(&db_server.uri, "svckill", EVERY_SECOND, SERVICE_SETTLE);
     fx.seed(200, 64).await;
     let mut serve = Serve::start(&fx);
-    eventually(20, "the first export", || {
+    eventually(30, "the first export", || {
         (fx.archived() == 200).then_some(())
     });
 
@@ -625,7 +628,7 @@ async fn service_survives_database_killed_mid_export() {
         (fx.archived() == BIG + 200).then_some(())
     });
     fx.seed(30, 64).await;
-    eventually(20, "the next documents", || {
+    eventually(30, "the next documents", || {
         (fx.archived() == BIG + 230).then_some(())
     });
     serve.assert_running(&fx);
@@ -702,10 +705,10 @@ async fn network_error_on_getmore_is_retried_then_fails_clearly() {
 #[tokio::test]
 async fn service_survives_network_errors_on_getmore() {
     let _turn = exclusive().await;
-    let fx = Fx::new(&server().uri, "svcgetmore", EVERY_SECOND, "5s");
+    let fx = Fx::new(&server().uri, "svcgetmore", EVERY_SECOND, SERVICE_SETTLE);
     fx.seed(200, 64).await;
     let mut serve = Serve::start(&fx);
-    eventually(20, "the first export", || {
+    eventually(30, "the first export", || {
         (fx.archived() == 200).then_some(())
     });
     fx.fail_point(
@@ -742,7 +745,7 @@ async fn service_survives_network_errors_on_getmore() {
         || (fx.archived() == BIG + 200).then_some(()),
     );
     fx.seed(30, 64).await;
-    eventually(20, "the next documents", || {
+    eventually(30, "the next documents", || {
         (fx.archived() == BIG + 230).then_some(())
     });
     serve.assert_running(&fx);
@@ -1302,10 +1305,10 @@ fn corrupt_kept(fx: &Fx) -> usize {
 // the next runs export exactly the new documents, no window twice, none missed.
 #[tokio::test]
 async fn service_survives_corrupt_state_and_loses_nothing() {
-    let fx = Fx::new(&server().uri, "svccorrupt", EVERY_SECOND, "2s");
+    let fx = Fx::new(&server().uri, "svccorrupt", EVERY_SECOND, SERVICE_SETTLE);
     fx.seed(100, 64).await;
     let mut serve = Serve::start(&fx);
-    eventually(20, "the first export", || {
+    eventually(30, "the first export", || {
         (fx.archived() == 100).then_some(())
     });
     let state = fx.root().join("logs/state.json");
@@ -1337,7 +1340,7 @@ async fn service_survives_corrupt_state_and_loses_nothing() {
         });
         let want = fx.seeded.load(Ordering::SeqCst) + 20 + i;
         fx.seed(20 + i, 64).await;
-        eventually(20, "the documents inserted since", || {
+        eventually(30, "the documents inserted since", || {
             (fx.archived() == want).then_some(())
         });
         serve.assert_running(&fx);
@@ -1412,12 +1415,12 @@ async fn service_logs_why_a_scheduled_run_failed() {
 #[tokio::test]
 async fn policy_replaced_by_garbage_while_serving() {
     let _turn = exclusive().await;
-    let fx = Fx::new(&server().uri, "garbage", EVERY_SECOND, "2s");
+    let fx = Fx::new(&server().uri, "garbage", EVERY_SECOND, SERVICE_SETTLE);
     let file = fx.s.path().join("policies/p.yaml");
     let valid = std::fs::read(&file).unwrap();
     fx.seed(200, 64).await;
     let mut serve = Serve::start(&fx);
-    eventually(20, "the first export", || {
+    eventually(30, "the first export", || {
         (fx.archived() == 200).then_some(())
     });
 
@@ -1454,7 +1457,7 @@ async fn policy_replaced_by_garbage_while_serving() {
     }
     // The last valid version still runs on schedule.
     fx.seed(25, 64).await;
-    eventually(15, "documents inserted since to be backed up", || {
+    eventually(30, "documents inserted since to be backed up", || {
         (fx.archived() == BIG + 225).then_some(())
     });
     let alerts = std::fs::read_to_string(fx.root().join("logs/alerts.log")).unwrap();

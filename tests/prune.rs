@@ -46,6 +46,10 @@ fn fake(root: &Path, policy: &str, coll: &str, hours_ago: i64, mode: Mode) -> St
         archive_sha256: None,
         archive_size: None,
         encrypted: false,
+        kind: None,
+        chain: None,
+        changes: None,
+        epoch: None,
     };
     std::fs::write(dir.join(format!("{stem}.tar.gz")), vec![0u8; 200_000]).unwrap();
     std::fs::write(dir.join(format!("{stem}.manifest.json")), m.to_json()).unwrap();

@@ -44,6 +44,10 @@ fn manifest(archive: &str, members: Vec<MemberInfo>, documents: u64, bytes: u64)
         archive_sha256: None,
         archive_size: None,
         encrypted: false,
+        kind: None,
+        chain: None,
+        changes: None,
+        epoch: None,
     }
 }
 

@@ -15,6 +15,7 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Exit {
         Err(e) => return e,
     };
     let (found, broken) = catalog::scan_all(&settings.target());
+    let reach = listing::coverage(&found);
     let entries = listing::entries(
         &settings.backup_root,
         found,
@@ -35,8 +36,41 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Exit {
         );
     } else {
         out!("{}", render(&entries));
+        out!(
+            "{}",
+            render_coverage(&reach, &args.policies, &args.collections)
+        );
     }
     Exit::Ok
+}
+
+/// For the collections whose policy sets `full`: how far back each restores exactly,
+/// and every gap.
+fn render_coverage(
+    coverage: &[((String, String, String), crate::chain::Coverage)],
+    policies: &[String],
+    collections: &[String],
+) -> String {
+    let t = |d: chrono::DateTime<chrono::Utc>| d.format("%Y-%m-%d %H:%M").to_string();
+    let mut out = String::new();
+    for ((policy, db, coll), c) in coverage {
+        if (!policies.is_empty() && !policies.contains(policy))
+            || (!collections.is_empty() && !collections.contains(coll))
+        {
+            continue;
+        }
+        if out.is_empty() {
+            out.push_str("\nrestorable as it was (UTC):\n");
+        }
+        if let (Some(a), Some(b)) = (c.from, c.to) {
+            let _ = writeln!(out, "  {db}.{coll} ({policy}): {} .. {}", t(a), t(b));
+        }
+        for g in &c.gaps {
+            let until = g.to.map_or_else(|| "now".to_string(), t);
+            let _ = writeln!(out, "    gap {} .. {until}: {}", t(g.from), g.reason);
+        }
+    }
+    out
 }
 
 /// A table, one archive per line; times in UTC.
@@ -52,7 +86,7 @@ pub fn render(entries: &[Entry]) -> String {
             [
                 e.archive.clone(),
                 format!("{}.{}", e.database, e.collection),
-                listing::window_text(e.mode, e.from, e.to),
+                listing::window_text(e.kind, e.mode, e.from, e.to),
                 count(e.documents),
                 size(e.size),
                 match &e.verified {

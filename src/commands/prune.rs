@@ -49,8 +49,50 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Exit {
     if args.dry_run {
         let plan = retention::plan(&target, &set.policies, &args.policies, now);
         let bytes: u64 = plan.delete.iter().map(|d| d.size).sum();
-        for d in &plan.delete {
+        for d in plan.delete.iter().filter(|d| d.chain.is_none()) {
             let _ = writeln!(out, "would delete  {}  ({})", d.archive, d.reason);
+        }
+        // The archives of a chain go together: one heading, then each.
+        let mut chains: Vec<&str> = Vec::new();
+        for c in plan.delete.iter().filter_map(|d| d.chain.as_deref()) {
+            if !chains.contains(&c) {
+                chains.push(c);
+            }
+        }
+        for chain in chains {
+            let mine: Vec<_> = plan
+                .delete
+                .iter()
+                .filter(|d| d.chain.as_deref() == Some(chain))
+                .collect();
+            let _ = writeln!(
+                out,
+                "would delete the chain of {chain} ({}): {}",
+                archives(mine.len()),
+                mine[0].reason
+            );
+            for d in mine {
+                let _ = writeln!(out, "  would delete  {}", d.archive);
+            }
+        }
+        let mut kept_chains: Vec<&str> = Vec::new();
+        for c in plan.keep.iter().filter_map(|k| k.chain.as_deref()) {
+            if !kept_chains.contains(&c) {
+                kept_chains.push(c);
+            }
+        }
+        for chain in kept_chains {
+            let k: Vec<_> = plan
+                .keep
+                .iter()
+                .filter(|k| k.chain.as_deref() == Some(chain))
+                .collect();
+            let _ = writeln!(
+                out,
+                "keeps the chain of {chain} ({}): {}",
+                archives(k.len()),
+                k[0].reason
+            );
         }
         unknown_policies(&mut out, &plan, &set.policies);
         let _ = writeln!(

@@ -137,6 +137,8 @@ fn restore(settings: &crate::config::Settings, args: &RestoreArgs) -> Result<Exi
         to_database: args.to_database.clone(),
         to_collection: args.to_collection.clone(),
         in_place: args.in_place,
+        partial: args.partial,
+        now: chrono::Utc::now(),
     };
     let (chains, skipped) = restore::plan_with_skipped(&found, &req)?;
     if args.dry_run || !args.quiet {
@@ -233,6 +235,9 @@ fn render_outcome(o: &write::Outcome) -> String {
         count(o.inserted),
         count(o.replaced)
     );
+    if o.deleted > 0 {
+        let _ = write!(line, ", {} deleted as recorded", count(o.deleted));
+    }
     if o.skipped > 0 {
         let _ = write!(line, ", {} at or after --until left out", count(o.skipped));
     }
@@ -260,7 +265,12 @@ fn render_plan(
         "restore plan{}{}:",
         until
             .map(|t| format!(
-                ", documents before {}",
+                "{} {}",
+                if chains.iter().all(|c| c.exact) {
+                    ", as of"
+                } else {
+                    ", documents before"
+                },
                 t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
             ))
             .unwrap_or_default(),
@@ -271,24 +281,45 @@ fn render_plan(
         }
     );
     for c in chains {
+        let as_of = match (c.exact, c.archives.last()) {
+            (true, Some(last)) => format!(
+                ", as it was at {}",
+                last.manifest
+                    .restore_point()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  {} ({}) -> {}: {}, {} documents{}",
+            "  {} ({}) -> {}: {}, {} documents{}{as_of}",
             c.source(),
             c.policy,
             c.target(),
             plural(c.archives.len(), "archive"),
             count(c.documents()),
-            if until.is_some() { " at most" } else { "" }
+            if until.is_some() && !c.exact {
+                " at most"
+            } else {
+                ""
+            }
         );
         if args.dry_run {
             for f in &c.archives {
                 let m = &f.manifest;
+                let what = match (&m.chain, m.kind()) {
+                    (Some(_), crate::export::manifest::Kind::Full) => "full  ".to_string(),
+                    (Some(_), _) => format!(
+                        "+ {} deleted  ",
+                        count(m.changes.as_ref().map_or(0, |c| c.deleted))
+                    ),
+                    (None, _) => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "    {}  {}  {} documents",
+                    "    {}  {}  {what}{} documents",
                     f.archive.name(root),
-                    crate::listing::window_text(m.mode, m.from, m.to),
+                    crate::listing::window_text(m.kind(), m.mode, m.from, m.to),
                     count(m.documents)
                 );
             }

@@ -12,6 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::{Exit, runtime, settings};
 use crate::cli::{Cli, RunArgs};
 use crate::export::Progress;
+use crate::export::manifest::History;
 use crate::human::mb;
 use crate::plan::JobSpec;
 use crate::runner::{self, RunReport};
@@ -221,6 +222,15 @@ fn summary(report: &RunReport, root: &std::path::Path, uri: &str) -> String {
                         "  ({n} documents had no date in `{}` at the last count, {}; no window selects them)",
                         r.spec.collection.time_field,
                         at.format("%Y-%m-%d %H:%M UTC")
+                    );
+                }
+                let history = o.manifest.as_ref().and_then(|m| m.changes.as_ref());
+                if let Some(History::Unavailable(why) | History::Lost(why)) =
+                    history.map(|c| &c.history)
+                {
+                    let _ = write!(
+                        out,
+                        "  (deletions not recorded: {why}; the next run is a full)"
                     );
                 }
                 out.push('\n');

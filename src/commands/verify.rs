@@ -45,9 +45,16 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
     };
     let mut checks = Vec::new();
     let mut orphans = Vec::new();
+    // Chains broken by a missing or foreign link: (policy, db.collection, reason).
+    let mut broken_chains: Vec<(String, String, String)> = Vec::new();
     if args.archives.is_empty() {
         let (found, broken) = catalog::scan_all(&settings.target());
         let selected = |p: &str| args.policies.is_empty() || args.policies.iter().any(|n| n == p);
+        for ((policy, db, coll), c) in crate::listing::coverage(&found) {
+            for g in c.gaps.iter().filter(|g| g.damaged && selected(&policy)) {
+                broken_chains.push((policy.clone(), format!("{db}.{coll}"), g.reason.clone()));
+            }
+        }
         checks.extend(
             found
                 .iter()
@@ -131,6 +138,13 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
         }
         crate::audit::append(root, &entry);
     }
+    for (policy, coll, reason) in &broken_chains {
+        let entry = crate::audit::Entry::new(crate::audit::Operation::Verify, false)
+            .policy(policy.clone())
+            .source(coll.clone())
+            .detail(format!("broken chain: {reason}"));
+        crate::audit::append(root, &entry);
+    }
     let locked = lines.iter().filter(|l| l.key_error.is_some()).count();
     let corrupt = lines
         .iter()
@@ -148,10 +162,15 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
                 })
             })
             .collect();
+        let chains: Vec<_> = broken_chains
+            .iter()
+            .map(|(p, c, r)| serde_json::json!({"policy": p, "collection": c, "problem": r}))
+            .collect();
         let v = serde_json::json!({
             "archives": lines,
             "brokenManifests": broken,
-            "ok": corrupt == 0 && locked == 0 && !sample_failed,
+            "brokenChains": chains,
+            "ok": corrupt == 0 && locked == 0 && !sample_failed && broken_chains.is_empty(),
         });
         outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
@@ -210,6 +229,9 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
         for b in &orphans {
             let _ = writeln!(out, "CORRUPT  {}: {}", b.manifest_key, b.problem);
         }
+        for (policy, coll, reason) in &broken_chains {
+            let _ = writeln!(out, "BROKEN   chain of {coll} ({policy}): {reason}");
+        }
         let _ = write!(
             out,
             "{} checked: {} ok, {} corrupt",
@@ -234,7 +256,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
         out!("{out}");
     }
     // Damage outranks a key problem: it needs attention whatever the keys.
-    if corrupt > 0 || sample_failed {
+    if corrupt > 0 || sample_failed || !broken_chains.is_empty() {
         Exit::Failed
     } else if locked > 0 {
         Exit::Config

@@ -122,6 +122,9 @@ pub struct ArchiveWriter {
     path: PathBuf,
     bson_path: String,
     mtime: u64,
+    /// The leading members' gzip member, written before the `.bson` header.
+    lead: Vec<u8>,
+    leading: Vec<MemberInfo>,
     header_len: usize,
     body: Option<GzEncoder<Sink>>,
     level: Compression,
@@ -139,6 +142,30 @@ fn age_writer<W: Write>(
         .wrap_output(out)
 }
 
+/// Small members written before the `.bson` member, as one gzip member of their own.
+fn leading_member(
+    members: &[(String, Vec<u8>)],
+    level: Compression,
+    mtime: u64,
+) -> io::Result<(Vec<u8>, Vec<MemberInfo>)> {
+    if members.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut gz = GzEncoder::new(Vec::new(), level);
+    let mut info = Vec::new();
+    for (path, data) in members {
+        gz.write_all(&tar_header(path, data.len() as u64, mtime))?;
+        gz.write_all(data)?;
+        gz.write_all(&vec![0; padding(data.len() as u64)])?;
+        info.push(MemberInfo {
+            path: path.clone(),
+            size: data.len() as u64,
+            sha256: hex(&Sha256::digest(data)),
+        });
+    }
+    Ok((gz.finish()?, info))
+}
+
 impl ArchiveWriter {
     /// Create `path` (which must not exist) for the member `bson_path`; with
     /// `recipients`, the file is an age file encrypted to them.
@@ -149,11 +176,27 @@ impl ArchiveWriter {
         mtime: u64,
         recipients: &[age::x25519::Recipient],
     ) -> io::Result<Self> {
+        Self::create_with(path, bson_path, level, mtime, recipients, &[])
+    }
+
+    /// As [`create`](Self::create), with `leading` members before the `.bson` member
+    /// (a reader meets them first: a chain archive's deletions are applied before its
+    /// documents).
+    pub fn create_with(
+        path: &Path,
+        bson_path: &str,
+        level: u32,
+        mtime: u64,
+        recipients: &[age::x25519::Recipient],
+        leading: &[(String, Vec<u8>)],
+    ) -> io::Result<Self> {
         let level = Compression::new(level.min(9));
+        let (lead, leading) = leading_member(leading, level, mtime)?;
         let placeholder = stored_gzip_member(&tar_header(bson_path, 0, mtime));
         let (sink, encryption) = if recipients.is_empty() {
             let file = crate::storage::create_new(path)?;
             let mut out = BufWriter::with_capacity(1 << 20, file);
+            out.write_all(&lead)?;
             out.write_all(&placeholder)?;
             (Sink::Plain(out), None)
         } else {
@@ -176,6 +219,8 @@ impl ArchiveWriter {
             path: path.to_path_buf(),
             bson_path: bson_path.to_string(),
             mtime,
+            lead,
+            leading,
             header_len: placeholder.len(),
             body: Some(GzEncoder::new(sink, level)),
             level,
@@ -199,8 +244,17 @@ impl ArchiveWriter {
     /// Close the `.bson` member, append the other members, fix the header, fsync.
     /// `trailer` gets the `.bson` member's info and returns the members to append.
     pub fn finish(
-        mut self,
+        self,
         trailer: impl FnOnce(&MemberInfo) -> Vec<(String, Vec<u8>)>,
+    ) -> io::Result<Vec<MemberInfo>> {
+        self.finish_with(|members| trailer(members.last().expect("the .bson member")))
+    }
+
+    /// As [`finish`](Self::finish); `trailer` gets every member so far (the leading
+    /// ones, then the `.bson` member).
+    pub fn finish_with(
+        mut self,
+        trailer: impl FnOnce(&[MemberInfo]) -> Vec<(String, Vec<u8>)>,
     ) -> io::Result<Vec<MemberInfo>> {
         let mut body = self.body.take().expect("open archive");
         body.write_all(&vec![0; padding(self.bson_bytes)])?;
@@ -210,9 +264,10 @@ impl ArchiveWriter {
             size: self.bson_bytes,
             sha256: hex(&self.hasher.clone().finalize()),
         };
-        let mut members = vec![bson.clone()];
+        let mut members = std::mem::take(&mut self.leading);
+        members.push(bson);
         let mut tail = GzEncoder::new(out, self.level);
-        for (path, data) in trailer(&bson) {
+        for (path, data) in trailer(&members) {
             tail.write_all(&tar_header(&path, data.len() as u64, self.mtime))?;
             tail.write_all(&data)?;
             tail.write_all(&vec![0; padding(data.len() as u64)])?;
@@ -227,7 +282,7 @@ impl ArchiveWriter {
         debug_assert_eq!(header.len(), self.header_len);
         let file = match tail.finish()? {
             Sink::Plain(mut out) => {
-                out.seek(SeekFrom::Start(0))?;
+                out.seek(SeekFrom::Start(self.lead.len() as u64))?;
                 out.write_all(&header)?;
                 out.into_inner().map_err(|e| e.into_error())?
             }
@@ -239,6 +294,7 @@ impl ArchiveWriter {
                 spool.finish()?.flush()?;
                 let file = crate::storage::create_new(&self.path)?;
                 let mut out = age_writer(&enc.recipients, BufWriter::with_capacity(1 << 20, file))?;
+                out.write_all(&self.lead)?;
                 out.write_all(&header)?;
                 let spooled = io::BufReader::with_capacity(1 << 20, File::open(&enc.spool)?);
                 let mut body = age::Decryptor::new_buffered(spooled)
@@ -316,6 +372,47 @@ mod tests {
             assert_eq!(members[0].sha256, hex(&Sha256::digest(&body)));
             assert_eq!(members[0].size, n as u64);
         }
+    }
+
+    // Leading members come first, then the `.bson` member, then the trailer; the
+    // reported members follow the same order; also when encrypted.
+    #[test]
+    fn leading_members_come_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tar.gz");
+        let lead = vec![("dcb-deletions.x.bson".to_string(), b"gone".to_vec())];
+        let mut w = ArchiveWriter::create_with(&path, "db/c.bson", 6, 0, &[], &lead).unwrap();
+        w.write_bson(&[7; 600]).unwrap();
+        let members = w
+            .finish(|_| vec![("m.json".into(), b"{}".to_vec())])
+            .unwrap();
+        let names: Vec<&str> = members.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(names, ["dcb-deletions.x.bson", "db/c.bson", "m.json"]);
+        let got = read_members(&path);
+        assert_eq!(
+            got[0],
+            ("dcb-deletions.x.bson".to_string(), b"gone".to_vec())
+        );
+        assert_eq!(got[1], ("db/c.bson".to_string(), vec![7; 600]));
+
+        let key = age::x25519::Identity::generate();
+        let enc = dir.path().join("b.tar.gz.age");
+        let mut w =
+            ArchiveWriter::create_with(&enc, "db/c.bson", 6, 0, &[key.to_public()], &lead).unwrap();
+        w.write_bson(&[7; 600]).unwrap();
+        w.finish(|_| Vec::new()).unwrap();
+        let file = File::open(&enc).unwrap();
+        let plain = age::Decryptor::new(file)
+            .unwrap()
+            .decrypt(std::iter::once(&key as &dyn age::Identity))
+            .unwrap();
+        let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(plain));
+        let paths: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(paths, ["dcb-deletions.x.bson", "db/c.bson"]);
     }
 
     // The stored member is a valid gzip stream on its own.

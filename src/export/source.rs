@@ -20,6 +20,12 @@ pub enum Query {
         from: Option<DateTime<Utc>>,
         before: Option<DateTime<Utc>>,
     },
+    /// These documents, by `_id`, those whose time field lies outside `window` (the
+    /// window's own query reads the others): a chain's changes the window misses.
+    Ids {
+        ids: Vec<Bson>,
+        window: crate::window::TimeWindow,
+    },
 }
 
 /// `indexed`: the time field leads an index, so a range is an index scan.

@@ -315,25 +315,40 @@ fn build(path: &Path, raw: PolicyFile, defaults: &Defaults) -> Result<Policy, St
         None => defaults.timezone,
     };
     let dur = |s: &str| s.parse::<HumanDuration>().map_err(|e| e.to_string());
+    let full = |s: Option<&String>| -> Result<Option<HumanDuration>, String> {
+        match s.map(String::as_str) {
+            None | Some("never") => Ok(None),
+            Some(d) => dur(d).map(Some),
+        }
+    };
+    let policy_full = full(raw.full.as_ref())?;
+    let policy_capture = raw.capture_updates.unwrap_or(true);
     let collections = raw
         .collections
         .iter()
         .map(|c| match c {
-            CollectionEntry::Name(n) => CollectionSpec {
+            CollectionEntry::Name(n) => Ok(CollectionSpec {
                 name: n.clone(),
                 time_field: raw.time_field.clone(),
                 mode: raw.mode,
-            },
-            CollectionEntry::Detailed(d) => CollectionSpec {
+                full: policy_full,
+                capture_updates: policy_capture,
+            }),
+            CollectionEntry::Detailed(d) => Ok(CollectionSpec {
                 name: d.name.clone(),
                 time_field: d
                     .time_field
                     .clone()
                     .unwrap_or_else(|| raw.time_field.clone()),
                 mode: d.mode.unwrap_or(raw.mode),
-            },
+                full: match &d.full {
+                    Some(f) => full(Some(f))?,
+                    None => policy_full,
+                },
+                capture_updates: d.capture_updates.unwrap_or(policy_capture),
+            }),
         })
-        .collect();
+        .collect::<Result<Vec<_>, String>>()?;
     Ok(Policy {
         name: raw.name,
         description: raw.description,

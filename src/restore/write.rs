@@ -41,6 +41,8 @@ pub struct Outcome {
     pub inserted: u64,
     /// Already in the target (by `_id`) and replaced by the archive's version.
     pub replaced: u64,
+    /// Deleted, as a chain archive recorded.
+    pub deleted: u64,
     pub indexes: usize,
     /// Things the operator should know (indexes changed, metadata unreadable).
     pub notes: Vec<String>,
@@ -142,8 +144,10 @@ pub async fn chain(
         notes,
         ..Outcome::default()
     };
+    // An exact chain is the collection as it was: no time-field cut.
+    let until = if chain.exact { None } else { until };
     for found in &chain.archives {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<RawDocumentBuf>>(2);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
         let archive = found.archive.clone();
         let member = format!(
             "{}/{}.bson",
@@ -157,7 +161,14 @@ pub async fn chain(
         });
         let mut failed = None;
         while let Some(batch) = rx.recv().await {
-            match write_batch(&db, &coll, &batch, bypass_validation).await {
+            let written = match &batch {
+                Batch::Upsert(docs) => write_batch(&db, &coll, docs, bypass_validation).await,
+                Batch::Delete(ids) => delete_batch(&coll, ids).await.map(|n| {
+                    out.deleted += n;
+                    (0, 0)
+                }),
+            };
+            match written {
                 Ok((inserted, replaced)) => {
                     out.inserted += inserted;
                     out.replaced += replaced;
@@ -215,15 +226,39 @@ pub async fn chain(
     Ok(out)
 }
 
-/// Stream the archive's `.bson` member into batches; documents at or after `until`
-/// (by the archive's time field) are skipped. Returns (read, skipped, file digest).
+/// What the archive reader hands the writer, in the archive's order: a chain archive's
+/// deletions (`{_id}` documents) come before its documents.
+enum Batch {
+    Delete(Vec<RawDocumentBuf>),
+    Upsert(Vec<RawDocumentBuf>),
+}
+
+/// Delete the documents whose `_id`s `ids` hold; returns how many were there.
+async fn delete_batch(
+    coll: &Collection<RawDocumentBuf>,
+    ids: &[RawDocumentBuf],
+) -> Result<u64, String> {
+    let ids: Vec<Bson> = ids
+        .iter()
+        .filter_map(|d| d.get("_id").ok().flatten())
+        .filter_map(|id| Bson::try_from(id).ok())
+        .collect();
+    coll.delete_many(doc! {"_id": {"$in": ids}})
+        .await
+        .map(|r| r.deleted_count)
+        .map_err(|e| format!("cannot apply the recorded deletions: {e}"))
+}
+
+/// Stream the archive's deletions and its `.bson` member into batches; documents at
+/// or after `until` (by the archive's time field) are skipped. Returns (read, skipped,
+/// file digest).
 fn read_batches(
     archive: Source,
     keys: &Keys,
     member: &str,
     time_field: &str,
     until: Option<DateTime<Utc>>,
-    tx: tokio::sync::mpsc::Sender<Vec<RawDocumentBuf>>,
+    tx: tokio::sync::mpsc::Sender<Batch>,
 ) -> Result<(u64, u64, unpack::FileDigest), Problem> {
     let path: Vec<&str> = time_field.split('.').collect();
     let until_ms = until.map(|t| t.timestamp_millis());
@@ -233,10 +268,16 @@ fn read_batches(
     let mut found = false;
     let mut stopped = false;
     let digest = unpack::for_each_member(&archive, keys, &mut problems, |name, _, r, problems| {
-        if name != member || stopped {
+        let deletions = crate::storage::names::is_deletions_member(name);
+        if (name != member && !deletions) || stopped {
             return Ok(());
         }
-        found = true;
+        let wrap = if deletions {
+            Batch::Delete
+        } else {
+            found = true;
+            Batch::Upsert
+        };
         let mut docs = BsonReader::new(r);
         let mut batch = Vec::new();
         let mut bytes = 0usize;
@@ -250,24 +291,26 @@ fn read_batches(
                     return Ok(());
                 }
             };
-            read += 1;
-            if let (Some(limit), Timed::At(ms)) = (until_ms, time_of(doc, &path))
-                && ms >= limit
-            {
-                skipped += 1;
-                continue;
+            if !deletions {
+                read += 1;
+                if let (Some(limit), Timed::At(ms)) = (until_ms, time_of(doc, &path))
+                    && ms >= limit
+                {
+                    skipped += 1;
+                    continue;
+                }
             }
             bytes += doc.as_bytes().len();
             batch.push(doc.to_owned());
             if batch.len() >= BATCH_DOCS || bytes >= BATCH_BYTES {
-                if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                if tx.blocking_send(wrap(std::mem::take(&mut batch))).is_err() {
                     stopped = true;
                     return Ok(());
                 }
                 bytes = 0;
             }
         }
-        if !batch.is_empty() && tx.blocking_send(batch).is_err() {
+        if !batch.is_empty() && tx.blocking_send(wrap(batch)).is_err() {
             stopped = true;
         }
         Ok(())

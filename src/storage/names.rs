@@ -83,6 +83,17 @@ pub fn manifest_member(policy: &str, db: &str, collection: &str) -> String {
     format!("dcb-manifest.{policy}.{db}.{collection}.json")
 }
 
+/// The `_id`s deleted since the archive before (a chain archive): at the top, outside
+/// `<db>/`, so stock `mongorestore` skips it; BSON documents `{_id: …}`.
+pub fn deletions_member(policy: &str, db: &str, collection: &str) -> String {
+    format!("dcb-deletions.{policy}.{db}.{collection}.bson")
+}
+
+/// Whether an archive member is a chain archive's deletions.
+pub fn is_deletions_member(name: &str) -> bool {
+    name.starts_with("dcb-deletions.") && name.ends_with(".bson") && !name.contains('/')
+}
+
 /// Whether an archive member is a dcb manifest.
 pub fn is_manifest_member(name: &str) -> bool {
     name.starts_with("dcb-manifest.") && name.ends_with(".json") && !name.contains('/')

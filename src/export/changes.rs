@@ -1,0 +1,255 @@
+//! What changed in a collection between two runs of its chain, read from the server's
+//! change stream: the `_id`s deleted, and the documents changed whose time field their
+//! change left outside the new window (late arrivals; updates that keep `createdAt`).
+//! The server filters the stream, so a run reads only those events, not every insert.
+//!
+//! Each run resumes where the run before stopped, by its resume token (kept in the
+//! manifest): unlike a start time, a token the oplog has rolled past is refused by the
+//! server (ChangeStreamHistoryLost), so lost history is never mistaken for none.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use mongodb::bson::{Bson, Document, Timestamp, doc};
+use mongodb::change_stream::event::ResumeToken;
+use mongodb::error::ErrorKind;
+use mongodb::{Client, Collection};
+
+use super::ExportError;
+use super::manifest::{ClusterTime, History};
+use crate::window::TimeWindow;
+
+/// Server error codes that mean "no change stream here".
+const UNAVAILABLE: &[i32] = &[
+    40573, // the $changeStream stage is only supported on replica sets
+    136,   // CappedPositionLost
+];
+/// Server error codes that mean "the history no longer reaches back that far".
+const LOST: &[i32] = &[
+    286, // ChangeStreamHistoryLost
+    280, // ChangeStreamFatalError
+];
+
+/// The point of the server's oplog a run cuts at, and the server's time then.
+pub async fn cut(client: &Client) -> Result<(ClusterTime, DateTime<Utc>), ExportError> {
+    let mut session = client
+        .start_session()
+        .await
+        .map_err(ExportError::from_mongo)?;
+    client
+        .database("admin")
+        .run_command(doc! {"ping": 1})
+        .session(&mut session)
+        .await
+        .map_err(ExportError::from_mongo)?;
+    let Some(ts) = session.operation_time() else {
+        // A standalone server keeps no oplog: there is no point to cut at.
+        return Ok((ClusterTime { t: 0, i: 0 }, Utc::now()));
+    };
+    let at = Utc
+        .timestamp_opt(i64::from(ts.time), 0)
+        .single()
+        .unwrap_or_else(Utc::now);
+    Ok((
+        ClusterTime {
+            t: ts.time,
+            i: ts.increment,
+        },
+        at,
+    ))
+}
+
+/// What a run learnt from the change stream.
+#[derive(Debug, Default)]
+pub struct ChangeSet {
+    /// `_id`s deleted, in the order they were (each once).
+    pub deleted: Vec<Bson>,
+    /// `_id`s changed whose time field may lie outside the window (each once).
+    pub changed: Vec<Bson>,
+    pub history: Option<History>,
+    /// Where the stream stopped: the next run resumes here.
+    pub token: Option<String>,
+}
+
+/// A resume token as the manifest keeps it: the BSON of `{t: <token>}`, base64.
+fn encode(token: &ResumeToken) -> Option<String> {
+    use base64::Engine as _;
+    let value = mongodb::bson::serialize_to_bson(token).ok()?;
+    let bytes = mongodb::bson::serialize_to_vec(&doc! {"t": value}).ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn decode(text: &str) -> Option<ResumeToken> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    let doc: Document = mongodb::bson::deserialize_from_slice(&bytes).ok()?;
+    mongodb::bson::deserialize_from_bson(doc.get("t")?.clone()).ok()
+}
+
+/// Where a chain's full starts the change history: the stream's position now (its
+/// first resume token), or why there is none (a standalone server).
+pub async fn position(coll: &Collection<Document>) -> Result<Result<String, History>, ExportError> {
+    match coll.watch().await {
+        Ok(stream) => Ok(stream
+            .resume_token()
+            .as_ref()
+            .and_then(encode)
+            .ok_or_else(|| History::Unavailable("the change stream gave no resume token".into()))),
+        Err(e) => match history_or_error(e)?.history {
+            Some(h) => Ok(Err(h)),
+            None => Ok(Err(History::Unavailable("no change stream".into()))),
+        },
+    }
+}
+
+/// The events of `coll` since the run before (its resume `token`, else its cut
+/// `since`): deletions, and when `capture_updates`, updates the window misses; inserts
+/// and replacements the window misses (late arrivals) always.
+pub async fn read(
+    coll: &Collection<Document>,
+    token: Option<&str>,
+    since: ClusterTime,
+    until: ClusterTime,
+    time_field: &str,
+    window: &TimeWindow,
+    capture_updates: bool,
+) -> Result<ChangeSet, ExportError> {
+    if until == (ClusterTime { t: 0, i: 0 }) {
+        return Ok(ChangeSet {
+            history: Some(History::Unavailable(
+                "the server keeps no oplog (a standalone server)".into(),
+            )),
+            ..ChangeSet::default()
+        });
+    }
+    let outside = outside_window(window);
+    let mut wanted = vec![
+        doc! {"operationType": "delete"},
+        doc! {"operationType": {"$in": ["insert", "replace"]}, format!("fullDocument.{time_field}"): outside.clone()},
+    ];
+    if capture_updates {
+        wanted.push(doc! {"operationType": "update", format!("updateDescription.updatedFields.{time_field}"): outside});
+    }
+    let pipeline = [doc! {"$match": {"$or": wanted}}];
+    let watch = coll
+        .watch()
+        .pipeline(pipeline)
+        .max_await_time(Duration::from_millis(100))
+        .batch_size(10_000);
+    let opened = match token.and_then(decode) {
+        Some(t) => watch.resume_after(t).await,
+        None => {
+            watch
+                .start_at_operation_time(Timestamp {
+                    time: since.t,
+                    increment: since.i,
+                })
+                .await
+        }
+    };
+    let mut stream = match opened {
+        Ok(s) => s,
+        Err(e) => return history_or_error(e),
+    };
+    let mut out = ChangeSet {
+        history: Some(History::Complete),
+        ..ChangeSet::default()
+    };
+    let (mut deleted, mut changed) = (HashSet::new(), HashSet::new());
+    loop {
+        let event = match stream.next_if_any().await {
+            Ok(Some(e)) => e,
+            Ok(None) => break,
+            Err(e) => return history_or_error(e),
+        };
+        let at = event.cluster_time.map(|t| ClusterTime {
+            t: t.time,
+            i: t.increment,
+        });
+        // A start time includes `since`, which the run before already read.
+        if token.is_none() && at.is_some_and(|t| t <= since) {
+            continue;
+        }
+        let Some(id) = event.document_key.and_then(|k| k.get("_id").cloned()) else {
+            continue;
+        };
+        let key = key(&id);
+        match event.operation_type {
+            mongodb::change_stream::event::OperationType::Delete => {
+                if deleted.insert(key) {
+                    out.deleted.push(id);
+                }
+            }
+            _ => {
+                if changed.insert(key) {
+                    out.changed.push(id);
+                }
+            }
+        }
+    }
+    out.token = stream.resume_token().as_ref().and_then(encode);
+    Ok(out)
+}
+
+/// The filter matching a time field outside `window` (missing or not a date too).
+fn outside_window(w: &TimeWindow) -> Document {
+    let to = mongodb::bson::DateTime::from_chrono(w.to);
+    let inside = match w.from {
+        Some(from) => doc! {"$gte": mongodb::bson::DateTime::from_chrono(from), "$lt": to},
+        None => doc! {"$lt": to},
+    };
+    doc! {"$not": inside}
+}
+
+/// An `_id` as a set key: its BSON encoding.
+fn key(id: &Bson) -> Vec<u8> {
+    mongodb::bson::serialize_to_vec(&doc! {"_id": id.clone()}).unwrap_or_default()
+}
+
+/// A change stream that cannot be opened or read: no history here (a standalone
+/// server), history gone (the oplog rolled past), or an error to report.
+fn history_or_error(e: mongodb::error::Error) -> Result<ChangeSet, ExportError> {
+    let history = match e.kind.as_ref() {
+        ErrorKind::Command(c) if UNAVAILABLE.contains(&c.code) => {
+            History::Unavailable(format!("{} ({})", c.message, c.code_name))
+        }
+        ErrorKind::Command(c) if LOST.contains(&c.code) => {
+            History::Lost(format!("{} ({})", c.message, c.code_name))
+        }
+        _ => return Err(ExportError::from_mongo(e)),
+    };
+    Ok(ChangeSet {
+        history: Some(history),
+        ..ChangeSet::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The filter that finds documents the window misses: outside [from, to), or
+    // before `to` when the window is unbounded.
+    #[test]
+    fn outside_the_window() {
+        let to = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
+        let from = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        let f = outside_window(&TimeWindow {
+            from: Some(from),
+            to,
+        });
+        let inner = f.get_document("$not").unwrap();
+        assert!(inner.contains_key("$gte") && inner.contains_key("$lt"));
+        let f = outside_window(&TimeWindow { from: None, to });
+        let inner = f.get_document("$not").unwrap();
+        assert!(!inner.contains_key("$gte") && inner.contains_key("$lt"));
+        assert_ne!(
+            key(&Bson::Int32(1)),
+            key(&Bson::Int64(1)),
+            "types stay apart"
+        );
+    }
+}
