@@ -222,7 +222,11 @@ pub fn next_run(archives: &[&Found], every: HumanDuration, now: DateTime<Utc>) -
         return NextRun::Full("an archive newer than the chain does not link to it".into());
     }
     let age = now - chain.begins();
-    if age >= every.as_chrono() {
+    // A full due within 1% (at most an hour) is taken now: runs start a little early or
+    // late, and a daily schedule with `full: 1d` should take one every day, not every
+    // other day.
+    let slack = (every.as_chrono() / 100).min(chrono::TimeDelta::hours(1));
+    if age >= every.as_chrono() - slack {
         return NextRun::Full(format!(
             "the newest full is {} old; `full` is {every}",
             HumanDuration(age.to_std().unwrap_or_default())

@@ -77,7 +77,9 @@ pub struct PolicyFile {
     /// incremental runs after it build on (with the documents deleted between runs
     /// recorded), so that `dcb restore --until` brings a collection back as it was: a
     /// duration (`1d`, `7d`), or `never` (the default: each run exports its window only,
-    /// and a restore brings back the documents of the archives kept).
+    /// and a restore brings back the documents of the archives kept). A full due within
+    /// 1% of this (at most an hour) is taken now, so `full: 1d` on a daily schedule
+    /// takes one every day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = FULL_PATTERN))]
     pub full: Option<String>,

@@ -120,6 +120,15 @@ fn next_runs() {
         panic!("a full is due after a week")
     };
     assert!(why.contains("`full` is 7d"), "{why}");
+    // Within an hour of due counts as due (start times jitter); two hours early does not.
+    assert!(matches!(
+        next_run(&refs, week, t(24 * 7 - 1)),
+        NextRun::Full(_)
+    ));
+    assert!(matches!(
+        next_run(&refs, week, t(24 * 7 - 2)),
+        NextRun::Incremental(_)
+    ));
     let lost = [
         archive("f1", "f1", 0, None, ok()),
         archive(
