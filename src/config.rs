@@ -73,6 +73,12 @@ pub struct ConfigFile {
     #[schemars(range(min = 1, max = 64))]
     pub concurrency: Option<u32>,
 
+    /// Collections left out on purpose: no policy pattern takes them and no check
+    /// reports them as uncovered. Glob patterns matched against a collection's name
+    /// and against `<database>.<collection>` (`tmp_*`, `dcMes.migrations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+
     /// Health checks of the running service.
     #[serde(default)]
     pub health: HealthConfig,
@@ -364,6 +370,20 @@ impl ConfigFile {
                         Code::InvalidValue,
                         &format!("/encryption/recipients/{i}"),
                         e.into(),
+                    ));
+                }
+            }
+        }
+        if let Some(list) = v.pointer("/exclude").and_then(Value::as_array) {
+            for (i, p) in list.iter().enumerate() {
+                if let Some(p) = p.as_str()
+                    && let Err(e) = glob::Pattern::new(p)
+                {
+                    diags.push(doc.at(
+                        Severity::Error,
+                        Code::InvalidValue,
+                        &format!("/exclude/{i}"),
+                        format!("pattern `{p}`: {}", e.msg),
                     ));
                 }
             }

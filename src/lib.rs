@@ -13,6 +13,7 @@ pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod diag;
+pub mod discover;
 pub mod document;
 pub mod duration;
 pub mod error;

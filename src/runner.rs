@@ -120,9 +120,10 @@ pub async fn run_cancellable(
             return fail_all(plans, error, events).await;
         }
     };
+    let matched = match_patterns(&client, settings, plans, events, &mut report).await;
     let mut locks = Vec::new();
     let mut locked = Vec::new();
-    for plan in plans {
+    for plan in &matched {
         let dir = storage::policy_dir(&settings.backup_root, &plan.policy.name);
         let lock_path = dir.join(".dcb.lock");
         let refused = match storage::try_lock(&lock_path) {
@@ -300,6 +301,57 @@ fn chain_job(
             }
         }
     }
+}
+
+/// Each plan with its patterns matched against its database's collections as they
+/// are now. A plan whose database cannot be listed is refused whole (its patterns
+/// stand in as jobs, so the failure is seen), the others run.
+async fn match_patterns(
+    client: &Client,
+    settings: &Settings,
+    plans: &[PolicyPlan],
+    events: &Emitter,
+    report: &mut RunReport,
+) -> Vec<PolicyPlan> {
+    let mut listed: std::collections::HashMap<String, Result<Vec<String>, ExportError>> =
+        std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for plan in plans {
+        if !plan.has_patterns() {
+            out.push(plan.clone());
+            continue;
+        }
+        let database = plan.database.clone();
+        if !listed.contains_key(&database) {
+            let names = crate::discover::collections(client, &database)
+                .await
+                .map_err(ExportError::from_mongo);
+            listed.insert(database.clone(), names);
+        }
+        match &listed[&database] {
+            Ok(existing) => {
+                let (matched, unusable) = plan.matched(existing, &settings.exclude);
+                for u in unusable {
+                    tracing::warn!(
+                        policy = %plan.policy.name,
+                        "collection `{database}.{}` matches `{}` but cannot be backed up: {}",
+                        u.collection, u.pattern, u.why
+                    );
+                }
+                out.push(matched);
+            }
+            Err(e) => {
+                let error = RunError::export(e.clone(), &settings.mongodb_uri);
+                let jobs = plan.jobs.iter().cloned().chain(plan.pattern_jobs());
+                for spec in jobs.collect::<Vec<_>>() {
+                    report
+                        .results
+                        .push(refuse(&spec, error.clone(), events).await);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Every job of `plans` refused before its export started, for the same reason.

@@ -49,6 +49,8 @@ pub struct Settings {
     pub verify_after_run: bool,
     /// age recipients of policies that set none.
     pub recipients: Vec<String>,
+    /// Collections left out on purpose (dcb.yaml's `exclude`).
+    pub exclude: crate::discover::Exclude,
 }
 
 // The URI holds the password: show it redacted.
@@ -69,6 +71,7 @@ impl std::fmt::Debug for Settings {
             .field("http_listen", &self.http_listen)
             .field("verify_after_run", &self.verify_after_run)
             .field("recipients", &self.recipients)
+            .field("exclude", &self.exclude)
             .finish()
     }
 }
@@ -153,6 +156,7 @@ impl Settings {
             http_listen: config.http.listen.clone(),
             verify_after_run: config.verify.after_run,
             recipients: config.encryption.recipients.clone(),
+            exclude: crate::discover::Exclude::new(&config.exclude),
             mongodb_uri,
             mongodb_extra,
             identity_file,

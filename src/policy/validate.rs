@@ -178,7 +178,12 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
                 },
                 _ => continue,
             };
-            if let Err(e) = names::check_collection(name) {
+            let checked = if names::is_pattern(name) {
+                names::check_pattern(name).map(|_| ())
+            } else {
+                names::check_collection(name)
+            };
+            if let Err(e) = checked {
                 out.push(err(Code::InvalidCollectionName, &pointer, e.into()));
                 continue;
             }
@@ -323,10 +328,12 @@ fn build(path: &Path, raw: PolicyFile, defaults: &Defaults) -> Result<Policy, St
     };
     let policy_full = full(raw.full.as_ref())?;
     let policy_capture = raw.capture_updates.unwrap_or(true);
-    let collections = raw
+    let (patterns, collections): (Vec<_>, Vec<_>) = raw
         .collections
         .iter()
-        .map(|c| match c {
+        .partition(|c| names::is_pattern(c.name()));
+    let spec = |c: &CollectionEntry| -> Result<CollectionSpec, String> {
+        match c {
             CollectionEntry::Name(n) => Ok(CollectionSpec {
                 name: n.clone(),
                 time_field: raw.time_field.clone(),
@@ -347,7 +354,15 @@ fn build(path: &Path, raw: PolicyFile, defaults: &Defaults) -> Result<Policy, St
                 },
                 capture_updates: d.capture_updates.unwrap_or(policy_capture),
             }),
-        })
+        }
+    };
+    let collections = collections
+        .into_iter()
+        .map(spec)
+        .collect::<Result<Vec<_>, String>>()?;
+    let patterns = patterns
+        .into_iter()
+        .map(spec)
         .collect::<Result<Vec<_>, String>>()?;
     Ok(Policy {
         name: raw.name,
@@ -357,6 +372,7 @@ fn build(path: &Path, raw: PolicyFile, defaults: &Defaults) -> Result<Policy, St
         timezone,
         database: raw.database,
         collections,
+        patterns,
         window: WindowSpec {
             initial: raw
                 .window
