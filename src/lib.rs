@@ -23,6 +23,7 @@ pub mod health;
 pub mod host;
 pub mod http;
 pub mod human;
+pub mod lease;
 pub mod listing;
 pub mod logging;
 pub mod metrics;
