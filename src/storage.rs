@@ -1,13 +1,14 @@
 //! Where archives and their manifests are kept, behind one interface ([`Target`]):
 //! create (stage a local file), commit (the archive, then its manifest as the commit
-//! marker), list by prefix, read, delete. Local folders implement it today
-//! ([`local::Local`]). Beside it: how things are named ([`names`]), crash-safe local
-//! files ([`fs`]) and advisory locks ([`lock`]).
+//! marker), list by prefix, read, delete. Local folders ([`local::Local`]) and
+//! S3-compatible buckets ([`s3::S3`]) implement it. Beside it: how things are named
+//! ([`names`]), crash-safe local files ([`fs`]) and advisory locks ([`lock`]).
 
 pub mod fs;
 pub mod local;
 pub mod lock;
 pub mod names;
+pub mod s3;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
