@@ -5,6 +5,7 @@
 
 pub mod alerts;
 mod resolve;
+pub mod storage;
 
 pub use resolve::{MongoExtra, Overrides, Settings};
 
@@ -78,6 +79,20 @@ pub struct ConfigFile {
     /// and against `<database>.<collection>` (`tmp_*`, `dcMes.migrations`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+
+    /// Where archives are kept besides `backupRoot` (the target named `local`): S3
+    /// buckets or other folders, by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub targets: std::collections::BTreeMap<String, storage::TargetConfig>,
+
+    /// The targets of policies that name none. Default: `[local]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_targets: Option<Vec<String>>,
+
+    /// How a policy's run keeps other dcb instances out: `auto` (the default),
+    /// `local` or `mongodb`, or `{kind, database, ttl}`.
+    #[serde(default)]
+    pub lock: storage::LockConfig,
 
     /// Health checks of the running service.
     #[serde(default)]
@@ -401,7 +416,7 @@ impl ConfigFile {
             return Err(diags);
         }
         let config: ConfigFile = doc.deserialize().map_err(|d| vec![d])?;
-        let problems: Vec<Diagnostic> = config
+        let mut problems: Vec<Diagnostic> = config
             .alerts
             .problems()
             .into_iter()
@@ -414,6 +429,15 @@ impl ConfigFile {
                 )
             })
             .collect();
+        problems.extend(
+            storage::problems(
+                &config.targets,
+                config.default_targets.as_deref(),
+                &config.lock,
+            )
+            .into_iter()
+            .map(|(p, msg)| doc.at(Severity::Error, Code::InvalidValue, &p, msg)),
+        );
         if problems.is_empty() {
             Ok(config)
         } else {

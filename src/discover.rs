@@ -199,6 +199,7 @@ mod tests {
         let defaults = Defaults {
             timezone: chrono_tz::Tz::UTC,
             concurrency: 3,
+            targets: vec!["local".into()],
         };
         let (policy, diags) = validate(&doc, &defaults);
         policy.unwrap_or_else(|| panic!("{diags:?}"))

@@ -227,6 +227,7 @@ mod tests {
             &Defaults {
                 timezone: chrono_tz::Tz::UTC,
                 concurrency: 3,
+                targets: vec!["local".into()],
             },
         );
         let p = p.unwrap();

@@ -74,6 +74,22 @@ pub fn check_collection(name: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A storage target's name (dcb.yaml's `targets`): like a policy's name.
+pub fn check_target(name: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid(format!(
+            "target name `{name}`: 1 to 64 lowercase letters, digits, `_` or `-`"
+        )))
+    }
+}
+
 /// Whether a collection entry is a pattern: `*` and `?` cannot appear in a collection
 /// name dcb backs up (they cannot appear in a file name), so the two never mix.
 pub fn is_pattern(name: &str) -> bool {

@@ -257,6 +257,7 @@ mod tests {
         let defaults = Defaults {
             timezone: chrono_tz::Tz::UTC,
             concurrency: 1,
+            targets: vec!["local".into()],
         };
         let (p, diags) = validate(&doc, &defaults);
         p.unwrap_or_else(|| panic!("{diags:?}"))

@@ -118,6 +118,12 @@ pub struct PolicyFile {
     #[schemars(range(min = 1, max = 64))]
     pub concurrency: Option<u32>,
 
+    /// The targets its archives go to, by name: `local` (the backup root) and those of
+    /// dcb.yaml's `targets`. Default: dcb.yaml's `defaultTargets`, else `[local]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub targets: Option<Vec<String>>,
+
     /// Set to `false` to keep the policy on file without scheduling it.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -289,6 +295,8 @@ pub struct Policy {
     pub enabled: bool,
     /// age recipients of the archives; `None`: dcb.yaml's.
     pub recipients: Option<Vec<String>>,
+    /// Target names; `None`: dcb.yaml's default targets.
+    pub targets: Option<Vec<String>>,
 }
 
 impl Policy {

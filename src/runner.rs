@@ -117,6 +117,7 @@ pub async fn run_cancellable(
                 error: e,
                 server: redact::uri(&settings.mongodb_uri),
             };
+            crate::mongo::close(client).await;
             return fail_all(plans, error, events).await;
         }
     };
@@ -176,6 +177,7 @@ pub async fn run_cancellable(
             report
                 .results
                 .extend(fail_all(&locked, error, events).await.results);
+            crate::mongo::close(client).await;
             return report;
         }
     };
@@ -254,6 +256,9 @@ pub async fn run_cancellable(
         }
     }
     drop(locks);
+    // The export tasks are done with their clones: end the client here, not in a drop
+    // the caller's runtime may cut short (see `mongo::close`).
+    crate::mongo::close(client).await;
     for archive in recovered {
         tracing::info!(%archive, "recovered the manifest of an archive an interrupted run left without one");
     }

@@ -18,6 +18,8 @@ use crate::storage;
 pub struct Defaults {
     pub timezone: Tz,
     pub concurrency: usize,
+    /// The target names dcb.yaml defines (`local` among them).
+    pub targets: Vec<String>,
 }
 
 /// Validate one policy document. Returns the policy only when it has no errors.
@@ -25,6 +27,7 @@ pub fn validate(doc: &Document, defaults: &Defaults) -> (Option<Policy>, Vec<Dia
     let mut diags = doc.duplicate_key_diags();
     diags.extend(doc.schema_diags(super::schema(), super::validator()));
     diags.extend(semantic_checks(doc));
+    diags.extend(target_checks(doc, &defaults.targets));
     dedupe(&mut diags);
 
     if diags.iter().any(Diagnostic::is_error) {
@@ -47,6 +50,45 @@ pub fn validate(doc: &Document, defaults: &Defaults) -> (Option<Policy>, Vec<Dia
             (None, diags)
         }
     }
+}
+
+/// Every target a policy names must be one dcb.yaml defines (unless dcb.yaml could not
+/// be read: `known` is empty).
+fn target_checks(doc: &Document, known: &[String]) -> Vec<Diagnostic> {
+    let Some(items) = doc.value.pointer("/targets").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    if known.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, name) in items.iter().enumerate() {
+        let Some(name) = name.as_str() else { continue };
+        if !known.iter().any(|k| k == name) {
+            let mut d = doc.at(
+                Severity::Error,
+                Code::InvalidValue,
+                &format!("/targets/{i}"),
+                format!(
+                    "no target `{name}`; the targets are {}",
+                    known
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            if let Some(s) = crate::document::did_you_mean(name, known) {
+                d = d.with_hint(format!(
+                    "did you mean `{s}`? Targets are defined in dcb.yaml"
+                ));
+            } else {
+                d = d.with_hint("define it under `targets:` in dcb.yaml");
+            }
+            out.push(d);
+        }
+    }
+    out
 }
 
 /// Checks on individual values, run even when the schema found problems elsewhere, so
@@ -388,6 +430,7 @@ fn build(path: &Path, raw: PolicyFile, defaults: &Defaults) -> Result<Policy, St
         concurrency: raw.concurrency.map_or(defaults.concurrency, |c| c as usize),
         enabled: raw.enabled,
         recipients: raw.encryption.as_ref().map(|e| e.recipients.clone()),
+        targets: raw.targets.clone(),
     })
 }
 
