@@ -174,6 +174,23 @@ pub struct MongoConfig {
     /// TLS to MongoDB. URI options (`tls=true&tlsCAFile=...`) work too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<MongoTls>,
+
+    /// Which members exports read from, unless the URI says (`readPreference=`).
+    /// `secondaryPreferred` keeps the backup's reads off a busy primary of a replica
+    /// set. Default: `primary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_preference: Option<ReadPreferenceMode>,
+}
+
+/// A read preference mode, as in a connection string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ReadPreferenceMode {
+    Primary,
+    PrimaryPreferred,
+    Secondary,
+    SecondaryPreferred,
+    Nearest,
 }
 
 // The URI holds the interpolated password: show it redacted.
@@ -184,6 +201,7 @@ impl std::fmt::Debug for MongoConfig {
             .field("username", &self.username)
             .field("password_file", &self.password_file)
             .field("tls", &self.tls)
+            .field("read_preference", &self.read_preference)
             .finish()
     }
 }

@@ -64,6 +64,9 @@ pub enum ExportError {
     Internal(String),
     #[error("interrupted")]
     Interrupted,
+    /// The run's lease was lost (another instance took over): nothing is committed.
+    #[error("the run's lease is lost, nothing was committed: {0}")]
+    LeaseLost(String),
 }
 
 /// Server error codes that mean "the server or the network went away for a moment":
@@ -183,6 +186,19 @@ pub struct ExportJob {
     pub cancel: Arc<AtomicBool>,
     /// For a collection whose policy sets `full`: the chain's part of the run.
     pub chain: Option<ChainJob>,
+    /// The lease the run holds (`lock: mongodb`): confirmed right before the commit,
+    /// its epoch recorded in the manifest.
+    pub guard: Option<Arc<dyn CommitGuard>>,
+}
+
+/// What must still hold when an archive is committed: the run's lease.
+pub trait CommitGuard: Send + Sync + std::fmt::Debug {
+    /// Recorded in the manifest, so a late writer is detectable.
+    fn epoch(&self) -> u64;
+    /// Why nothing may be committed any more, known without a round trip.
+    fn lost(&self) -> Option<String>;
+    /// Confirm with the server, right before a commit.
+    fn confirm(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
 }
 
 /// A chain run: a full that starts a chain, or an incremental on its newest archive.
@@ -221,6 +237,9 @@ pub struct ExportOutcome {
     pub documents: u64,
     pub bytes: u64,
     pub untimed: Option<u64>,
+    /// The targets the archive could not be written to (it is in at least one): the
+    /// next run copies it there.
+    pub missing_copies: Vec<crate::storage::MissingCopy>,
 }
 
 /// Progress reports from an export.
@@ -418,7 +437,7 @@ pub async fn export(
         kind: Some(kind),
         chain,
         changes,
-        epoch: None,
+        epoch: job.guard.as_ref().map(|g| g.epoch()),
     };
     let meta_path = names::metadata_member(&spec.database, coll_name);
     let manifest_member = names::manifest_member(&spec.policy, &spec.database, coll_name);
@@ -458,10 +477,14 @@ pub async fn export(
     let manifest_key = names::key(&spec.policy, &names::manifest_name(&archive_name));
     let (target, json) = (job.target.clone(), manifest.to_json());
     let (k, t) = (key.clone(), temp.clone());
-    tokio::task::spawn_blocking(move || target.commit(&t, &k, &manifest_key, &json))
-        .await
-        .map_err(|e| ExportError::from_join(e, "the archive's commit"))?
-        .map_err(ExportError::from_storage)?;
+    if let Some(guard) = &job.guard {
+        guard.confirm().await.map_err(ExportError::LeaseLost)?;
+    }
+    let missing_copies =
+        tokio::task::spawn_blocking(move || target.commit_copies(&t, &k, &manifest_key, &json))
+            .await
+            .map_err(|e| ExportError::from_join(e, "the archive's commit"))?
+            .map_err(ExportError::from_storage)?;
     temp_guard.disarm();
     let watermark = match (job.extent, &job.chain) {
         (Extent::Window(w), _) => Some(w.to),
@@ -477,6 +500,7 @@ pub async fn export(
         documents,
         bytes,
         untimed,
+        missing_copies,
         manifest: Some(manifest),
     })
 }
@@ -578,6 +602,7 @@ impl ExportOutcome {
             documents: 0,
             bytes: 0,
             untimed,
+            missing_copies: Vec::new(),
         }
     }
 }

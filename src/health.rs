@@ -52,6 +52,8 @@ pub struct Inputs<'a> {
     pub now: DateTime<Utc>,
     /// Per backed-up database that could be listed, its collections no policy covers.
     pub uncovered: &'a BTreeMap<String, Vec<Uncovered>>,
+    /// Per named storage target, whether a probe object could be written there.
+    pub targets: &'a BTreeMap<String, Result<(), String>>,
 }
 
 fn finding(
@@ -151,6 +153,19 @@ pub fn evaluate(i: &Inputs<'_>, t: &Thresholds) -> Vec<Finding> {
                 "{}; add each to a policy, match it with a pattern, or list it under \
                  `exclude:` in dcb.yaml",
                 crate::discover::describe(list)
+            ),
+            None,
+        ));
+    }
+    for (name, probe) in i.targets {
+        out.push(finding(
+            AlertKey::Target(name.clone()),
+            probe.is_err(),
+            format!("storage target `{name}` cannot be written"),
+            format!(
+                "{}; archives still go to the policies' other targets, and the next run \
+                 after it recovers copies what it missed",
+                probe.clone().err().unwrap_or_default()
             ),
             None,
         ));
@@ -298,6 +313,7 @@ mod tests {
             started_at: t("2026-11-25T09:00:00Z"),
             now: t("2026-11-25T10:00:00Z"),
             uncovered: &BTreeMap::new(),
+            targets: &BTreeMap::new(),
         };
         assert_eq!(active(&evaluate(&inputs, &TH)), expected);
     }
@@ -326,6 +342,7 @@ mod tests {
             started_at: t("2026-11-25T09:00:00Z"),
             now: t("2026-11-25T09:30:00Z"),
             uncovered: &uncovered,
+            targets: &BTreeMap::new(),
         };
         let found = evaluate(&inputs, &TH);
         let f = found

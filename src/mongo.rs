@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use mongodb::Client;
-use mongodb::options::{AuthMechanism, ClientOptions, Tls, TlsOptions};
+use mongodb::options::{
+    AuthMechanism, ClientOptions, ReadPreference, SelectionCriteria, Tls, TlsOptions,
+};
 
 use crate::config::Settings;
 use crate::redact;
@@ -85,7 +87,21 @@ pub async fn connect(
         }
         opts.tls = Some(Tls::Enabled(tls));
     }
+    if let (None, Some(mode)) = (&opts.selection_criteria, extra.read_preference) {
+        opts.selection_criteria = Some(SelectionCriteria::ReadPreference(read_preference(mode)));
+    }
     Client::with_options(opts).map_err(|e| ConnectError::Client(scrub(e)))
+}
+
+fn read_preference(mode: crate::config::ReadPreferenceMode) -> ReadPreference {
+    use crate::config::ReadPreferenceMode as M;
+    match mode {
+        M::Primary => ReadPreference::Primary,
+        M::PrimaryPreferred => ReadPreference::PrimaryPreferred { options: None },
+        M::Secondary => ReadPreference::Secondary { options: None },
+        M::SecondaryPreferred => ReadPreference::SecondaryPreferred { options: None },
+        M::Nearest => ReadPreference::Nearest { options: None },
+    }
 }
 
 /// The authentication options written in a connection string.
@@ -154,5 +170,38 @@ mod tests {
         assert_eq!(o.source.as_deref(), Some("a-b"));
         assert_eq!(o.mechanism, Some(AuthMechanism::ScramSha256));
         assert_eq!(uri_auth_options("mongodb://h/db"), AuthOptions::default());
+    }
+
+    // `mongodb.readPreference` reaches the client, unless the URI sets one.
+    #[tokio::test]
+    async fn read_preference_from_the_config_unless_the_uri_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dcb.yaml");
+        std::fs::write(&path, "mongodb:\n  readPreference: secondaryPreferred\n").unwrap();
+        let overrides = crate::config::Overrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        for (uri, want) in [
+            (
+                "mongodb://127.0.0.1:1/",
+                ReadPreference::SecondaryPreferred { options: None },
+            ),
+            (
+                "mongodb://127.0.0.1:1/?readPreference=nearest",
+                ReadPreference::Nearest { options: None },
+            ),
+        ] {
+            let env = |k: &str| (k == "DCB_MONGODB_URI").then(|| uri.to_string());
+            let settings = Settings::resolve(&overrides, &env).unwrap();
+            let client = connect(&settings, Duration::from_millis(100))
+                .await
+                .unwrap();
+            assert_eq!(
+                client.selection_criteria(),
+                Some(&SelectionCriteria::ReadPreference(want)),
+                "{uri}"
+            );
+        }
     }
 }

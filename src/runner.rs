@@ -12,6 +12,7 @@ use mongodb::Client;
 use tokio::sync::Semaphore;
 
 mod error;
+mod hold;
 pub mod recover;
 
 pub use error::RunError;
@@ -123,14 +124,25 @@ pub async fn run_cancellable(
     };
     let matched = match_patterns(&client, settings, plans, events, &mut report).await;
     let mut locks = Vec::new();
-    let mut locked = Vec::new();
+    let mut locked: Vec<(&PolicyPlan, Option<hold::Held>)> = Vec::new();
     for plan in &matched {
         let dir = storage::policy_dir(&settings.backup_root, &plan.policy.name);
         let lock_path = dir.join(".dcb.lock");
         let refused = match storage::try_lock(&lock_path) {
+            // The lease after the file lock: a second process here waits on neither.
+            Ok(Some(lock)) if settings.uses_lease(&plan.policy) => {
+                match hold::take(&client, settings, &plan.policy.name).await {
+                    Ok(held) => {
+                        locks.push(lock);
+                        locked.push((plan, Some(held)));
+                        continue;
+                    }
+                    Err(refused) => refused,
+                }
+            }
             Ok(Some(lock)) => {
                 locks.push(lock);
-                locked.push(plan);
+                locked.push((plan, None));
                 continue;
             }
             Ok(None) => RunError::Locked {
@@ -146,16 +158,30 @@ pub async fn run_cancellable(
         }
     }
     // Only with the locks held: a run of the same policy that ended a moment ago has
-    // then written its state, so no window starts from a stale watermark.
-    let names: Vec<String> = locked.iter().map(|p| p.policy.name.clone()).collect();
+    // then written its state and committed its archives, so no window starts from a
+    // stale watermark.
+    let policies: Vec<(String, bool)> = locked
+        .iter()
+        .map(|(p, held)| {
+            // A shared target must be readable unless nobody else wrote since.
+            let strict = held.as_ref().is_some_and(|h| !h.current);
+            (p.policy.name.clone(), strict)
+        })
+        .collect();
+    let members: Vec<Vec<(String, Arc<dyn storage::Target>)>> = locked
+        .iter()
+        .map(|(p, _)| settings.target_members_for(&p.policy))
+        .collect();
     let prepare = {
         let settings = settings.clone();
         move || {
             let target = settings.target();
             let mut recovered = Vec::new();
-            for name in names {
-                for leftover in target.remove_leftovers(&format!("{name}/")) {
-                    tracing::info!(file = %leftover, "removed an unfinished file from an earlier run");
+            let mut refused = std::collections::BTreeMap::new();
+            for ((name, strict), members) in policies.into_iter().zip(members) {
+                if let Err(why) = prepare_targets(&name, &members, strict) {
+                    refused.insert(name, why);
+                    continue;
                 }
                 let identity = settings.identity_file.as_deref();
                 recovered.extend(
@@ -166,25 +192,51 @@ pub async fn run_cancellable(
             }
             let found = crate::catalog::scan(&target);
             let state = State::load_for_run(&settings.backup_root, &target, &found);
-            (recovered, state, found)
+            (recovered, state, found, refused)
         }
     };
-    let (recovered, state, found) = match tokio::task::spawn_blocking(prepare).await {
+    let (recovered, state, found, refused) = match tokio::task::spawn_blocking(prepare).await {
         Ok(r) => r,
         Err(e) => {
             let error = RunError::Internal(format!("preparing the run {}", describe_join(e)));
-            let locked: Vec<PolicyPlan> = locked.into_iter().cloned().collect();
+            let plans: Vec<PolicyPlan> = locked.iter().map(|(p, _)| (*p).clone()).collect();
             report
                 .results
-                .extend(fail_all(&locked, error, events).await.results);
+                .extend(fail_all(&plans, error, events).await.results);
+            release_all(locked).await;
             crate::mongo::close(client).await;
             return report;
         }
     };
     let now = now_ms();
-    let target = settings.target();
     let mut tasks = Tasks(Vec::new());
-    for plan in locked {
+    let mut relays = Vec::new();
+    let mut leases = Vec::new();
+    for (plan, held) in locked {
+        if let Some(why) = refused.get(&plan.policy.name) {
+            for spec in &plan.jobs {
+                let error = RunError::Targets(why.clone());
+                report.results.push(refuse(spec, error, events).await);
+            }
+            if let Some(h) = held {
+                leases.push(h.lease);
+            }
+            continue;
+        }
+        let target = settings.targets_for(&plan.policy);
+        let guard: Option<Arc<dyn export::CommitGuard>> = held
+            .as_ref()
+            .map(|h| Arc::new(hold::Guard(h.lease.clone())) as Arc<dyn export::CommitGuard>);
+        // The policy's exports stop on a shutdown, and when its lease is lost.
+        let cancel_policy = Arc::new(AtomicBool::new(false));
+        relays.push(hold::relay(
+            cancel.clone(),
+            cancel_policy.clone(),
+            held.as_ref().map(|h| h.lease.watch()),
+        ));
+        if let Some(h) = held {
+            leases.push(h.lease);
+        }
         let limit = Arc::new(Semaphore::new(plan.policy.concurrency.max(1)));
         for spec in &plan.jobs {
             let entry = state.collections.get(&spec.id());
@@ -217,8 +269,9 @@ pub async fn run_cancellable(
                     .and_then(|e| e.untimed_checked_at)
                     .is_none_or(|t| now - t >= UNTIMED_CHECK_EVERY),
                 server_version: server_version.clone(),
-                cancel: cancel.clone(),
+                cancel: cancel_policy.clone(),
                 chain,
+                guard: guard.clone(),
             };
             let untimed_known = entry.and_then(|e| Some((e.untimed?, e.untimed_checked_at?)));
             let client = client.clone();
@@ -255,6 +308,12 @@ pub async fn run_cancellable(
             }
         }
     }
+    for relay in relays {
+        relay.abort();
+    }
+    for lease in leases {
+        hold::release(lease).await;
+    }
     drop(locks);
     // The export tasks are done with their clones: end the client here, not in a drop
     // the caller's runtime may cut short (see `mongo::close`).
@@ -263,6 +322,51 @@ pub async fn run_cancellable(
         tracing::info!(%archive, "recovered the manifest of an archive an interrupted run left without one");
     }
     report
+}
+
+/// Before a policy's run, in each of its targets: remove what interrupted writes
+/// left, check a shared one can be read (`strict`), and copy to each what another has
+/// and it lacks. `Err` refuses the policy's run.
+fn prepare_targets(
+    policy: &str,
+    members: &[(String, Arc<dyn storage::Target>)],
+    strict: bool,
+) -> Result<(), String> {
+    let prefix = format!("{policy}/");
+    for (name, target) in members {
+        for leftover in target.remove_leftovers(&prefix) {
+            tracing::info!(target_name = %name, file = %leftover, "removed an unfinished file from an earlier run");
+        }
+        if strict
+            && target.local_path(&prefix).is_none()
+            && let Err(e) = target.list(&prefix)
+        {
+            return Err(format!(
+                "cannot read target `{name}`, which other instances may write to: {e}; \
+                 not running, so that no window is written twice"
+            ));
+        }
+    }
+    if members.len() > 1 {
+        let set = storage::set::Set::new(members.to_vec());
+        let (copied, failed) = set.repair(&prefix);
+        for (key, to) in copied {
+            tracing::info!(archive = %key, target_name = %to, "copied an archive a target was missing");
+        }
+        for m in failed {
+            tracing::warn!(target_name = %m.target, error = %m.error, "a target still misses archives of policy `{policy}`");
+        }
+    }
+    Ok(())
+}
+
+/// Release the leases of runs that end before their exports start.
+async fn release_all(locked: Vec<(&PolicyPlan, Option<hold::Held>)>) {
+    for (_, held) in locked {
+        if let Some(h) = held {
+            hold::release(h.lease).await;
+        }
+    }
 }
 
 /// What a chain collection's run does: a full, or an incremental on the chain's
@@ -452,6 +556,12 @@ async fn run_job(
             }
             other => break other,
         }
+    };
+    // Stopped because the lease was lost: a failure, and said so.
+    let lost = job.guard.as_ref().and_then(|g| g.lost());
+    let outcome = match (outcome, &lost) {
+        (Err(ExportError::Interrupted), Some(why)) => Err(ExportError::LeaseLost(why.clone())),
+        (other, _) => other,
     };
     let outcome = outcome.map_err(|e| RunError::export(e, uri));
     let elapsed = started.elapsed();

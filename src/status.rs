@@ -128,6 +128,73 @@ pub struct Status {
     pub last_heartbeat: Option<DateTime<Utc>>,
     pub statistics: Statistics,
     pub policies: Vec<PolicyStatus>,
+    /// Who holds which lease, when a policy runs under one (`lock: mongodb`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leases: Option<Leases>,
+}
+
+/// The leases in `<lock.database>.dcb_locks`, as the server sees them.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Leases {
+    pub database: String,
+    pub held: Vec<LeaseView>,
+    /// Why they could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseView {
+    pub scope: String,
+    pub host: String,
+    pub pid: u32,
+    pub epoch: i64,
+    pub taken_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub expired: bool,
+}
+
+/// The leases, when any of `policies` runs under one; `None` otherwise.
+pub async fn leases(settings: &Settings, policies: &[Policy]) -> Option<Leases> {
+    if !policies.iter().any(|p| settings.uses_lease(p)) {
+        return None;
+    }
+    let database = settings.lock.database.clone();
+    let read = async {
+        let client = crate::mongo::connect(settings, std::time::Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())?;
+        let held = crate::lease::holders(&client, &database)
+            .await
+            .map_err(|e| e.to_string());
+        crate::mongo::close(client).await;
+        held
+    };
+    Some(match read.await {
+        Ok(all) => Leases {
+            database,
+            held: all
+                .into_iter()
+                .map(|l| LeaseView {
+                    scope: l.scope,
+                    host: l.holder.host,
+                    pid: l.holder.pid,
+                    epoch: l.epoch,
+                    taken_at: l.taken_at,
+                    expires_at: l.expires_at,
+                    expired: l.expired,
+                })
+                .collect(),
+            error: None,
+        },
+        Err(e) => Leases {
+            database,
+            held: Vec::new(),
+            error: Some(crate::redact::text(&e, &settings.mongodb_uri)),
+        },
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -151,6 +218,8 @@ pub struct PolicyStatus {
     pub schedule: String,
     pub timezone: String,
     pub next_run: Option<DateTime<Utc>>,
+    /// Where its archives go (`local` is the backup root).
+    pub targets: Vec<String>,
     pub collections: Vec<CollectionStatus>,
 }
 
@@ -212,6 +281,10 @@ pub fn compute(
                 .then(|| p.schedule.next_after(&now.with_timezone(&p.timezone)))
                 .flatten()
                 .map(|t| t.with_timezone(&Utc)),
+            targets: p
+                .targets
+                .clone()
+                .unwrap_or_else(|| vec![crate::config::storage::LOCAL.to_string()]),
             collections: specs
                 .iter()
                 .map(|j| {
@@ -263,6 +336,7 @@ pub fn compute(
             total_size_mb: format!("{:.2}", total_bytes as f64 / 1_048_576.0),
         },
         policies,
+        leases: None,
     }
 }
 
@@ -288,13 +362,17 @@ pub fn gather(settings: &Settings, policies: &[Policy]) -> Status {
             (p.clone(), specs)
         })
         .collect::<Vec<_>>();
-    compute(
+    let mut status = compute(
         &jobs,
         &state,
         &found,
         read_service(&settings.backup_root),
         Utc::now(),
-    )
+    );
+    for (p, (policy, _)) in status.policies.iter_mut().zip(&jobs) {
+        p.targets = settings.target_names_for(policy).to_vec();
+    }
+    status
 }
 
 /// The collections of `policy` in `database` that the state or an archive names,
@@ -421,9 +499,45 @@ pub fn render_human(status: &Status, now: DateTime<Utc>) -> String {
                 )
             })
             .unwrap_or_else(|| "disabled".into());
-        let _ = writeln!(out, "  {}: {}  [{}]", p.name, next, p.schedule);
+        let targets = if p.targets.len() == 1 && p.targets[0] == crate::config::storage::LOCAL {
+            String::new()
+        } else {
+            format!("  to {}", p.targets.join(" + "))
+        };
+        let _ = writeln!(out, "  {}: {}  [{}]{targets}", p.name, next, p.schedule);
     }
     out.push_str(&render_coverage(status));
+    if let Some(l) = &status.leases {
+        out.push_str(&render_leases(l, now));
+    }
+    out
+}
+
+/// Who holds which policy's lease.
+fn render_leases(l: &Leases, now: DateTime<Utc>) -> String {
+    let mut out = format!("\nleases ({}.{}):\n", l.database, crate::lease::COLLECTION);
+    if let Some(e) = &l.error {
+        let _ = writeln!(out, "  cannot read them: {e}");
+        return out;
+    }
+    if l.held.is_empty() {
+        out.push_str("  none taken yet\n");
+    }
+    for h in &l.held {
+        let state = if h.expired {
+            format!("free (expired {})", ago(Some(h.expires_at), now))
+        } else {
+            format!(
+                "held until {}",
+                h.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            )
+        };
+        let _ = writeln!(
+            out,
+            "  {}: {state}; last taken by {} (pid {}), epoch {}",
+            h.scope, h.host, h.pid, h.epoch
+        );
+    }
     out
 }
 

@@ -34,6 +34,8 @@ pub enum AlertKey {
     DiskForecast,
     /// A backed-up database has collections no policy covers (the database).
     Uncovered(String),
+    /// A storage target cannot be written (the target's name).
+    Target(String),
 }
 
 impl AlertKey {
@@ -77,6 +79,7 @@ impl fmt::Display for AlertKey {
             AlertKey::DiskFree => f.write_str("disk:free"),
             AlertKey::DiskForecast => f.write_str("disk:forecast"),
             AlertKey::Uncovered(db) => write!(f, "uncovered:{db}"),
+            AlertKey::Target(name) => write!(f, "target:{name}"),
         }
     }
 }
@@ -116,6 +119,7 @@ impl FromStr for AlertKey {
             "invalid-policy" => AlertKey::InvalidPolicy(rest),
             "identity" => AlertKey::Identity(rest),
             "uncovered" => AlertKey::Uncovered(rest),
+            "target" => AlertKey::Target(rest),
             _ => return Err(unknown()),
         })
     }
@@ -154,6 +158,7 @@ mod tests {
             AlertKey::DiskFree,
             AlertKey::DiskForecast,
             AlertKey::Uncovered("dcMes".into()),
+            AlertKey::Target("offsite".into()),
         ];
         for k in keys {
             assert_eq!(k.to_string().parse::<AlertKey>().unwrap(), k);

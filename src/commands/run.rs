@@ -50,8 +50,21 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Exit {
             None => Arc::new(LogLines::new(spec)),
         }
     };
-    let events = crate::events::Emitter::new(&settings);
-    let report = runtime().block_on(runner::run(&settings, &plans, &factory, &events));
+    let mut events = crate::events::Emitter::new(&settings);
+    // With no service beside it (a CronJob), a run raises its own alerts: the same
+    // messages, the same cool-down state as the service's.
+    let alerter = run_alerter(&settings);
+    if let Some(a) = &alerter {
+        let a = a.clone();
+        events = events.with_alerts(Arc::new(move || a.clone()));
+    }
+    let report = runtime().block_on(async {
+        let report = runner::run(&settings, &plans, &factory, &events).await;
+        if let Some(a) = &alerter {
+            let _ = tokio::time::timeout(ALERT_FLUSH, a.flush()).await;
+        }
+        report
+    });
     if !args.quiet || report.failed() > 0 {
         out!(
             "{}",
@@ -62,6 +75,24 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Exit {
         Exit::Failed
     } else {
         Exit::Ok
+    }
+}
+
+/// How long a run waits for its alerts to be delivered before it exits.
+const ALERT_FLUSH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An alerter when notifiers are configured.
+fn run_alerter(settings: &crate::config::Settings) -> Option<Arc<crate::alert::Alerter>> {
+    if settings.alerts.notifiers.is_empty() {
+        return None;
+    }
+    let log = crate::storage::logs_dir(&settings.backup_root).join("alerts.log");
+    match crate::alert::Alerter::new(&settings.alerts, log) {
+        Ok(a) => Some(Arc::new(a)),
+        Err(e) => {
+            tracing::error!(error = %e, "alerts are not sent: the notifiers are invalid");
+            None
+        }
     }
 }
 
@@ -231,6 +262,13 @@ fn summary(report: &RunReport, root: &std::path::Path, uri: &str) -> String {
                     let _ = write!(
                         out,
                         "  (deletions not recorded: {why}; the next run is a full)"
+                    );
+                }
+                for m in &o.missing_copies {
+                    let _ = write!(
+                        out,
+                        "  (no copy in target `{}`: {}; the next run copies it there)",
+                        m.target, m.error
                     );
                 }
                 out.push('\n');

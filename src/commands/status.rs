@@ -14,7 +14,8 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Exit {
     if set.has_errors() {
         eprintln!("warning: some policy files are invalid; run `dcb validate`");
     }
-    let status = crate::status::gather(&settings, &set.policies);
+    let mut status = crate::status::gather(&settings, &set.policies);
+    status.leases = super::runtime().block_on(crate::status::leases(&settings, &set.policies));
     if args.json {
         outln!(
             "{}",

@@ -100,6 +100,7 @@ pub struct MongoExtra {
     pub tls_ca_file: Option<PathBuf>,
     pub tls_certificate_key_file: Option<PathBuf>,
     pub tls: bool,
+    pub read_preference: Option<super::ReadPreferenceMode>,
 }
 
 impl Settings {
@@ -152,6 +153,7 @@ impl Settings {
                 .as_ref()
                 .and_then(|t| from_file(&t.certificate_key_file)),
             tls: tls.is_some(),
+            read_preference: config.mongodb.read_preference,
         };
         let timezone = match &config.timezone {
             Some(tz) => parse_timezone(tz).unwrap_or(Tz::UTC),
@@ -212,6 +214,17 @@ impl Settings {
     /// `defaultTargets`, else the backup root.
     pub fn targets_for(&self, policy: &Policy) -> std::sync::Arc<dyn crate::storage::Target> {
         self.target_set(self.target_names_for(policy))
+    }
+
+    /// A policy's targets, by name.
+    pub fn target_members_for(
+        &self,
+        policy: &Policy,
+    ) -> Vec<(String, std::sync::Arc<dyn crate::storage::Target>)> {
+        self.target_names_for(policy)
+            .iter()
+            .map(|n| (n.clone(), self.target_named(n)))
+            .collect()
     }
 
     /// The names of a policy's targets.

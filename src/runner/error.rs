@@ -12,6 +12,19 @@ pub enum RunError {
     /// just does not start twice. Not a failure.
     #[error("another dcb is running policy `{policy}` (lock {}); not started twice", lock.display())]
     Locked { policy: String, lock: PathBuf },
+    /// Another instance holds the policy's lease (`lock: mongodb`): not started
+    /// twice, not a failure.
+    #[error(
+        "another dcb instance is running policy `{policy}`: {holder} holds its lease; not started twice"
+    )]
+    Leased { policy: String, holder: String },
+    /// The lease could not be taken or read.
+    #[error("cannot take the policy's lease: {0}")]
+    Lease(String),
+    /// A target the policy shares with other instances could not be read, so what
+    /// they committed is unknown: running would risk writing a window twice.
+    #[error("{0}")]
+    Targets(String),
     /// No client could be made; `server` is the URI with its password masked.
     #[error("cannot connect: {error} (server {server})")]
     Connect { error: ConnectError, server: String },
@@ -46,7 +59,7 @@ impl RunError {
     }
 
     pub fn is_locked(&self) -> bool {
-        matches!(self, RunError::Locked { .. })
+        matches!(self, RunError::Locked { .. } | RunError::Leased { .. })
     }
 }
 

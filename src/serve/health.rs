@@ -92,6 +92,11 @@ impl Service {
         };
         let root = settings.backup_root.clone();
         let target = settings.target();
+        let named: Vec<(String, Arc<dyn storage::Target>)> = settings
+            .targets
+            .keys()
+            .map(|n| (n.clone(), settings.target_named(n)))
+            .collect();
         let started_at = self.started_at;
         let findings = tokio::task::spawn_blocking(move || {
             let _ = storage::create_dir(&root);
@@ -104,6 +109,14 @@ impl Service {
             } else {
                 Default::default()
             };
+            let targets: BTreeMap<String, Result<(), String>> = if full {
+                named
+                    .iter()
+                    .map(|(n, t)| (n.clone(), probe(t.as_ref())))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            };
             let inputs = health::Inputs {
                 jobs: &jobs,
                 state: &state,
@@ -113,6 +126,7 @@ impl Service {
                 started_at,
                 now: Utc::now(),
                 uncovered: &uncovered,
+                targets: &targets,
             };
             health::evaluate(&inputs, &thresholds)
         })
@@ -176,6 +190,18 @@ async fn survey(
 }
 
 /// Whether the server answers; why not, scrubbed, when it does not.
+/// Write a small object to a target and remove it: whether archives can go there.
+fn probe(target: &dyn storage::Target) -> Result<(), String> {
+    let key = format!(".dcb-probe-{}", crate::host::hostname());
+    if let Some(folder) = target.local_path(&key).as_deref().and_then(|p| p.parent()) {
+        let _ = std::fs::create_dir_all(folder);
+    }
+    target
+        .put(&key, b"dcb health probe\n")
+        .and_then(|()| target.delete(&key))
+        .map_err(|e| e.to_string())
+}
+
 async fn ping(client: &mongodb::Client) -> Result<(), String> {
     client
         .database("admin")

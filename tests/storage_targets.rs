@@ -1,0 +1,412 @@
+//! Policies writing to several targets, end to end: the `dcb` binary against the real
+//! MongoDB test server and a real S3-protocol server (moto) on loopback. Run, list,
+//! verify, restore and prune work on the bucket as on the backup root; a failing
+//! target does not stop the others and is repaired by the next run; a fresh machine
+//! with only the bucket knows every watermark; two instances share a bucket under the
+//! lease.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use mongodb::bson::{DateTime, Document, doc, oid::ObjectId};
+use serde_json::json;
+use support::s3::{S3Server, s3_server};
+use support::{Run, Scratch};
+
+const POLICY: &str = "p";
+
+fn policy(db: &str) -> String {
+    format!(
+        "name: {POLICY}\nschedule: \"0 * * * *\"\ndatabase: {db}\nwindow:\n  initial: all\n  settle: 0s\n\
+         collections:\n  - api_logs\nretention: 30d\n"
+    )
+}
+
+/// dcb.yaml with an S3 target `offsite` and the given default targets.
+fn config(server: &S3Server, bucket: &str, targets: &[&str], lock: &str) -> String {
+    format!(
+        "backupRoot: backups\npoliciesDir: policies\nlock: {lock}\n\
+         targets:\n  offsite:\n    type: s3\n    bucket: {bucket}\n    prefix: mes/\n    \
+         endpoint: {}\n    region: us-east-1\n    pathStyle: true\n\
+         defaultTargets: [{}]\n",
+        server.endpoint,
+        targets.join(", ")
+    )
+}
+
+struct Site {
+    scratch: Scratch,
+    uri: String,
+    db: String,
+}
+
+impl Site {
+    fn new(bucket: &str, targets: &[&str], lock: &str) -> Site {
+        let scratch = Scratch::new();
+        let db = support::unique_db("targets");
+        scratch.write("dcb.yaml", &config(s3_server(), bucket, targets, lock));
+        scratch.write(&format!("policies/{POLICY}.yaml"), &policy(&db));
+        Site {
+            scratch,
+            uri: support::server().uri.clone(),
+            db,
+        }
+    }
+
+    /// Another machine: its own backup root, the same database and bucket.
+    fn twin(&self, bucket: &str, targets: &[&str], lock: &str) -> Site {
+        let scratch = Scratch::new();
+        scratch.write("dcb.yaml", &config(s3_server(), bucket, targets, lock));
+        scratch.write(&format!("policies/{POLICY}.yaml"), &policy(&self.db));
+        Site {
+            scratch,
+            uri: self.uri.clone(),
+            db: self.db.clone(),
+        }
+    }
+
+    fn dcb(&self, args: &[&str]) -> Run {
+        let s3 = s3_server();
+        Run::from(
+            self.scratch
+                .dcb()
+                .args(args)
+                .env("DCB_MONGODB_URI", &self.uri)
+                .env("AWS_ACCESS_KEY_ID", &s3.access_key_id)
+                .env("AWS_SECRET_ACCESS_KEY", &s3.secret_access_key)
+                .output()
+                .expect("run dcb"),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> Run {
+        let r = self.dcb(args);
+        assert_eq!(
+            r.code, 0,
+            "dcb {args:?} failed\nstdout:\n{}\nstderr:\n{}",
+            r.stdout, r.stderr
+        );
+        r
+    }
+
+    fn root(&self) -> std::path::PathBuf {
+        self.scratch.path().join("backups")
+    }
+}
+
+/// Insert `n` documents dated over the last `span_ms` milliseconds; their ids.
+async fn seed(uri: &str, db: &str, n: usize, span_ms: i64) -> Vec<ObjectId> {
+    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
+    let coll = client.database(db).collection::<Document>("api_logs");
+    let now = DateTime::now().timestamp_millis();
+    let docs: Vec<Document> = (0..n)
+        .map(|i| {
+            doc! {
+                "_id": ObjectId::new(),
+                "createdAt": DateTime::from_millis(now - span_ms + (i as i64) * span_ms / (n as i64)),
+                "path": format!("/api/scan/{i}"),
+                "payload": "x".repeat(100),
+            }
+        })
+        .collect();
+    let ids = docs
+        .iter()
+        .map(|d| d.get_object_id("_id").unwrap())
+        .collect();
+    coll.insert_many(docs).await.unwrap();
+    ids
+}
+
+fn block<T>(f: impl Future<Output = T>) -> T {
+    tokio::runtime::Runtime::new().unwrap().block_on(f)
+}
+
+fn bucket_archives(bucket: &str) -> Vec<String> {
+    s3_server()
+        .keys(bucket)
+        .into_iter()
+        .filter(|k| k.ends_with(".tar.gz"))
+        .collect()
+}
+
+fn local_archives(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join(POLICY))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".tar.gz") && !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The `_id`s of a restored collection.
+async fn ids_of(uri: &str, db: &str, coll: &str) -> HashSet<ObjectId> {
+    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
+    let mut cursor = client
+        .database(db)
+        .collection::<Document>(coll)
+        .find(doc! {})
+        .await
+        .unwrap();
+    let mut out = HashSet::new();
+    while cursor.advance().await.unwrap() {
+        let d = cursor.deserialize_current().unwrap();
+        out.insert(d.get_object_id("_id").unwrap());
+    }
+    out
+}
+
+// A policy sent to the backup root and a bucket: both get every archive, byte for
+// byte; list, verify and restore work from the bucket alone on a fresh machine, whose
+// next run starts where the bucket's manifests end.
+#[test]
+fn archives_go_to_every_target_and_a_fresh_machine_knows_them() {
+    let s3 = s3_server();
+    let bucket = s3.bucket("both");
+    let site = Site::new(&bucket, &["local", "offsite"], "auto");
+    let first = block(seed(&site.uri, &site.db, 50, 3_600_000));
+    site.ok(&["run", "--policy", POLICY]);
+    let local = local_archives(&site.root());
+    assert_eq!(local.len(), 1, "{local:?}");
+    let remote = bucket_archives(&bucket);
+    assert_eq!(remote, vec![format!("mes/{POLICY}/{}", local[0])]);
+    let here = std::fs::read(site.root().join(POLICY).join(&local[0])).unwrap();
+    assert_eq!(
+        s3.get(&bucket, &remote[0]).unwrap(),
+        here,
+        "the copies differ"
+    );
+    // The manifest records the lease's epoch (`lock: auto` with an S3 target).
+    let manifest_key = remote[0].replace(".tar.gz", ".manifest.json");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &s3.get(&bucket, &manifest_key)
+            .expect("manifest in the bucket"),
+    )
+    .unwrap();
+    assert!(
+        manifest["epoch"].as_u64().is_some_and(|e| e >= 1),
+        "{manifest}"
+    );
+
+    // A fresh machine with only the bucket.
+    let fresh = site.twin(&bucket, &["offsite"], "auto");
+    let listed = fresh.ok(&["list", "--policy", POLICY]);
+    assert!(listed.stdout.contains(&local[0]), "{}", listed.stdout);
+    fresh.ok(&["verify", "--policy", POLICY]);
+    let restored_db = support::unique_db("restored");
+    fresh.ok(&[
+        "restore",
+        "--policy",
+        POLICY,
+        "--collection",
+        "api_logs",
+        "--to-database",
+        &restored_db,
+    ]);
+    let got = block(ids_of(&site.uri, &restored_db, "api_logs"));
+    assert_eq!(got, first.iter().copied().collect::<HashSet<_>>());
+    // Its next run starts at the bucket's watermark: only the new documents.
+    let second = block(seed(&site.uri, &site.db, 7, 100));
+    let run = fresh.ok(&["run", "--policy", POLICY]);
+    assert!(run.stdout.contains("        7 docs"), "{}", run.stdout);
+    assert_eq!(bucket_archives(&bucket).len(), 2);
+    let _ = second;
+}
+
+// A target that refuses writes does not stop the others: the run succeeds, says
+// which copy is missing, and the next run after it recovers copies the archive there.
+#[test]
+fn a_failing_target_is_reported_and_repaired_later() {
+    let s3 = s3_server();
+    let bucket = s3.bucket("repair");
+    let site = Site::new(&bucket, &["local", "offsite"], "local");
+    block(seed(&site.uri, &site.db, 20, 3_600_000));
+    // Credentials the server does not know: every request to the bucket fails.
+    let run = Run::from(
+        site.scratch
+            .dcb()
+            .args(["run", "--policy", POLICY])
+            .env("DCB_MONGODB_URI", &site.uri)
+            .env("AWS_ACCESS_KEY_ID", "AKIDNOBODY")
+            .env("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("no copy in target `offsite`"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("wrong-secret") && !run.stderr.contains("wrong-secret"));
+    assert_eq!(local_archives(&site.root()).len(), 1);
+    assert!(bucket_archives(&bucket).is_empty());
+    // Next run, with good credentials and nothing new: the copy is made.
+    site.ok(&["run", "--policy", POLICY]);
+    let local = local_archives(&site.root());
+    assert_eq!(local.len(), 1, "an empty window writes nothing: {local:?}");
+    let remote = bucket_archives(&bucket);
+    assert_eq!(remote, vec![format!("mes/{POLICY}/{}", local[0])]);
+    let here = std::fs::read(site.root().join(POLICY).join(&local[0])).unwrap();
+    assert_eq!(s3.get(&bucket, &remote[0]).unwrap(), here);
+    assert!(
+        s3.get(&bucket, &remote[0].replace(".tar.gz", ".manifest.json"))
+            .is_some()
+    );
+}
+
+// A policy whose only target refuses writes fails with a clear error and moves no
+// watermark: the next good run exports the same documents.
+#[test]
+fn a_bucket_that_refuses_writes_moves_no_watermark() {
+    let s3 = s3_server();
+    let bucket = s3.bucket("refuse");
+    let site = Site::new(&bucket, &["offsite"], "local");
+    let ids = block(seed(&site.uri, &site.db, 15, 3_600_000));
+    let (key, secret) = s3.user(
+        "readonly-refuse",
+        json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+             "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")]}]}),
+    );
+    let run = Run::from(
+        site.scratch
+            .dcb()
+            .args(["run", "--policy", POLICY])
+            .env("DCB_MONGODB_URI", &site.uri)
+            .env("AWS_ACCESS_KEY_ID", &key)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("FAILED"), "{}", run.stdout);
+    assert!(
+        run.stdout.to_lowercase().contains("denied")
+            || run.stdout.to_lowercase().contains("forbidden"),
+        "the error says why: {}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains(&secret) && !run.stderr.contains(&secret));
+    assert!(bucket_archives(&bucket).is_empty());
+    let good = site.ok(&["run", "--policy", POLICY]);
+    assert!(
+        good.stdout.contains(&format!("{:>9} docs", ids.len())),
+        "the next run exports the same documents: {}",
+        good.stdout
+    );
+}
+
+// Retention applies in the bucket: prune plans, then deletes there, archive and
+// manifest together, keeping what the policy keeps.
+#[test]
+fn prune_applies_retention_in_the_bucket() {
+    let s3 = s3_server();
+    let bucket = s3.bucket("prune");
+    let site = Site::new(&bucket, &["offsite"], "local");
+    site.scratch.write(
+        &format!("policies/{POLICY}.yaml"),
+        &policy(&site.db).replace("retention: 30d", "retention: 72h\nkeepLast: 1"),
+    );
+    // Archives whose windows ended 100, 80 and 2 hours ago, put in the bucket as a
+    // run elsewhere would have left them.
+    let keys: Vec<String> = [100, 80, 2]
+        .into_iter()
+        .map(|hours| fake_in_bucket(s3, &bucket, &site.db, hours))
+        .collect();
+    let dry = site.ok(&["prune", "--policy", POLICY, "--dry-run"]);
+    assert_eq!(
+        bucket_archives(&bucket).len(),
+        3,
+        "a dry run deletes nothing"
+    );
+    assert!(dry.stdout.contains("2 archives"), "{}", dry.stdout);
+    site.ok(&["prune", "--policy", POLICY]);
+    assert_eq!(bucket_archives(&bucket), vec![keys[2].clone()]);
+    let manifests: Vec<String> = s3
+        .keys(&bucket)
+        .into_iter()
+        .filter(|k| k.ends_with(".manifest.json"))
+        .collect();
+    assert_eq!(
+        manifests,
+        vec![keys[2].replace(".tar.gz", ".manifest.json")]
+    );
+}
+
+/// An archive of `api_logs` whose window ended `hours_ago`, with its manifest, in the
+/// bucket; its key.
+fn fake_in_bucket(s3: &S3Server, bucket: &str, db: &str, hours_ago: i64) -> String {
+    use chrono::{TimeDelta, Utc};
+    let to = Utc::now() - TimeDelta::hours(hours_ago);
+    let stem = dcb::storage::archive_stem(to, db, "api_logs");
+    let body = vec![0u8; 1000];
+    let m = dcb::export::manifest::Manifest {
+        format: 1,
+        dcb_version: "test".into(),
+        policy: POLICY.into(),
+        database: db.into(),
+        collection: "api_logs".into(),
+        time_field: "createdAt".into(),
+        mode: dcb::policy::Mode::Incremental,
+        from: Some(to - TimeDelta::hours(1)),
+        to,
+        documents: 1,
+        bytes: 1,
+        untimed: None,
+        members: vec![],
+        server_version: "test".into(),
+        started_at: to,
+        finished_at: to,
+        archive: format!("{stem}.tar.gz"),
+        archive_sha256: None,
+        archive_size: Some(body.len() as u64),
+        encrypted: false,
+        kind: None,
+        chain: None,
+        changes: None,
+        epoch: None,
+    };
+    let key = format!("mes/{POLICY}/{stem}.tar.gz");
+    s3.put(bucket, &key, &body);
+    s3.put(
+        bucket,
+        &format!("mes/{POLICY}/{stem}.manifest.json"),
+        &m.to_json(),
+    );
+    key
+}
+
+// `dcb status` names each policy's targets and, with the lease, who last held it.
+#[test]
+fn status_shows_targets_and_leases() {
+    let s3 = s3_server();
+    let bucket = s3.bucket("status");
+    let site = Site::new(&bucket, &["local", "offsite"], "mongodb");
+    block(seed(&site.uri, &site.db, 3, 3_600_000));
+    site.ok(&["run", "--policy", POLICY]);
+    let status = site.ok(&["status"]);
+    assert!(
+        status.stdout.contains("to local + offsite"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains(&format!("policy/{POLICY}: free")),
+        "a released lease is free: {}",
+        status.stdout
+    );
+    let json = site.ok(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["policies"][0]["targets"], json!(["local", "offsite"]));
+    assert_eq!(
+        v["leases"]["held"][0]["scope"],
+        json!(format!("policy/{POLICY}"))
+    );
+    assert!(v["leases"]["held"][0]["epoch"].as_i64().unwrap() >= 1);
+}
