@@ -25,9 +25,11 @@ fn policy(db: &str) -> String {
 }
 
 /// dcb.yaml with an S3 target `offsite` and the given default targets.
-fn config(server: &S3Server, bucket: &str, targets: &[&str], lock: &str) -> String {
+/// Leases go to `locks`, a database of the test's own: tests sharing a server never
+/// contend.
+fn config(server: &S3Server, bucket: &str, targets: &[&str], lock: &str, locks: &str) -> String {
     format!(
-        "backupRoot: backups\npoliciesDir: policies\nlock: {lock}\n\
+        "backupRoot: backups\npoliciesDir: policies\nlock: {{kind: {lock}, database: {locks}}}\n\
          targets:\n  offsite:\n    type: s3\n    bucket: {bucket}\n    prefix: mes/\n    \
          endpoint: {}\n    region: us-east-1\n    pathStyle: true\n\
          defaultTargets: [{}]\n",
@@ -40,30 +42,40 @@ struct Site {
     scratch: Scratch,
     uri: String,
     db: String,
+    locks: String,
 }
 
 impl Site {
     fn new(bucket: &str, targets: &[&str], lock: &str) -> Site {
         let scratch = Scratch::new();
         let db = support::unique_db("targets");
-        scratch.write("dcb.yaml", &config(s3_server(), bucket, targets, lock));
+        let locks = support::unique_db("locks");
+        scratch.write(
+            "dcb.yaml",
+            &config(s3_server(), bucket, targets, lock, &locks),
+        );
         scratch.write(&format!("policies/{POLICY}.yaml"), &policy(&db));
         Site {
             scratch,
             uri: support::server().uri.clone(),
             db,
+            locks,
         }
     }
 
     /// Another machine: its own backup root, the same database and bucket.
     fn twin(&self, bucket: &str, targets: &[&str], lock: &str) -> Site {
         let scratch = Scratch::new();
-        scratch.write("dcb.yaml", &config(s3_server(), bucket, targets, lock));
+        scratch.write(
+            "dcb.yaml",
+            &config(s3_server(), bucket, targets, lock, &self.locks),
+        );
         scratch.write(&format!("policies/{POLICY}.yaml"), &policy(&self.db));
         Site {
             scratch,
             uri: self.uri.clone(),
             db: self.db.clone(),
+            locks: self.locks.clone(),
         }
     }
 
@@ -409,4 +421,300 @@ fn status_shows_targets_and_leases() {
         json!(format!("policy/{POLICY}"))
     );
     assert!(v["leases"]["held"][0]["epoch"].as_i64().unwrap() >= 1);
+}
+
+/// How long the two services race: `DCB_RACE_SECS`, 12 s by default (CI).
+fn race_secs() -> u64 {
+    std::env::var("DCB_RACE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12)
+}
+
+/// A `dcb serve` of a site, killed when dropped.
+struct Serve(std::process::Child);
+
+impl Serve {
+    fn start(site: &Site) -> Serve {
+        let s3 = s3_server();
+        let child = site
+            .scratch
+            .dcb()
+            .arg("serve")
+            .env("DCB_MONGODB_URI", &site.uri)
+            .env("AWS_ACCESS_KEY_ID", &s3.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &s3.secret_access_key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Serve(child)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every committed archive in the bucket: (manifest, the `_id`s it holds).
+fn committed(bucket: &str) -> Vec<(serde_json::Value, Vec<String>)> {
+    let s3 = s3_server();
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifests = Vec::new();
+    let mut paths = Vec::new();
+    for key in s3.keys(bucket) {
+        let Some(stem) = key.strip_suffix(".manifest.json") else {
+            continue;
+        };
+        let m: serde_json::Value = serde_json::from_slice(&s3.get(bucket, &key).unwrap()).unwrap();
+        let body = s3
+            .get(bucket, &format!("{stem}.tar.gz"))
+            .expect("a manifest's archive is in the bucket");
+        let path = dir.path().join(format!("{}.tar.gz", manifests.len()));
+        std::fs::write(&path, body).unwrap();
+        manifests.push(m);
+        paths.push(path);
+    }
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let read = support::read_archives(&paths);
+    manifests
+        .into_iter()
+        .zip(read.iter().map(support::ids_in))
+        .collect()
+}
+
+fn at(v: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+/// The live holder of the policy's lease: its pid.
+async fn lease_holder(uri: &str, locks: &str) -> Option<u32> {
+    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
+    let d = client
+        .database(locks)
+        .collection::<Document>("dcb_locks")
+        .find_one(doc! {"_id": format!("policy/{POLICY}")})
+        .await
+        .unwrap()?;
+    let live = d.get_datetime("expiresAt").ok()?.timestamp_millis()
+        > DateTime::now().timestamp_millis() + 500;
+    let pid = d.get_document("holder").ok()?.get_i64("pid").ok()?;
+    live.then_some(pid as u32)
+}
+
+// Two services with the same policy and the same bucket, on a two-second schedule,
+// race while documents keep arriving: every document is in exactly one committed
+// window, windows never overlap, and their lease epochs grow with them. Killing the
+// lease holder lets the other take over within the lease's time.
+#[test]
+fn two_services_share_a_bucket_under_the_lease() {
+    let s3 = s3_server();
+    let bucket = s3.bucket("race");
+    let a = Site::new(&bucket, &["offsite"], "auto");
+    let b = a.twin(&bucket, &["offsite"], "auto");
+    let ttl = 3;
+    for site in [&a, &b] {
+        let text = std::fs::read_to_string(site.scratch.path().join("dcb.yaml")).unwrap();
+        site.scratch.write(
+            "dcb.yaml",
+            &text.replace(
+                &format!("database: {}}}", site.locks),
+                &format!("database: {}, ttl: {ttl}s}}", site.locks),
+            ),
+        );
+        site.scratch.write(
+            &format!("policies/{POLICY}.yaml"),
+            &policy(&site.db)
+                .replace("\"0 * * * *\"", "\"*/2 * * * * *\"")
+                .replace("settle: 0s", "settle: 2s"),
+        );
+    }
+    let mut serve_a = Some(Serve::start(&a));
+    let serve_b = Serve::start(&b);
+    let mut seeded: HashSet<String> = HashSet::new();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(race_secs());
+    while std::time::Instant::now() < until {
+        for id in block(seed(&a.uri, &a.db, 5, 1)) {
+            seeded.insert(support::oid_json(&id));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let last_insert = chrono::Utc::now();
+    let all = support::eventually(
+        60,
+        "a window past the last insert",
+        windows_past(&bucket, last_insert),
+    );
+    assert_exactly_once(&all, &seeded);
+
+    // Kill whichever holds the lease, mid-run or between runs; the other goes on.
+    let holder = support::eventually(30, "a live lease holder", || {
+        block(lease_holder(&a.uri, &a.locks))
+    });
+    let (pid_a, pid_b) = (serve_a.as_ref().unwrap().0.id(), serve_b.0.id());
+    assert!(
+        holder == pid_a || holder == pid_b,
+        "holder {holder} is neither service"
+    );
+    let survivor = if holder == pid_a {
+        drop(serve_a.take());
+        "b"
+    } else {
+        std::mem::drop(serve_b);
+        "a"
+    };
+    let killed_at = std::time::Instant::now();
+    for id in block(seed(&a.uri, &a.db, 5, 1)) {
+        seeded.insert(support::oid_json(&id));
+    }
+    let after_kill = chrono::Utc::now();
+    // The lease's time, the schedule, the settle, and room for a loaded machine.
+    let all = support::eventually(
+        ttl + 2 + 2 + 25,
+        "the survivor to take over",
+        windows_past(&bucket, after_kill),
+    );
+    eprintln!(
+        "service {survivor} took over {:.1}s after the holder was killed",
+        killed_at.elapsed().as_secs_f64()
+    );
+    assert_exactly_once(&all, &seeded);
+}
+
+/// A poll for the committed archives once one window ends after `after`.
+fn windows_past(
+    bucket: &str,
+    after: chrono::DateTime<chrono::Utc>,
+) -> impl FnMut() -> Option<Vec<(serde_json::Value, Vec<String>)>> + '_ {
+    move || {
+        let all = committed(bucket);
+        all.iter().any(|(m, _)| at(&m["to"]) > after).then_some(all)
+    }
+}
+
+/// Each seeded document in exactly one archive; windows disjoint; epochs increasing
+/// with the windows.
+fn assert_exactly_once(all: &[(serde_json::Value, Vec<String>)], seeded: &HashSet<String>) {
+    let mut seen: HashSet<String> = HashSet::new();
+    for (m, ids) in all {
+        for id in ids {
+            assert!(
+                seen.insert(id.clone()),
+                "{id} is in two archives ({})",
+                m["archive"]
+            );
+        }
+    }
+    let missing: Vec<&String> = seeded.difference(&seen).collect();
+    assert!(
+        missing.is_empty(),
+        "{} documents in no archive: {missing:?}",
+        missing.len()
+    );
+    let mut windows: Vec<(
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+        u64,
+    )> = all
+        .iter()
+        .map(|(m, _)| {
+            (
+                at(&m["from"]),
+                at(&m["to"]),
+                m["epoch"].as_u64().expect("an epoch"),
+            )
+        })
+        .collect();
+    windows.sort();
+    for pair in windows.windows(2) {
+        let ((_, to, e1), (from, _, e2)) = (pair[0], pair[1]);
+        assert!(from >= to, "overlapping windows: {windows:?}");
+        assert!(e2 > e1, "a later window under an older lease: {windows:?}");
+    }
+}
+
+// A run killed (SIGKILL) in the middle of its upload leaves no committed object; the
+// next run aborts the upload, exports the same window and commits it once.
+#[test]
+fn a_run_killed_during_its_upload_is_recovered_by_the_next() {
+    let s3 = s3_server();
+    let bucket = s3.bucket("killed");
+    let site = Site::new(&bucket, &["offsite"], "local");
+    // Stored, not compressed: a debug build's deflate would make the test slow.
+    site.scratch.write(
+        &format!("policies/{POLICY}.yaml"),
+        &policy(&site.db).replace("retention: 30d", "retention: 30d\ncompression: {level: 0}"),
+    );
+    // About 12 MB of incompressible documents: an upload of two 8 MiB parts.
+    let ids: Vec<ObjectId> = block(async {
+        let client = mongodb::Client::with_uri_str(&site.uri).await.unwrap();
+        let coll = client.database(&site.db).collection::<Document>("api_logs");
+        let now = DateTime::now().timestamp_millis();
+        let mut ids = Vec::new();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for batch in 0..6 {
+            let docs: Vec<Document> = (0..1000)
+                .map(|i| {
+                    let bytes: Vec<u8> = (0..2000)
+                        .map(|_| {
+                            state ^= state << 13;
+                            state ^= state >> 7;
+                            state ^= state << 17;
+                            state as u8
+                        })
+                        .collect();
+                    let id = ObjectId::new();
+                    ids.push(id);
+                    doc! {
+                        "_id": id,
+                        "createdAt": DateTime::from_millis(now - 3_600_000 + batch * 1000 + i),
+                        "blob": mongodb::bson::Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes },
+                    }
+                })
+                .collect();
+            coll.insert_many(docs).await.unwrap();
+        }
+        ids
+    });
+    let s3c = s3_server();
+    let mut child = site
+        .scratch
+        .dcb()
+        .args(["run", "--policy", POLICY, "--quiet"])
+        .env("DCB_MONGODB_URI", &site.uri)
+        .env("AWS_ACCESS_KEY_ID", &s3c.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &s3c.secret_access_key)
+        .spawn()
+        .unwrap();
+    let started = support::eventually(120, "the upload to start", || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before its upload was seen");
+        }
+        (!s3.uploads(&bucket).is_empty()).then_some(())
+    });
+    let _ = started;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        bucket_archives(&bucket).is_empty(),
+        "a killed upload committed something: {:?}",
+        s3.keys(&bucket)
+    );
+    let run = site.ok(&["run", "--policy", POLICY]);
+    assert!(
+        run.stdout.contains(&format!("{:>9} docs", ids.len())),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(bucket_archives(&bucket).len(), 1);
+    assert!(
+        s3.uploads(&bucket).is_empty(),
+        "the killed run's upload was not aborted: {:?}",
+        s3.uploads(&bucket)
+    );
 }
