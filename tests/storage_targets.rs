@@ -691,13 +691,12 @@ fn a_run_killed_during_its_upload_is_recovered_by_the_next() {
         .env("AWS_SECRET_ACCESS_KEY", &s3c.secret_access_key)
         .spawn()
         .unwrap();
-    let started = support::eventually(120, "the upload to start", || {
+    support::eventually(120, "the upload to start", || {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the run ended ({status}) before its upload was seen");
         }
         (!s3.uploads(&bucket).is_empty()).then_some(())
     });
-    let _ = started;
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
