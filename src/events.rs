@@ -2,8 +2,8 @@
 //! a new archive was checked; a health finding changed); [`Emitter::emit`] records it
 //! everywhere it belongs at once: the state, the audit log, the metrics, the alerts
 //! and the log, so they never disagree. `dcb run` and the service emit the same
-//! events; what an emitter reaches differs (`dcb run` keeps no metrics, and raises no
-//! alerts).
+//! events; what an emitter reaches differs (`dcb run` keeps no metrics, and raises
+//! alerts only when notifiers are configured).
 
 use std::path::PathBuf;
 use std::sync::Arc;

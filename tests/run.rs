@@ -529,3 +529,42 @@ fn a_run_leaves_no_driver_task_running() {
         );
     });
 }
+
+// With notifiers configured, `dcb run` raises the alerts of its runs itself (a
+// CronJob has no service beside it), and resolves them when the next run succeeds.
+#[test]
+fn a_run_raises_and_resolves_its_own_alerts() {
+    let hook = support::Recorder::start();
+    let db = support::unique_db("runalerts");
+    let uri = support::server().uri.clone();
+    let s = Scratch::new();
+    s.write(
+        "dcb.yaml",
+        &format!(
+            "backupRoot: backups\npoliciesDir: policies\nhealth:\n  failureThreshold: 1\n\
+             alerts:\n  cooldown: 1h\n  notifiers:\n    - type: webhook\n      url: {}\n      \
+             events: [failure, resolved]\n",
+            hook.url
+        ),
+    );
+    s.write(
+        "policies/p.yaml",
+        &format!(
+            "name: p\nschedule: \"0 * * * *\"\ndatabase: {db}\nwindow:\n  initial: all\n  settle: 0s\n\
+             collections:\n  - api_logs\nretention: 7d\n"
+        ),
+    );
+    // No such collection yet: the run fails.
+    let failed = run_policy(&s, &uri);
+    assert_eq!(failed.code, 1, "{}\n{}", failed.stdout, failed.stderr);
+    let key = format!("failures:p/{db}/api_logs");
+    hook.wait_for(5, "the failure alert", |b| b.contains(&key));
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(seed(&uri, &db, 10, 1));
+    let ok = run_policy(&s, &uri);
+    assert_eq!(ok.code, 0, "{}\n{}", ok.stdout, ok.stderr);
+    hook.wait_for(5, "the resolution", |b| {
+        b.contains(&key) && b.to_lowercase().contains("resolved")
+    });
+}
