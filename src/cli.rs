@@ -65,6 +65,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Read only this target (`local` is the backup root; default: every target).
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+
     /// Only this policy (repeatable).
     #[arg(id = "policy", long = "policy", value_name = "NAME")]
     pub policies: Vec<String>,
@@ -80,6 +84,10 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    /// Read only this target (`local` is the backup root; default: every target).
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+
     /// Only the archives of this policy (repeatable; default: every archive).
     #[arg(
         id = "policy",
@@ -114,6 +122,10 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
+    /// Read only this target (`local` is the backup root; default: every target).
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+
     /// Only the archives of this policy (repeatable).
     #[arg(id = "policy", long = "policy", value_name = "NAME")]
     pub policies: Vec<String>,

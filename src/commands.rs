@@ -88,6 +88,25 @@ pub fn settings(cli: &Cli) -> Result<Settings, Exit> {
     Ok(settings)
 }
 
+/// The target `--target` names, or every target as one.
+pub fn read_target(
+    settings: &Settings,
+    name: Option<&str>,
+) -> Result<std::sync::Arc<dyn crate::storage::Target>, Exit> {
+    use crate::config::storage::{LOCAL, unknown_target};
+    match name {
+        None => Ok(settings.target()),
+        Some(n) if n == LOCAL || settings.targets.contains_key(n) => Ok(settings.target_named(n)),
+        Some(n) => {
+            eprintln!(
+                "error: --target: {}",
+                unknown_target(n, settings.targets.keys())
+            );
+            Err(Exit::Config)
+        }
+    }
+}
+
 pub fn report_config_errors(diags: &[Diagnostic]) {
     eprint!("{}", diag::render(diags, Format::Human));
     eprintln!("error: the configuration is invalid");

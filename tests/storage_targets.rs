@@ -717,3 +717,44 @@ fn a_run_killed_during_its_upload_is_recovered_by_the_next() {
         s3.uploads(&bucket)
     );
 }
+
+// `--target` reads one target: a copy damaged on one is found there, and the other's
+// copy restores.
+#[test]
+fn one_target_can_be_verified_and_restored_from() {
+    let s3 = s3_server();
+    let bucket = s3.bucket("pick");
+    let site = Site::new(&bucket, &["local", "offsite"], "local");
+    let ids = block(seed(&site.uri, &site.db, 30, 3_600_000));
+    site.ok(&["run", "--policy", POLICY]);
+    let name = local_archives(&site.root()).pop().unwrap();
+    let path = site.root().join(POLICY).join(&name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+    let bad = site.dcb(&["verify", "--policy", POLICY, "--target", "local"]);
+    assert_eq!(bad.code, 1, "{}\n{}", bad.stdout, bad.stderr);
+    site.ok(&["verify", "--policy", POLICY, "--target", "offsite"]);
+    let list = site.ok(&["list", "--policy", POLICY, "--target", "offsite"]);
+    assert!(list.stdout.contains(&name), "{}", list.stdout);
+    let into = support::unique_db("picked");
+    site.ok(&[
+        "restore",
+        "--policy",
+        POLICY,
+        "--target",
+        "offsite",
+        "--to-database",
+        &into,
+    ]);
+    let got = block(ids_of(&site.uri, &into, "api_logs"));
+    assert_eq!(got, ids.into_iter().collect::<HashSet<_>>());
+    let unknown = site.dcb(&["verify", "--target", "ofsite"]);
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown.stderr.contains("offsite"),
+        "did you mean: {}",
+        unknown.stderr
+    );
+}

@@ -14,7 +14,11 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Exit {
         Ok(s) => s,
         Err(e) => return e,
     };
-    let (found, broken) = catalog::scan_all(&settings.target());
+    let target = match super::read_target(&settings, args.target.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let (found, broken) = catalog::scan_all(&target);
     let reach = listing::coverage(&found);
     let entries = listing::entries(
         &settings.backup_root,

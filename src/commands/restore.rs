@@ -20,6 +20,9 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Exit {
             return e;
         }
     };
+    if let Err(e) = super::read_target(&settings, args.target.as_deref()) {
+        return e;
+    }
     let root = &settings.backup_root;
     // A dry run writes nothing, not even a log file.
     let _guard = if args.dry_run {
@@ -118,8 +121,12 @@ fn restore(settings: &crate::config::Settings, args: &RestoreArgs) -> Result<Exi
         crate::storage::lock_readers_of(root, &args.archives)
     };
     let found = if args.archives.is_empty() {
-        let (found, elsewhere) =
-            preflight::scan(&settings.target(), &args.policies, &args.collections)?;
+        // The name was checked before (`run`).
+        let target = match args.target.as_deref() {
+            Some(name) => settings.target_named(name),
+            None => settings.target(),
+        };
+        let (found, elsewhere) = preflight::scan(&target, &args.policies, &args.collections)?;
         for b in &elsewhere {
             eprintln!(
                 "warning: {}: {} (not a selected collection; ignored)",

@@ -48,7 +48,11 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Exit {
     // Chains broken by a missing or foreign link: (policy, db.collection, reason).
     let mut broken_chains: Vec<(String, String, String)> = Vec::new();
     if args.archives.is_empty() {
-        let (found, broken) = catalog::scan_all(&settings.target());
+        let target = match super::read_target(&settings, args.target.as_deref()) {
+            Ok(t) => t,
+            Err(e) => return e,
+        };
+        let (found, broken) = catalog::scan_all(&target);
         let selected = |p: &str| args.policies.is_empty() || args.policies.iter().any(|n| n == p);
         for ((policy, db, coll), c) in crate::listing::coverage(&found) {
             for g in c.gaps.iter().filter(|g| g.damaged && selected(&policy)) {
