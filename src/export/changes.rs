@@ -47,10 +47,22 @@ pub async fn cut(client: &Client) -> Result<(ClusterTime, DateTime<Utc>), Export
         // A standalone server keeps no oplog: there is no point to cut at.
         return Ok((ClusterTime { t: 0, i: 0 }, Utc::now()));
     };
-    let at = Utc
+    // The cluster time counts whole seconds: a cut at 12:00:30.600 reads as 12:00:30,
+    // and a restore as of 12:00:30.200 would apply this run and changes made after
+    // that moment. The server's clock just after the cut, to the millisecond, is
+    // never before the cut.
+    let second = Utc
         .timestamp_opt(i64::from(ts.time), 0)
         .single()
         .unwrap_or_else(Utc::now);
+    let local = client
+        .database("admin")
+        .run_command(doc! {"hello": 1})
+        .await
+        .ok()
+        .and_then(|reply| reply.get_datetime("localTime").ok().copied())
+        .and_then(|t| Utc.timestamp_millis_opt(t.timestamp_millis()).single());
+    let at = local.map_or(second, |t| t.max(second));
     Ok((
         ClusterTime {
             t: ts.time,
