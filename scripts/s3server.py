@@ -34,6 +34,9 @@ import threading
 import time
 
 
+from testserver import listens_on  # noqa: E402 (beside this script)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,13 +69,32 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float) -> None:
 def main() -> None:
     import boto3
 
-    port = free_port()
     # Requests after the first three must be signed by a known key and allowed by
     # its user's policy.
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="3")
-    proc = subprocess.Popen(
-        [server_binary(), "-H", "127.0.0.1", "-p", str(port)],
-        stdin=subprocess.DEVNULL, env=env)
+    # Another process can take the port between choosing and binding it (tests run in
+    # parallel): the server then exits, or another one listens there. Try another port.
+    for _ in range(5):
+        port = free_port()
+        proc = subprocess.Popen(
+            [server_binary(), "-H", "127.0.0.1", "-p", str(port)],
+            stdin=subprocess.DEVNULL, env=env)
+        try:
+            wait_listening(port, proc, 60.0)
+        except SystemExit:
+            if proc.poll() is None:
+                raise
+            continue
+        mine = listens_on(proc.pid, port)
+        if mine is None:
+            time.sleep(2)
+            mine = proc.poll() is None
+        if mine:
+            break
+        proc.kill()
+        proc.wait()
+    else:
+        sys.exit("could not start moto_server on a free port in 5 attempts")
 
     def stop(*_):
         if proc.poll() is None:
@@ -85,7 +107,6 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    wait_listening(port, proc, 60.0)
     endpoint = f"http://127.0.0.1:{port}"
     anonymous = dict(endpoint_url=endpoint, region_name="us-east-1",
                      aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")

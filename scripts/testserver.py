@@ -71,6 +71,69 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float) -> None:
     sys.exit(f"test server did not listen on {port} within {timeout}s")
 
 
+def listens_on(pid: int, port: int):
+    """Whether process `pid` holds the socket listening on 127.0.0.1:`port`; None when
+    this system cannot tell (no /proc)."""
+    try:
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            if not os.path.exists(table):
+                continue
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    local, state, inode = fields[1], fields[3], fields[9]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f"socket:[{inode}]")
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def start(args):
+    """Start the server on a free port; the process and the port. Another process can
+    take the port between choosing it and binding it (tests run in parallel): the
+    server then exits, or another server answers on the port. Either way, try again on
+    another port."""
+    for _ in range(5):
+        port = args.port or free_port()
+        cmd = [server_binary(), "--host", "127.0.0.1", "--port", str(port),
+               "--storage-path", args.storage_path, "--log-level", "WARNING", *args.extra]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        tls = "--tls-cert-file" in args.extra
+        uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        try:
+            if tls:
+                # The readiness probe would need the test's certificates: wait for the port.
+                wait_listening(port, proc, args.timeout)
+            else:
+                wait_ready(uri, proc, args.timeout)
+        except SystemExit:
+            if args.port or proc.poll() is None:
+                raise
+            continue
+        mine = listens_on(proc.pid, port)
+        if mine is None:
+            # No /proc: a server that lost the race exits within moments.
+            time.sleep(2)
+            mine = proc.poll() is None
+        if mine:
+            return proc, uri
+        proc.kill()
+        proc.wait()
+        if args.port:
+            sys.exit(f"port {port} is taken by another process")
+    sys.exit("could not start the test server on a free port in 5 attempts")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
@@ -81,10 +144,7 @@ def main() -> None:
     parser.add_argument("extra", nargs="*")
     args = parser.parse_args()
 
-    port = args.port or free_port()
-    cmd = [server_binary(), "--host", "127.0.0.1", "--port", str(port),
-           "--storage-path", args.storage_path, "--log-level", "WARNING", *args.extra]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    proc, uri = start(args)
 
     def stop(*_):
         if proc.poll() is None:
@@ -98,13 +158,6 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
-    tls = "--tls-cert-file" in args.extra
-    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    if tls:
-        # The readiness probe would need the test's certificates: wait for the port.
-        wait_listening(port, proc, args.timeout)
-    else:
-        wait_ready(uri, proc, args.timeout)
     print(f"READY {uri}", flush=True)
 
     def watch_stdin():

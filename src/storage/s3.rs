@@ -146,7 +146,11 @@ impl S3 {
     /// the part size; the upload may be shorter or longer). [`S3::commit`] uses it.
     pub fn upload(&self, key: &str, size: u64) -> Result<Upload, StorageError> {
         self.check(key)?;
-        Upload::start(&self.op, key, self.what(key), part_size(size))
+        let fallback = upload::Fallback {
+            uploads: self.uploads.clone(),
+            key: format!("{}{key}", self.prefix),
+        };
+        Upload::start(&self.op, key, self.what(key), part_size(size), fallback)
     }
 
     /// How messages name an object: `<key> in s3://bucket/prefix`.

@@ -5,10 +5,14 @@
 //! object is ever committed and no parts are left behind (a killed process leaves its
 //! parts for [`crate::storage::Target::remove_leftovers`]).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use opendal::{Operator, Writer};
 
 use super::bridge::block;
 use super::errors::io_error;
+use super::uploads::Uploads;
 use crate::storage::StorageError;
 
 /// Parts uploaded at once: memory is about (this + 2) parts.
@@ -19,6 +23,15 @@ pub struct Upload {
     writer: Option<Writer>,
     /// How messages name the object (`<key> in s3://bucket/prefix`).
     what: String,
+    /// Aborts by listing when the writer's own abort fails.
+    fallback: Fallback,
+}
+
+/// The bucket's incomplete uploads, and this object's full key in it.
+#[derive(Clone)]
+pub(super) struct Fallback {
+    pub uploads: Arc<Uploads>,
+    pub key: String,
 }
 
 impl std::fmt::Debug for Upload {
@@ -26,6 +39,7 @@ impl std::fmt::Debug for Upload {
         f.debug_struct("Upload")
             .field("what", &self.what)
             .field("open", &self.writer.is_some())
+            .field("key", &self.fallback.key)
             .finish()
     }
 }
@@ -37,6 +51,7 @@ impl Upload {
         key: &str,
         what: String,
         part_size: usize,
+        fallback: Fallback,
     ) -> Result<Upload, StorageError> {
         let (op, path) = (op.clone(), key.to_string());
         let writer = block(async move {
@@ -50,6 +65,7 @@ impl Upload {
         Ok(Upload {
             writer: Some(writer),
             what,
+            fallback,
         })
     }
 
@@ -66,7 +82,7 @@ impl Upload {
                 Ok(())
             }
             Err(e) => {
-                abort(writer, &self.what);
+                abort(writer, &self.what, &self.fallback);
                 Err(StorageError::new(
                     "cannot write",
                     self.what.clone(),
@@ -87,7 +103,7 @@ impl Upload {
         match result {
             Ok(_) => Ok(()),
             Err(e) => {
-                abort(writer, &self.what);
+                abort(writer, &self.what, &self.fallback);
                 Err(StorageError::new(
                     "cannot write",
                     self.what.clone(),
@@ -99,16 +115,11 @@ impl Upload {
 
     /// Give up: nothing is committed, the parts sent are deleted.
     pub fn abort(mut self) -> Result<(), StorageError> {
-        let Some(mut writer) = self.writer.take() else {
+        let Some(writer) = self.writer.take() else {
             return Ok(());
         };
-        block(async move { writer.abort().await }).map_err(|e| {
-            StorageError::new(
-                "cannot abort the upload of",
-                self.what.clone(),
-                io_error(&e),
-            )
-        })
+        try_abort(writer, &self.fallback)
+            .map_err(|e| StorageError::new("cannot abort the upload of", self.what.clone(), e))
     }
 
     fn closed(&self) -> StorageError {
@@ -123,18 +134,45 @@ impl Upload {
 impl Drop for Upload {
     fn drop(&mut self) {
         if let Some(writer) = self.writer.take() {
-            abort(writer, &self.what);
+            abort(writer, &self.what, &self.fallback);
         }
     }
 }
 
 /// Abort, as cleanup after a failure: a failure to abort is logged (the parts are then
 /// removed by the next `remove_leftovers`).
-fn abort(mut writer: Writer, what: &str) {
-    if let Err(e) = block(async move { writer.abort().await }) {
-        tracing::warn!(
-            "cannot abort the upload of {what}: {} (the next run removes its parts)",
-            io_error(&e)
-        );
+fn abort(writer: Writer, what: &str, fallback: &Fallback) {
+    if let Err(e) = try_abort(writer, fallback) {
+        tracing::warn!("cannot abort the upload of {what}: {e} (the next run removes its parts)");
     }
+}
+
+/// Attempts at aborting by listing, after the writer's own abort failed.
+const ABORT_ATTEMPTS: u32 = 3;
+
+/// The writer's abort, then, if that fails (a server that errs while parts are still
+/// arriving: moto answers 500), the object's incomplete uploads listed and aborted, a
+/// few times, until none is left.
+fn try_abort(mut writer: Writer, fallback: &Fallback) -> std::io::Result<()> {
+    let first = match block(async move { writer.abort().await }) {
+        Ok(()) => return Ok(()),
+        Err(e) => io_error(&e),
+    };
+    let mut last = first;
+    for attempt in 0..ABORT_ATTEMPTS {
+        std::thread::sleep(Duration::from_millis(200 << attempt));
+        let f = fallback.clone();
+        let result = block(async move {
+            let pending = f.uploads.list(&f.key).await?;
+            for p in pending.iter().filter(|p| p.key == f.key) {
+                f.uploads.abort(p).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
