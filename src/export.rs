@@ -485,7 +485,9 @@ pub async fn export(
             .await
             .map_err(|e| ExportError::from_join(e, "the archive's commit"))?
             .map_err(ExportError::from_storage)?;
-    temp_guard.disarm();
+    // A local commit moved the file away; a target that uploads (or copies) leaves it
+    // behind: the guard removes whatever is still there.
+    drop(temp_guard);
     let watermark = match (job.extent, &job.chain) {
         (Extent::Window(w), _) => Some(w.to),
         (Extent::Snapshot, Some(_)) => Some(to),

@@ -758,3 +758,31 @@ fn one_target_can_be_verified_and_restored_from() {
         unknown.stderr
     );
 }
+
+// A bucket-only policy keeps nothing of its archives on the machine once a run is
+// done: the spooled file goes with the upload.
+#[test]
+fn a_bucket_only_run_leaves_no_spooled_file() {
+    let s3 = s3_server();
+    let bucket = s3.bucket("spool");
+    let site = Site::new(&bucket, &["offsite"], "local");
+    block(seed(&site.uri, &site.db, 20, 3_600_000));
+    site.ok(&["run", "--policy", POLICY]);
+    assert_eq!(bucket_archives(&bucket).len(), 1);
+    let mut left = Vec::new();
+    let mut stack = vec![site.root()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().contains(".tar.gz") {
+                left.push(p);
+            }
+        }
+    }
+    assert!(
+        left.is_empty(),
+        "archive bytes left on the machine: {left:?}"
+    );
+}
