@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the tests need: the test server (SecantusDB, a MongoDB wire-protocol
-# server) into a project-local virtual environment at .venv (pip only), and the stock
+# Installs what the tests need: the test servers (SecantusDB, a MongoDB wire-protocol
+# server; moto, an S3-protocol server) into a project-local virtual environment at .venv
+# (pip only, versions pinned in scripts/requirements-test.txt), and the stock
 # `age` command (Debian's package, as root or through passwordless sudo), with which a
 # test opens an encrypted archive as an operator would. Idempotent.
 set -euo pipefail
@@ -32,7 +33,7 @@ if ! command -v age >/dev/null 2>&1; then
 fi
 
 if [ -f "$stamp" ] && cmp -s "$stamp" "$root/scripts/requirements-test.txt" \
-   && [ -x "$venv/bin/secantusd-py" ]; then
+   && [ -x "$venv/bin/secantusd-py" ] && [ -x "$venv/bin/moto_server" ]; then
   exit 0
 fi
 if ! [ -x "$venv/bin/python" ]; then
@@ -41,4 +42,4 @@ fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
   -r "$root/scripts/requirements-test.txt"
 cp "$root/scripts/requirements-test.txt" "$stamp"
-echo "test server installed: $venv/bin/secantusd-py"
+echo "test servers installed: $venv/bin/secantusd-py, $venv/bin/moto_server"

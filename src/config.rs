@@ -6,6 +6,7 @@
 pub mod alerts;
 pub mod origins;
 mod resolve;
+pub mod storage;
 
 pub use resolve::{MongoExtra, Overrides, Settings};
 
@@ -73,6 +74,26 @@ pub struct ConfigFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 64))]
     pub concurrency: Option<u32>,
+
+    /// Collections left out on purpose: no policy pattern takes them and no check
+    /// reports them as uncovered. Glob patterns matched against a collection's name
+    /// and against `<database>.<collection>` (`tmp_*`, `dcMes.migrations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+
+    /// Where archives are kept besides `backupRoot` (the target named `local`): S3
+    /// buckets or other folders, by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub targets: std::collections::BTreeMap<String, storage::TargetConfig>,
+
+    /// The targets of policies that name none. Default: `[local]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_targets: Option<Vec<String>>,
+
+    /// How a policy's run keeps other dcb instances out: `auto` (the default),
+    /// `local` or `mongodb`, or `{kind, database, ttl}`.
+    #[serde(default)]
+    pub lock: storage::LockConfig,
 
     /// Health checks of the running service.
     #[serde(default)]
@@ -369,6 +390,20 @@ impl ConfigFile {
                 }
             }
         }
+        if let Some(list) = v.pointer("/exclude").and_then(Value::as_array) {
+            for (i, p) in list.iter().enumerate() {
+                if let Some(p) = p.as_str()
+                    && let Err(e) = glob::Pattern::new(p)
+                {
+                    diags.push(doc.at(
+                        Severity::Error,
+                        Code::InvalidValue,
+                        &format!("/exclude/{i}"),
+                        format!("pattern `{p}`: {}", e.msg),
+                    ));
+                }
+            }
+        }
         for p in ["/health/interval", "/alerts/cooldown"] {
             if let Some(s) = v.pointer(p).and_then(Value::as_str)
                 && let Err(e) = s.parse::<HumanDuration>()
@@ -382,7 +417,7 @@ impl ConfigFile {
             return Err(diags);
         }
         let config: ConfigFile = doc.deserialize().map_err(|d| vec![d])?;
-        let problems: Vec<Diagnostic> = config
+        let mut problems: Vec<Diagnostic> = config
             .alerts
             .problems()
             .into_iter()
@@ -395,6 +430,15 @@ impl ConfigFile {
                 )
             })
             .collect();
+        problems.extend(
+            storage::problems(
+                &config.targets,
+                config.default_targets.as_deref(),
+                &config.lock,
+            )
+            .into_iter()
+            .map(|(p, msg)| doc.at(Severity::Error, Code::InvalidValue, &p, msg)),
+        );
         if problems.is_empty() {
             Ok(config)
         } else {

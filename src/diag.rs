@@ -41,6 +41,7 @@ pub enum Code {
     MissingCollection,
     MissingDatabase,
     UnindexedTimeField,
+    UncoveredCollection,
 }
 
 impl Code {
@@ -71,6 +72,7 @@ impl Code {
             Code::MissingCollection => "missing-collection",
             Code::MissingDatabase => "missing-database",
             Code::UnindexedTimeField => "unindexed-time-field",
+            Code::UncoveredCollection => "uncovered-collection",
         }
     }
 }

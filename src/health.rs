@@ -6,7 +6,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::alert::AlertKey;
+use std::collections::BTreeMap;
+
 use crate::catalog::Found;
+use crate::discover::Uncovered;
 use crate::plan::JobSpec;
 use crate::policy::Policy;
 use crate::state::State;
@@ -47,6 +50,8 @@ pub struct Inputs<'a> {
     /// after two intervals of service.
     pub started_at: DateTime<Utc>,
     pub now: DateTime<Utc>,
+    /// Per backed-up database that could be listed, its collections no policy covers.
+    pub uncovered: &'a BTreeMap<String, Vec<Uncovered>>,
 }
 
 fn finding(
@@ -134,6 +139,22 @@ pub fn evaluate(i: &Inputs<'_>, t: &Thresholds) -> Vec<Finding> {
             None,
         ));
     }
+    for (database, list) in i.uncovered {
+        out.push(finding(
+            AlertKey::Uncovered(database.clone()),
+            !list.is_empty(),
+            format!(
+                "{database}: {} no policy backs up",
+                crate::human::plural(list.len(), "collection")
+            ),
+            format!(
+                "{}; add each to a policy, match it with a pattern, or list it under \
+                 `exclude:` in dcb.yaml",
+                crate::discover::describe(list)
+            ),
+            None,
+        ));
+    }
     out.push(finding(
         AlertKey::Database,
         i.database.is_err(),
@@ -206,6 +227,7 @@ mod tests {
             &Defaults {
                 timezone: chrono_tz::Tz::UTC,
                 concurrency: 3,
+                targets: vec!["local".into()],
             },
         );
         let p = p.unwrap();
@@ -275,7 +297,50 @@ mod tests {
             },
             started_at: t("2026-11-25T09:00:00Z"),
             now: t("2026-11-25T10:00:00Z"),
+            uncovered: &BTreeMap::new(),
         };
         assert_eq!(active(&evaluate(&inputs, &TH)), expected);
+    }
+
+    // A database with uncovered collections raises its alert, naming them; once
+    // nothing is uncovered, the same key is resolved.
+    #[test]
+    fn uncovered_collections_alert_and_resolve() {
+        let jobs = vec![policy()];
+        let state = State::default();
+        let mut uncovered = BTreeMap::new();
+        uncovered.insert(
+            "db".to_string(),
+            vec![crate::discover::Uncovered {
+                database: "db".into(),
+                collection: "new_logs".into(),
+                note: None,
+            }],
+        );
+        let mut inputs = Inputs {
+            jobs: &jobs,
+            state: &state,
+            archives: &[],
+            disk: None,
+            database: Ok(()),
+            started_at: t("2026-11-25T09:00:00Z"),
+            now: t("2026-11-25T09:30:00Z"),
+            uncovered: &uncovered,
+        };
+        let found = evaluate(&inputs, &TH);
+        let f = found
+            .iter()
+            .find(|f| f.key == AlertKey::Uncovered("db".into()))
+            .unwrap();
+        assert!(f.active);
+        assert!(f.message.contains("db.new_logs"), "{}", f.message);
+        let none = BTreeMap::from([("db".to_string(), Vec::new())]);
+        inputs.uncovered = &none;
+        let found = evaluate(&inputs, &TH);
+        let f = found
+            .iter()
+            .find(|f| f.key == AlertKey::Uncovered("db".into()))
+            .unwrap();
+        assert!(!f.active);
     }
 }

@@ -112,6 +112,21 @@ fn uri_auth_options(uri: &str) -> AuthOptions {
     out
 }
 
+/// How long [`close`] waits for the driver to end its sessions and background tasks.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// End a client's sessions and background tasks now, while the runtime still runs.
+///
+/// Dropping the last handle of a client only starts the driver's clean-up, on a task of
+/// its own; if the runtime shuts down under that task the driver can panic (`SendError`
+/// in `connection_requester.rs`). Tokio catches it, but with `RUST_BACKTRACE` set the
+/// panic hook symbolises a backtrace from dcb's debug information: about 150 MB of
+/// peak RSS (BENCHMARKS.md, *Peak memory, run by run*). Bounded: a server that does not
+/// answer holds the command up for at most `CLOSE_TIMEOUT`.
+pub async fn close(client: Client) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.shutdown()).await;
+}
+
 /// The first line of a password file. Errors name the file, never its content.
 fn read_password(path: &std::path::Path) -> Result<String, ConnectError> {
     let shown = path.display().to_string();

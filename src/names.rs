@@ -74,6 +74,42 @@ pub fn check_collection(name: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A storage target's name (dcb.yaml's `targets`): like a policy's name.
+pub fn check_target(name: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid(format!(
+            "target name `{name}`: 1 to 64 lowercase letters, digits, `_` or `-`"
+        )))
+    }
+}
+
+/// Whether a collection entry is a pattern: `*` and `?` cannot appear in a collection
+/// name dcb backs up (they cannot appear in a file name), so the two never mix.
+pub fn is_pattern(name: &str) -> bool {
+    name.contains(['*', '?'])
+}
+
+/// A glob pattern of collection names (`*_logs`, `line?_scans`, `[ab]*`): the rules of
+/// a collection name for everything but its wildcards.
+pub fn check_pattern(pattern: &str) -> Result<glob::Pattern, Invalid> {
+    let parsed = glob::Pattern::new(pattern)
+        .map_err(|e| Invalid(format!("pattern `{pattern}`: {}", e.msg)))?;
+    // Stand-ins for the wildcards, so the remaining characters face the name rules.
+    let literal: String = pattern
+        .chars()
+        .map(|c| if matches!(c, '*' | '?') { 'x' } else { c })
+        .collect();
+    check_collection(&literal).map_err(|e| Invalid(e.0.replace(&literal, pattern)))?;
+    Ok(parsed)
+}
+
 /// A database name as MongoDB allows it (which also makes it a safe folder name).
 pub fn check_database(name: &str) -> Result<(), Invalid> {
     common("database", name)?;

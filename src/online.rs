@@ -1,6 +1,7 @@
 //! `validate --online`: checks against the live database that files alone cannot
 //! answer: do the collections exist, and can the time-field filter use an index?
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mongodb::Client;
@@ -47,6 +48,9 @@ pub async fn check(settings: &Settings, policies: &[Policy]) -> Vec<Diagnostic> 
         }
     };
     let mut out = Vec::new();
+    // What each database holds that could be backed up, for patterns and coverage.
+    let mut usable: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut with_db: Vec<(&Policy, String)> = Vec::new();
     for policy in policies {
         let Ok(doc) = Document::read(&policy.file) else {
             continue;
@@ -88,6 +92,23 @@ pub async fn check(settings: &Settings, policies: &[Policy]) -> Vec<Diagnostic> 
             );
             continue;
         }
+        if !usable.contains_key(&database) {
+            match crate::discover::collections(&client, &database).await {
+                Ok(names) => {
+                    usable.insert(database.clone(), names);
+                }
+                Err(e) => out.push(doc.at(
+                    Severity::Error,
+                    Code::DatabaseUnreachable,
+                    "/name",
+                    format!("cannot list collections of `{database}`: {e}"),
+                )),
+            }
+        }
+        with_db.push((policy, database.clone()));
+        if let Some(names) = usable.get(&database) {
+            out.extend(pattern_checks(&doc, policy, &database, names, settings, &db).await);
+        }
         for (i, c) in policy.collections.iter().enumerate() {
             let pointer = crate::policy::validate::collection_pointer(&doc, i);
             if !existing.iter().any(|n| n == &c.name) {
@@ -125,6 +146,153 @@ pub async fn check(settings: &Settings, policies: &[Policy]) -> Vec<Diagnostic> 
                     )),
                 );
             }
+        }
+    }
+    // A pattern may take what another policy already backs up: say so, as the
+    // offline check does for names given outright.
+    for (database, names) in &usable {
+        // Per collection: the policies that back it up, and whether by a pattern.
+        let mut by: BTreeMap<&str, Vec<(&str, bool)>> = BTreeMap::new();
+        for (p, _) in with_db.iter().filter(|(p, d)| p.enabled && d == database) {
+            let (specs, _) = crate::discover::expand(p, database, names, &settings.exclude);
+            for c in specs {
+                if let Some(n) = names.iter().find(|n| **n == c.name) {
+                    let by_pattern = !p.collections.iter().any(|x| x.name == c.name);
+                    by.entry(n.as_str())
+                        .or_default()
+                        .push((p.name.as_str(), by_pattern));
+                }
+            }
+        }
+        for (name, policies) in by
+            .into_iter()
+            .filter(|(_, v)| v.len() > 1 && v.iter().any(|(_, pattern)| *pattern))
+        {
+            let policies: Vec<&str> = policies.into_iter().map(|(p, _)| p).collect();
+            let Some((first, _)) = with_db.iter().find(|(p, _)| p.name == policies[0]) else {
+                continue;
+            };
+            out.push(
+                Diagnostic::warning(
+                    Code::CollectionInSeveralPolicies,
+                    &first.file,
+                    Pos::START,
+                    format!(
+                        "collection `{database}.{name}` is backed up by policies {} (a pattern matches it)",
+                        policies
+                            .iter()
+                            .map(|p| format!("`{p}`"))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ),
+                )
+                .with_hint("narrow the pattern, or name the collection in one policy only"),
+            );
+        }
+    }
+    usable.retain(|db, _| with_db.iter().any(|(p, d)| p.enabled && d == db));
+    let at = settings
+        .config_file
+        .clone()
+        .unwrap_or_else(|| settings.policies_dir.clone());
+    for u in crate::discover::uncovered(&with_db, &usable, &settings.exclude) {
+        let message = match &u.note {
+            Some(n) => format!(
+                "collection `{}.{}` is backed up by no policy: {n}",
+                u.database, u.collection
+            ),
+            None => format!(
+                "collection `{}.{}` is backed up by no policy",
+                u.database, u.collection
+            ),
+        };
+        out.push(
+            Diagnostic::warning(Code::UncoveredCollection, &at, Pos::START, message).with_hint(
+                "add it to a policy, match it with a pattern (`\"*_logs\"`), or list it under \
+                 `exclude:` in dcb.yaml",
+            ),
+        );
+    }
+    out
+}
+
+/// A policy's patterns against its database: one that matches nothing is a warning,
+/// a match that cannot be backed up an error, and each match's time field is checked
+/// for an index like a collection named outright.
+async fn pattern_checks(
+    doc: &Document,
+    policy: &Policy,
+    database: &str,
+    names: &[String],
+    settings: &Settings,
+    db: &mongodb::Database,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let (matched, unusable) = crate::discover::expand(policy, database, names, &settings.exclude);
+    let matched: Vec<_> = matched
+        .into_iter()
+        .filter(|c| !policy.collections.iter().any(|n| n.name == c.name))
+        .collect();
+    let items = doc.value.pointer("/collections").and_then(|v| v.as_array());
+    let pointer_of = |pattern: &str| {
+        let i = items
+            .and_then(|a| {
+                a.iter().position(|v| {
+                    v.as_str()
+                        .or_else(|| v.get("name").and_then(|n| n.as_str()))
+                        == Some(pattern)
+                })
+            })
+            .unwrap_or(0);
+        crate::policy::validate::collection_pointer(doc, i)
+    };
+    for p in &policy.patterns {
+        let mine: Vec<&str> = matched
+            .iter()
+            .filter(|c| glob::Pattern::new(&p.name).is_ok_and(|g| g.matches(&c.name)))
+            .map(|c| c.name.as_str())
+            .collect();
+        if mine.is_empty() {
+            out.push(
+                doc.at(
+                    Severity::Warning,
+                    Code::MissingCollection,
+                    &pointer_of(&p.name),
+                    format!("pattern `{}` matches no collection of `{database}`", p.name),
+                )
+                .with_hint("it is matched again when each run starts"),
+            );
+        }
+    }
+    for u in unusable {
+        out.push(doc.at(
+            Severity::Error,
+            Code::InvalidCollectionName,
+            &pointer_of(&u.pattern),
+            format!(
+                "pattern `{}` matches `{database}.{}`, which cannot be backed up: {}",
+                u.pattern, u.collection, u.why
+            ),
+        ));
+    }
+    for c in matched.iter().filter(|c| c.mode == Mode::Incremental) {
+        if !uses_index(db, &c.name, &c.time_field).await {
+            out.push(doc.at(
+                Severity::Warning,
+                Code::UnindexedTimeField,
+                &pointer_of(
+                    &policy
+                        .patterns
+                        .iter()
+                        .find(|p| glob::Pattern::new(&p.name).is_ok_and(|g| g.matches(&c.name)))
+                        .map(|p| p.name.clone())
+                        .unwrap_or_default(),
+                ),
+                format!(
+                    "a window on `{}.{}` (matched by a pattern) scans the whole collection (no index on the time field)",
+                    c.name, c.time_field
+                ),
+            ));
         }
     }
     out

@@ -41,7 +41,58 @@ pub type Watermarks = HashMap<String, DateTime<Utc>>;
 #[derive(Debug, Clone)]
 pub struct PolicyPlan {
     pub policy: Policy,
+    /// The database it backs up (its own, dcb.yaml's or the URI's).
+    pub database: String,
     pub jobs: Vec<JobSpec>,
+}
+
+impl PolicyPlan {
+    /// Whether some of its collections are named by pattern, so its jobs depend on
+    /// what the database holds when the run starts.
+    pub fn has_patterns(&self) -> bool {
+        !self.policy.patterns.is_empty()
+    }
+
+    /// This plan with its patterns matched against `existing`, the collections of its
+    /// database; the matches whose names cannot become files are returned apart.
+    pub fn matched(
+        &self,
+        existing: &[String],
+        exclude: &crate::discover::Exclude,
+    ) -> (PolicyPlan, Vec<crate::discover::Unusable>) {
+        let (collections, unusable) =
+            crate::discover::expand(&self.policy, &self.database, existing, exclude);
+        let jobs = collections
+            .into_iter()
+            .map(|collection| JobSpec {
+                policy: self.policy.name.clone(),
+                database: self.database.clone(),
+                collection,
+            })
+            .collect();
+        (
+            PolicyPlan {
+                policy: self.policy.clone(),
+                database: self.database.clone(),
+                jobs,
+            },
+            unusable,
+        )
+    }
+
+    /// Jobs standing for the plan's patterns, for reporting a run that could not
+    /// match them (the pattern is the collection's name).
+    pub fn pattern_jobs(&self) -> Vec<JobSpec> {
+        self.policy
+            .patterns
+            .iter()
+            .map(|c| JobSpec {
+                policy: self.policy.name.clone(),
+                database: self.database.clone(),
+                collection: c.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Resolve each policy's database and split it into jobs. Errors name the policy.
@@ -78,6 +129,7 @@ pub fn compile_each(
                     })
                     .collect(),
                 policy: policy.clone(),
+                database,
             }),
             Err(e) => errors.push(e),
         }
@@ -101,6 +153,9 @@ pub struct PlanView {
     pub concurrency: usize,
     pub compression_level: u32,
     pub collections: Vec<CollectionView>,
+    /// Patterns of collection names, matched when each run starts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,16 +231,13 @@ pub fn view(
                 schedule: p.schedule.pattern().to_string(),
                 timezone: tz.name().to_string(),
                 next_runs,
-                database: pp
-                    .jobs
-                    .first()
-                    .map(|j| j.database.clone())
-                    .unwrap_or_default(),
+                database: pp.database.clone(),
                 retention: p.retention.to_string(),
                 keep_last: p.keep_last,
                 concurrency: p.concurrency,
                 compression_level: p.compression_level,
                 collections,
+                patterns: p.patterns.iter().map(|c| c.name.clone()).collect(),
             }
         })
         .collect()
@@ -205,6 +257,7 @@ mod tests {
         let defaults = Defaults {
             timezone: chrono_tz::Tz::UTC,
             concurrency: 1,
+            targets: vec!["local".into()],
         };
         let (p, diags) = validate(&doc, &defaults);
         p.unwrap_or_else(|| panic!("{diags:?}"))

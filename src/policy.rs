@@ -91,7 +91,10 @@ pub struct PolicyFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_updates: Option<bool>,
 
-    /// Collections to back up: names, or objects overriding `timeField` or `mode`.
+    /// Collections to back up: names, or objects overriding `timeField` or `mode`. A
+    /// name with `*` or `?` is a pattern (`"*_logs"`), matched against the database's
+    /// collections when each run starts; a collection named outright wins over a
+    /// pattern, and the first matching pattern over later ones.
     #[schemars(length(min = 1))]
     pub collections: Vec<CollectionEntry>,
 
@@ -114,6 +117,12 @@ pub struct PolicyFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 64))]
     pub concurrency: Option<u32>,
+
+    /// The targets its archives go to, by name: `local` (the backup root) and those of
+    /// dcb.yaml's `targets`. Default: dcb.yaml's `defaultTargets`, else `[local]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub targets: Option<Vec<String>>,
 
     /// Set to `false` to keep the policy on file without scheduling it.
     #[serde(default = "default_true")]
@@ -195,7 +204,8 @@ pub enum CollectionEntry {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CollectionFile {
-    /// The collection's name.
+    /// The collection's name, or a pattern (`*_logs`) whose settings apply to every
+    /// collection it matches.
     pub name: String,
     /// The time field of this collection, overriding the policy's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -272,7 +282,11 @@ pub struct Policy {
     pub schedule: Schedule,
     pub timezone: Tz,
     pub database: Option<String>,
+    /// The collections named outright.
     pub collections: Vec<CollectionSpec>,
+    /// Collections named by pattern: `name` is the pattern, the settings those of each
+    /// collection it matches ([`crate::discover`]).
+    pub patterns: Vec<CollectionSpec>,
     pub window: WindowSpec,
     pub retention: HumanDuration,
     pub keep_last: u32,
@@ -281,6 +295,8 @@ pub struct Policy {
     pub enabled: bool,
     /// age recipients of the archives; `None`: dcb.yaml's.
     pub recipients: Option<Vec<String>>,
+    /// Target names; `None`: dcb.yaml's default targets.
+    pub targets: Option<Vec<String>>,
 }
 
 impl Policy {

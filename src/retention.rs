@@ -265,6 +265,7 @@ mod tests {
         let defaults = Defaults {
             timezone: chrono_tz::Tz::UTC,
             concurrency: 3,
+            targets: vec!["local".into()],
         };
         validate(&doc, &defaults).0.unwrap()
     }
@@ -512,6 +513,7 @@ mod tests {
             let defaults = Defaults {
                 timezone: chrono_tz::Tz::UTC,
                 concurrency: 3,
+                targets: vec!["local".into()],
             };
             validate(&doc, &defaults).0.unwrap()
         };

@@ -117,12 +117,14 @@ pub async fn run_cancellable(
                 error: e,
                 server: redact::uri(&settings.mongodb_uri),
             };
+            crate::mongo::close(client).await;
             return fail_all(plans, error, events).await;
         }
     };
+    let matched = match_patterns(&client, settings, plans, events, &mut report).await;
     let mut locks = Vec::new();
     let mut locked = Vec::new();
-    for plan in plans {
+    for plan in &matched {
         let dir = storage::policy_dir(&settings.backup_root, &plan.policy.name);
         let lock_path = dir.join(".dcb.lock");
         let refused = match storage::try_lock(&lock_path) {
@@ -175,6 +177,7 @@ pub async fn run_cancellable(
             report
                 .results
                 .extend(fail_all(&locked, error, events).await.results);
+            crate::mongo::close(client).await;
             return report;
         }
     };
@@ -253,6 +256,9 @@ pub async fn run_cancellable(
         }
     }
     drop(locks);
+    // The export tasks are done with their clones: end the client here, not in a drop
+    // the caller's runtime may cut short (see `mongo::close`).
+    crate::mongo::close(client).await;
     for archive in recovered {
         tracing::info!(%archive, "recovered the manifest of an archive an interrupted run left without one");
     }
@@ -300,6 +306,57 @@ fn chain_job(
             }
         }
     }
+}
+
+/// Each plan with its patterns matched against its database's collections as they
+/// are now. A plan whose database cannot be listed is refused whole (its patterns
+/// stand in as jobs, so the failure is seen), the others run.
+async fn match_patterns(
+    client: &Client,
+    settings: &Settings,
+    plans: &[PolicyPlan],
+    events: &Emitter,
+    report: &mut RunReport,
+) -> Vec<PolicyPlan> {
+    let mut listed: std::collections::HashMap<String, Result<Vec<String>, ExportError>> =
+        std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for plan in plans {
+        if !plan.has_patterns() {
+            out.push(plan.clone());
+            continue;
+        }
+        let database = plan.database.clone();
+        if !listed.contains_key(&database) {
+            let names = crate::discover::collections(client, &database)
+                .await
+                .map_err(ExportError::from_mongo);
+            listed.insert(database.clone(), names);
+        }
+        match &listed[&database] {
+            Ok(existing) => {
+                let (matched, unusable) = plan.matched(existing, &settings.exclude);
+                for u in unusable {
+                    tracing::warn!(
+                        policy = %plan.policy.name,
+                        "collection `{database}.{}` matches `{}` but cannot be backed up: {}",
+                        u.collection, u.pattern, u.why
+                    );
+                }
+                out.push(matched);
+            }
+            Err(e) => {
+                let error = RunError::export(e.clone(), &settings.mongodb_uri);
+                let jobs = plan.jobs.iter().cloned().chain(plan.pattern_jobs());
+                for spec in jobs.collect::<Vec<_>>() {
+                    report
+                        .results
+                        .push(refuse(&spec, error.clone(), events).await);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Every job of `plans` refused before its export started, for the same reason.

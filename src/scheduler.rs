@@ -218,6 +218,14 @@ pub fn missed(
                 .and_then(|s| s.last_success)
                 .is_none_or(|t| t < prev)
         });
+        // What patterns match is known only when a run starts: a policy with patterns
+        // missed its run when none of its collections succeeded since.
+        let prefix = crate::plan::job_id(&p.name, &db, "");
+        let missed = missed
+            || (!p.patterns.is_empty()
+                && !state.collections.iter().any(|(id, s)| {
+                    id.starts_with(&prefix) && s.last_success.is_some_and(|t| t >= prev)
+                }));
         if missed {
             out.push((p.name.clone(), prev));
         }

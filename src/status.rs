@@ -268,24 +268,26 @@ pub fn compute(
 
 /// Load everything `compute` needs for `settings`.
 pub fn gather(settings: &Settings, policies: &[Policy]) -> Status {
+    let state = State::load(&settings.backup_root, &settings.target());
+    let found = crate::catalog::scan(&settings.target());
     let jobs = policies
         .iter()
         .map(|p| {
             let db = settings.database_for(p).unwrap_or_else(|_| "?".into());
-            let specs = p
-                .collections
-                .iter()
+            // Collections a pattern matched are known by what runs left behind.
+            let known = known_collections(&p.name, &db, &state, &found);
+            let specs = crate::discover::expand(p, &db, &known, &settings.exclude)
+                .0
+                .into_iter()
                 .map(|c| JobSpec {
                     policy: p.name.clone(),
                     database: db.clone(),
-                    collection: c.clone(),
+                    collection: c,
                 })
                 .collect();
             (p.clone(), specs)
         })
         .collect::<Vec<_>>();
-    let state = State::load(&settings.backup_root, &settings.target());
-    let found = crate::catalog::scan(&settings.target());
     compute(
         &jobs,
         &state,
@@ -293,6 +295,30 @@ pub fn gather(settings: &Settings, policies: &[Policy]) -> Status {
         read_service(&settings.backup_root),
         Utc::now(),
     )
+}
+
+/// The collections of `policy` in `database` that the state or an archive names,
+/// sorted.
+pub fn known_collections(
+    policy: &str,
+    database: &str,
+    state: &State,
+    found: &[Found],
+) -> Vec<String> {
+    let prefix = format!("{policy}/{database}/");
+    let mut out: std::collections::BTreeSet<String> = state
+        .collections
+        .keys()
+        .filter_map(|id| id.strip_prefix(&prefix).map(str::to_owned))
+        .collect();
+    out.extend(
+        found
+            .iter()
+            .map(|f| &f.manifest)
+            .filter(|m| m.policy == policy && m.database == database)
+            .map(|m| m.collection.clone()),
+    );
+    out.into_iter().collect()
 }
 
 fn ago(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {

@@ -1,13 +1,16 @@
 //! Where archives and their manifests are kept, behind one interface ([`Target`]):
 //! create (stage a local file), commit (the archive, then its manifest as the commit
-//! marker), list by prefix, read, delete. Local folders implement it today
-//! ([`local::Local`]). Beside it: how things are named ([`names`]), crash-safe local
-//! files ([`fs`]) and advisory locks ([`lock`]).
+//! marker), list by prefix, read, delete. Local folders ([`local::Local`]) and
+//! S3-compatible buckets ([`s3::S3`]) implement it. Beside it: how things are named
+//! ([`names`]), crash-safe local files ([`fs`]) and advisory locks ([`lock`]).
 
 pub mod fs;
 pub mod local;
 pub mod lock;
 pub mod names;
+pub mod s3;
+pub mod set;
+pub mod unavailable;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -48,6 +51,13 @@ impl StorageError {
     }
 }
 
+/// A copy a target of several could not write: which target, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MissingCopy {
+    pub target: String,
+    pub error: String,
+}
+
 /// An object in a target: its key (`<policy>/<file name>`) and size in bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
@@ -76,6 +86,19 @@ pub trait Target: Send + Sync + std::fmt::Debug {
         manifest_key: &str,
         manifest: &[u8],
     ) -> Result<(), StorageError>;
+
+    /// As [`Target::commit`], for a target of several copies ([`set::Set`]): succeeds
+    /// when one copy is placed, and says which could not be.
+    fn commit_copies(
+        &self,
+        file: &Path,
+        key: &str,
+        manifest_key: &str,
+        manifest: &[u8],
+    ) -> Result<Vec<MissingCopy>, StorageError> {
+        self.commit(file, key, manifest_key, manifest)
+            .map(|()| Vec::new())
+    }
 
     /// Write a small object whole, replacing what is there (a recovered manifest).
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError>;

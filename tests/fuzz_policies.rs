@@ -27,6 +27,7 @@ fn defaults() -> Defaults {
     Defaults {
         timezone: chrono_tz::Tz::UTC,
         concurrency: 3,
+        targets: vec!["local".into()],
     }
 }
 

@@ -474,3 +474,58 @@ async fn bounded_windows_with_and_without_index() {
         assert_eq!(exactly_once(&all), want, "indexed={indexed}");
     }
 }
+
+// A run ends its MongoDB client before it returns: nothing of the driver is left
+// running on the runtime. The client used to be dropped instead, and its clean-up
+// (`endSessions`, the monitors, the pool) ran on after the run returned, while `dcb
+// run` dropped its runtime under it. About one run in a few hundred, the driver then
+// panicked (`SendError` in `connection_requester.rs`; caught, the run still
+// succeeded), and with `RUST_BACKTRACE` set that panic's backtrace cost about 150 MB of
+// peak RSS: the benchmark's unexplained 193 MB runs. With the client only dropped,
+// this test finds a driver task still running 2 s after the run.
+#[test]
+fn a_run_leaves_no_driver_task_running() {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let db = support::unique_db("close");
+    let uri = support::server().uri.clone();
+    let s = Scratch::new();
+    s.write("policies/p.yaml", &policy(&db));
+    // Seeded on a runtime of its own: its clients' tasks must not be counted below.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        seed(&uri, &db, 20, 1).await;
+        seed_roles(&uri, &db).await;
+    });
+    let overrides = dcb::config::Overrides {
+        config: None,
+        policies_dir: Some(s.path().join("policies")),
+        backup_root: Some(s.path().join("backups")),
+    };
+    let env = |name: &str| (name == "DCB_MONGODB_URI").then(|| uri.clone());
+    let settings = dcb::config::Settings::resolve(&overrides, &env).unwrap();
+    let plans = dcb::commands::load_plans(&settings, &["p".to_string()], false).unwrap();
+    let quiet = |_: &dcb::plan::JobSpec| -> Arc<dyn dcb::export::Progress> { Arc::new(()) };
+    // The runtime `dcb run` uses.
+    dcb::commands::runtime().block_on(async {
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let events = dcb::events::Emitter::new(&settings);
+        let report = dcb::runner::run(&settings, &plans, &quiet, &events).await;
+        assert_eq!(report.failed(), 0, "{:?}", report.results);
+        // The last task (the client's own clean-up, woken as the client goes) ends
+        // within milliseconds; a dropped client's tasks would run for seconds.
+        let returned = Instant::now();
+        while tasks() > 0 && returned.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            tasks(),
+            0,
+            "driver tasks still running after the run returned"
+        );
+    });
+}

@@ -1190,3 +1190,61 @@ async fn state_from_before_a_restart_is_picked_up() {
     );
     assert_eq!(seen, Some(last.timestamp() as f64));
 }
+
+// A collection created while the service runs is reported as uncovered within one
+// health interval (one alert naming it); a pattern added to a policy covers it and
+// resolves the alert, and the next runs back it up.
+#[tokio::test]
+async fn a_new_collection_is_reported_until_a_pattern_covers_it() {
+    let uri = support::server().uri.clone();
+    let db = support::unique_db("uncovered");
+    seed(&uri, &db, 5).await;
+    let hook = Recorder::start();
+    let s = Scratch::new();
+    s.write(
+        "dcb.yaml",
+        &config_with_webhook(&hook.url, "  interval: 1s")
+            .replace("alerts:\n", "exclude: [\"scratch_*\"]\nalerts:\n"),
+    );
+    s.write("policies/p.yaml", &policy("p", &db, "* * * * * *"));
+    let serve = Serve::start(&s, &uri, &[]);
+    let key = format!("uncovered:{db}");
+    // Everything is covered at first: the health checks find nothing to report.
+    eventually(30, "the first backup", || {
+        (!support::archives(&serve.root, "p", "api_logs").is_empty()).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(count(&hook, "failure", &key), 0, "{:?}", alerts(&hook));
+
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let database = client.database(&db);
+    database.create_collection("line_logs").await.unwrap();
+    database.create_collection("scratch_tmp").await.unwrap();
+    database
+        .collection::<Document>("line_logs")
+        .insert_one(doc! {"createdAt": mongodb::bson::DateTime::now(), "line": 3})
+        .await
+        .unwrap();
+    let alert = eventually(10, "an uncovered alert", || {
+        alerts(&hook)
+            .into_iter()
+            .find(|a| a["kind"] == "failure" && a["key"] == key.as_str())
+    });
+    let text = alert.to_string();
+    assert!(text.contains(&format!("{db}.line_logs")), "{text}");
+    assert!(!text.contains("scratch_tmp"), "excluded: {text}");
+
+    // A pattern now covers it: resolved, and backed up.
+    s.write(
+        "policies/p.yaml",
+        &policy("p", &db, "* * * * * *").replace("[api_logs]", "[api_logs, \"*_logs\"]"),
+    );
+    eventually(30, "the uncovered alert resolved", || {
+        (count(&hook, "resolved", &key) == 1).then_some(())
+    });
+    eventually(30, "line_logs backed up by the pattern", || {
+        (!support::archives(&serve.root, "p", "line_logs").is_empty()).then_some(())
+    });
+    assert_eq!(count(&hook, "failure", &key), 1, "{:?}", alerts(&hook));
+    drop(serve);
+}

@@ -32,6 +32,8 @@ pub enum AlertKey {
     DiskFree,
     /// The backups will outgrow the disk at the current rate.
     DiskForecast,
+    /// A backed-up database has collections no policy covers (the database).
+    Uncovered(String),
 }
 
 impl AlertKey {
@@ -74,6 +76,7 @@ impl fmt::Display for AlertKey {
             AlertKey::Database => f.write_str("database"),
             AlertKey::DiskFree => f.write_str("disk:free"),
             AlertKey::DiskForecast => f.write_str("disk:forecast"),
+            AlertKey::Uncovered(db) => write!(f, "uncovered:{db}"),
         }
     }
 }
@@ -112,6 +115,7 @@ impl FromStr for AlertKey {
             "config" => AlertKey::Config(rest),
             "invalid-policy" => AlertKey::InvalidPolicy(rest),
             "identity" => AlertKey::Identity(rest),
+            "uncovered" => AlertKey::Uncovered(rest),
             _ => return Err(unknown()),
         })
     }
@@ -149,6 +153,7 @@ mod tests {
             AlertKey::Database,
             AlertKey::DiskFree,
             AlertKey::DiskForecast,
+            AlertKey::Uncovered("dcMes".into()),
         ];
         for k in keys {
             assert_eq!(k.to_string().parse::<AlertKey>().unwrap(), k);

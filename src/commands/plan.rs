@@ -95,6 +95,12 @@ fn render(views: &[PlanView]) -> String {
                 c.name, c.time_field, mode, window
             );
         }
+        for p in &v.patterns {
+            let _ = writeln!(
+                out,
+                "    {p:width$}  (pattern: the collections it matches when each run starts)"
+            );
+        }
         out.push('\n');
     }
     out

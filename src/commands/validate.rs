@@ -24,6 +24,7 @@ pub fn run(cli: &Cli, args: &ValidateArgs) -> Exit {
         || Defaults {
             timezone: system_timezone(),
             concurrency: DEFAULT_CONCURRENCY,
+            targets: Vec::new(),
         },
         Settings::policy_defaults,
     );

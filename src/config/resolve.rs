@@ -49,7 +49,22 @@ pub struct Settings {
     pub verify_after_run: bool,
     /// age recipients of policies that set none.
     pub recipients: Vec<String>,
+    /// Collections left out on purpose (dcb.yaml's `exclude`).
+    pub exclude: crate::discover::Exclude,
+    /// Named targets besides the backup root (dcb.yaml's `targets`).
+    pub targets: std::collections::BTreeMap<String, super::storage::TargetConfig>,
+    /// The targets of policies that name none.
+    pub default_targets: Vec<String>,
+    /// How a policy's run keeps other instances out.
+    pub lock: super::storage::LockSettings,
+    /// dcb.yaml's folder (relative folders and credential files are read from it).
+    pub config_dir: PathBuf,
+    /// The targets, built on first use and shared by the clones.
+    built: std::sync::Arc<std::sync::Mutex<Built>>,
 }
+
+/// Targets built so far, by name.
+type Built = std::collections::BTreeMap<String, std::sync::Arc<dyn crate::storage::Target>>;
 
 // The URI holds the password: show it redacted.
 impl std::fmt::Debug for Settings {
@@ -69,6 +84,10 @@ impl std::fmt::Debug for Settings {
             .field("http_listen", &self.http_listen)
             .field("verify_after_run", &self.verify_after_run)
             .field("recipients", &self.recipients)
+            .field("exclude", &self.exclude)
+            .field("targets", &self.targets)
+            .field("default_targets", &self.default_targets)
+            .field("lock", &self.lock)
             .finish()
     }
 }
@@ -153,6 +172,15 @@ impl Settings {
             http_listen: config.http.listen.clone(),
             verify_after_run: config.verify.after_run,
             recipients: config.encryption.recipients.clone(),
+            exclude: crate::discover::Exclude::new(&config.exclude),
+            targets: config.targets.clone(),
+            default_targets: config
+                .default_targets
+                .clone()
+                .unwrap_or_else(|| vec![super::storage::LOCAL.to_string()]),
+            lock: config.lock.resolve(),
+            config_dir: base.clone(),
+            built: Default::default(),
             mongodb_uri,
             mongodb_extra,
             identity_file,
@@ -172,9 +200,96 @@ impl Settings {
         )
     }
 
-    /// Where archives are kept.
+    /// Where archives are read from: every target (the backup root and each named
+    /// one) as one, their union.
     pub fn target(&self) -> std::sync::Arc<dyn crate::storage::Target> {
-        std::sync::Arc::new(crate::storage::local::Local::new(&self.backup_root))
+        let mut names = vec![super::storage::LOCAL.to_string()];
+        names.extend(self.targets.keys().cloned());
+        self.target_set(&names)
+    }
+
+    /// The targets a policy's archives go to: its own `targets`, else dcb.yaml's
+    /// `defaultTargets`, else the backup root.
+    pub fn targets_for(&self, policy: &Policy) -> std::sync::Arc<dyn crate::storage::Target> {
+        self.target_set(self.target_names_for(policy))
+    }
+
+    /// The names of a policy's targets.
+    pub fn target_names_for<'a>(&'a self, policy: &'a Policy) -> &'a [String] {
+        policy.targets.as_deref().unwrap_or(&self.default_targets)
+    }
+
+    /// Whether a policy writes to object storage, which other instances may share.
+    pub fn writes_to_shared(&self, policy: &Policy) -> bool {
+        self.target_names_for(policy).iter().any(|n| {
+            matches!(
+                self.targets.get(n),
+                Some(super::storage::TargetConfig::S3(_))
+            )
+        })
+    }
+
+    /// Whether a run of these policies takes a lease in MongoDB.
+    pub fn uses_lease(&self, policy: &Policy) -> bool {
+        use super::storage::LockKind;
+        match self.lock.kind {
+            LockKind::Mongodb => true,
+            LockKind::Local => false,
+            LockKind::Auto => self.writes_to_shared(policy),
+        }
+    }
+
+    /// The named targets as one (one target alone is itself).
+    pub fn target_set(&self, names: &[String]) -> std::sync::Arc<dyn crate::storage::Target> {
+        let members: Vec<(String, std::sync::Arc<dyn crate::storage::Target>)> = names
+            .iter()
+            .map(|n| (n.clone(), self.target_named(n)))
+            .collect();
+        if members.len() == 1 {
+            return members.into_iter().next().expect("one").1;
+        }
+        std::sync::Arc::new(crate::storage::set::Set::new(members))
+    }
+
+    /// One target by name; one that cannot be set up (or is unknown) fails each use
+    /// with the reason.
+    pub fn target_named(&self, name: &str) -> std::sync::Arc<dyn crate::storage::Target> {
+        use super::storage::TargetConfig;
+        use crate::storage::unavailable::Unavailable;
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = built.get(name) {
+            return t.clone();
+        }
+        let target: std::sync::Arc<dyn crate::storage::Target> =
+            match (name, self.targets.get(name)) {
+                (super::storage::LOCAL, _) => {
+                    std::sync::Arc::new(crate::storage::local::Local::new(&self.backup_root))
+                }
+                (_, Some(TargetConfig::Local(f))) => std::sync::Arc::new(
+                    crate::storage::local::Local::new(normalize(&self.config_dir.join(&f.path))),
+                ),
+                (_, Some(TargetConfig::S3(c))) => {
+                    let spool = self.backup_root.join(".spool");
+                    match c
+                        .credentials(&self.config_dir)
+                        .map_err(|e| e.to_string())
+                        .and_then(|creds| {
+                            crate::storage::s3::S3::new(c, creds, &spool).map_err(|e| e.to_string())
+                        }) {
+                        Ok(s3) => std::sync::Arc::new(s3),
+                        Err(reason) => std::sync::Arc::new(Unavailable {
+                            name: name.to_string(),
+                            reason,
+                        }),
+                    }
+                }
+                (_, None) => std::sync::Arc::new(Unavailable {
+                    name: name.to_string(),
+                    reason: super::storage::unknown_target(name, self.targets.keys()),
+                }),
+            };
+        built.insert(name.to_string(), target.clone());
+        target
     }
 
     /// Keys from `--identity`, else the config's identity file, else none.
@@ -189,9 +304,12 @@ impl Settings {
     }
 
     pub fn policy_defaults(&self) -> Defaults {
+        let mut targets = vec![super::storage::LOCAL.to_string()];
+        targets.extend(self.targets.keys().cloned());
         Defaults {
             timezone: self.timezone,
             concurrency: self.concurrency,
+            targets,
         }
     }
 

@@ -49,6 +49,7 @@ mod tests {
         let defaults = Defaults {
             timezone: chrono_tz::Tz::UTC,
             concurrency: 1,
+            targets: vec!["local".into()],
         };
         validate(&doc, &defaults).0.unwrap()
     }

@@ -18,6 +18,8 @@ use crate::storage;
 pub struct Defaults {
     pub timezone: Tz,
     pub concurrency: usize,
+    /// The target names dcb.yaml defines (`local` among them).
+    pub targets: Vec<String>,
 }
 
 /// Validate one policy document. Returns the policy only when it has no errors.
@@ -25,6 +27,7 @@ pub fn validate(doc: &Document, defaults: &Defaults) -> (Option<Policy>, Vec<Dia
     let mut diags = doc.duplicate_key_diags();
     diags.extend(doc.schema_diags(super::schema(), super::validator()));
     diags.extend(semantic_checks(doc));
+    diags.extend(target_checks(doc, &defaults.targets));
     dedupe(&mut diags);
 
     if diags.iter().any(Diagnostic::is_error) {
@@ -47,6 +50,45 @@ pub fn validate(doc: &Document, defaults: &Defaults) -> (Option<Policy>, Vec<Dia
             (None, diags)
         }
     }
+}
+
+/// Every target a policy names must be one dcb.yaml defines (unless dcb.yaml could not
+/// be read: `known` is empty).
+fn target_checks(doc: &Document, known: &[String]) -> Vec<Diagnostic> {
+    let Some(items) = doc.value.pointer("/targets").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    if known.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, name) in items.iter().enumerate() {
+        let Some(name) = name.as_str() else { continue };
+        if !known.iter().any(|k| k == name) {
+            let mut d = doc.at(
+                Severity::Error,
+                Code::InvalidValue,
+                &format!("/targets/{i}"),
+                format!(
+                    "no target `{name}`; the targets are {}",
+                    known
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            if let Some(s) = crate::document::did_you_mean(name, known) {
+                d = d.with_hint(format!(
+                    "did you mean `{s}`? Targets are defined in dcb.yaml"
+                ));
+            } else {
+                d = d.with_hint("define it under `targets:` in dcb.yaml");
+            }
+            out.push(d);
+        }
+    }
+    out
 }
 
 /// Checks on individual values, run even when the schema found problems elsewhere, so
@@ -178,7 +220,12 @@ fn semantic_checks(doc: &Document) -> Vec<Diagnostic> {
                 },
                 _ => continue,
             };
-            if let Err(e) = names::check_collection(name) {
+            let checked = if names::is_pattern(name) {
+                names::check_pattern(name).map(|_| ())
+            } else {
+                names::check_collection(name)
+            };
+            if let Err(e) = checked {
                 out.push(err(Code::InvalidCollectionName, &pointer, e.into()));
                 continue;
             }
@@ -323,10 +370,12 @@ fn build(path: &Path, raw: PolicyFile, defaults: &Defaults) -> Result<Policy, St
     };
     let policy_full = full(raw.full.as_ref())?;
     let policy_capture = raw.capture_updates.unwrap_or(true);
-    let collections = raw
+    let (patterns, collections): (Vec<_>, Vec<_>) = raw
         .collections
         .iter()
-        .map(|c| match c {
+        .partition(|c| names::is_pattern(c.name()));
+    let spec = |c: &CollectionEntry| -> Result<CollectionSpec, String> {
+        match c {
             CollectionEntry::Name(n) => Ok(CollectionSpec {
                 name: n.clone(),
                 time_field: raw.time_field.clone(),
@@ -347,7 +396,15 @@ fn build(path: &Path, raw: PolicyFile, defaults: &Defaults) -> Result<Policy, St
                 },
                 capture_updates: d.capture_updates.unwrap_or(policy_capture),
             }),
-        })
+        }
+    };
+    let collections = collections
+        .into_iter()
+        .map(spec)
+        .collect::<Result<Vec<_>, String>>()?;
+    let patterns = patterns
+        .into_iter()
+        .map(spec)
         .collect::<Result<Vec<_>, String>>()?;
     Ok(Policy {
         name: raw.name,
@@ -357,6 +414,7 @@ fn build(path: &Path, raw: PolicyFile, defaults: &Defaults) -> Result<Policy, St
         timezone,
         database: raw.database,
         collections,
+        patterns,
         window: WindowSpec {
             initial: raw
                 .window
@@ -372,6 +430,7 @@ fn build(path: &Path, raw: PolicyFile, defaults: &Defaults) -> Result<Policy, St
         concurrency: raw.concurrency.map_or(defaults.concurrency, |c| c as usize),
         enabled: raw.enabled,
         recipients: raw.encryption.as_ref().map(|e| e.recipients.clone()),
+        targets: raw.targets.clone(),
     })
 }
 

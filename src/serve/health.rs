@@ -2,6 +2,7 @@
 //! will have), and each collection is neither failing nor stale. Each finding is an
 //! event that raises or resolves its alert.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,9 +13,10 @@ use chrono::Utc;
 use super::Service;
 use crate::alert::AlertKey;
 use crate::config::Settings;
+use crate::discover::{self, Uncovered};
 use crate::events::Event;
 use crate::health::{self, Disk, Thresholds};
-use crate::plan::JobSpec;
+use crate::plan::{JobSpec, PolicyPlan};
 use crate::policy::Policy;
 use crate::state::State;
 use crate::storage;
@@ -77,6 +79,12 @@ impl Service {
             min_free_percent: h.min_free_percent,
             min_free_bytes: h.min_free_mb.saturating_mul(1_048_576),
         };
+        // Patterns are matched, and uncovered collections found, against the
+        // databases as they are now (when the server answers).
+        let (plans, uncovered) = match (full, &database, &*db) {
+            (true, Ok(()), Some((_, client))) => survey(client, &settings, plans).await,
+            _ => (plans, BTreeMap::new()),
+        };
         let jobs: Vec<(Policy, Vec<JobSpec>)> = if full {
             plans.into_iter().map(|p| (p.policy, p.jobs)).collect()
         } else {
@@ -104,6 +112,7 @@ impl Service {
                 database,
                 started_at,
                 now: Utc::now(),
+                uncovered: &uncovered,
             };
             health::evaluate(&inputs, &thresholds)
         })
@@ -117,6 +126,53 @@ impl Service {
             events.emit(Event::Finding(f)).await;
         }
     }
+}
+
+/// The plans with their patterns matched, and per backed-up database that could be
+/// listed, the collections no enabled policy covers.
+async fn survey(
+    client: &mongodb::Client,
+    settings: &Settings,
+    plans: Vec<PolicyPlan>,
+) -> (Vec<PolicyPlan>, BTreeMap<String, Vec<Uncovered>>) {
+    let mut existing: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for plan in plans
+        .iter()
+        .filter(|p| p.policy.enabled || p.has_patterns())
+    {
+        let database = plan.database.clone();
+        if existing.contains_key(&database) {
+            continue;
+        }
+        match discover::collections(client, &database).await {
+            Ok(names) => {
+                existing.insert(database, names);
+            }
+            Err(e) => {
+                tracing::warn!("health check: cannot list the collections of `{database}`: {e}")
+            }
+        }
+    }
+    let plans: Vec<PolicyPlan> = plans
+        .into_iter()
+        .map(|p| match existing.get(&p.database) {
+            Some(names) if p.has_patterns() => p.matched(names, &settings.exclude).0,
+            _ => p,
+        })
+        .collect();
+    let with_db: Vec<(&Policy, String)> = plans
+        .iter()
+        .map(|p| (&p.policy, p.database.clone()))
+        .collect();
+    // Only databases an enabled policy backs up are surveyed.
+    existing.retain(|db, _| with_db.iter().any(|(p, d)| p.enabled && d == db));
+    let list = discover::uncovered(&with_db, &existing, &settings.exclude);
+    let mut by_db: BTreeMap<String, Vec<Uncovered>> =
+        existing.keys().map(|d| (d.clone(), Vec::new())).collect();
+    for u in list {
+        by_db.entry(u.database.clone()).or_default().push(u);
+    }
+    (plans, by_db)
 }
 
 /// Whether the server answers; why not, scrubbed, when it does not.
