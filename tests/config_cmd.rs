@@ -544,3 +544,231 @@ fn configuration_errors_exit_2() {
     assert_eq!(config.stderr, plan.stderr);
     assert!(config.stderr.contains("invalid-cron"), "{}", config.stderr);
 }
+
+// S3 targets show their settings and where their credentials come from, never what
+// they are: one from the default variables (set in the environment), one from a
+// variable and a file that dcb.yaml names (the file is not read). Folder targets,
+// the default targets, the lock and the exclusions show with their lines.
+#[test]
+fn storage_targets_and_their_credentials() {
+    let s = Scratch::new();
+    s.write("policies/demo.yaml", POLICY);
+    s.write(
+        "policies/hot.yaml",
+        "name: hot\nschedule: \"0 * * * *\"\ndatabase: dcMes\n\
+         collections:\n  - api_logs\n  - name: \"*_logs\"\n    mode: snapshot\n\
+         retention: 3d\ntargets: [local, second]\n",
+    );
+    s.write("secrets/second.key", "Fil3SecretKey\n");
+    s.write(
+        "dcb.yaml",
+        "backupRoot: root\n\
+         targets:\n\
+         \x20 offsite:\n\
+         \x20   type: s3\n\
+         \x20   bucket: factory-backups\n\
+         \x20   prefix: site-a\n\
+         \x20   endpoint: http://minio.local:9000\n\
+         \x20 second:\n\
+         \x20   type: s3\n\
+         \x20   bucket: other-bucket\n\
+         \x20   accessKeyIdEnv: SECOND_KEY_ID\n\
+         \x20   secretAccessKeyFile: secrets/second.key\n\
+         \x20 nas:\n\
+         \x20   type: local\n\
+         \x20   path: nas-copy\n\
+         defaultTargets: [local, offsite]\n\
+         lock: {kind: mongodb, ttl: 2m}\n\
+         exclude: [\"tmp_*\"]\n",
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIAENVDEFAULT"),
+        ("AWS_SECRET_ACCESS_KEY", "EnvDefaultS3cret"),
+        ("SECOND_KEY_ID", "AKIASECONDNAMED"),
+    ];
+    let (human, json, v) = config(&s, &[], &env);
+    assert_hidden(
+        &[&human, &json],
+        &[
+            "AKIAENVDEFAULT",
+            "EnvDefaultS3cret",
+            "AKIASECONDNAMED",
+            "Fil3SecretKey",
+        ],
+    );
+    let key_file = std::path::Path::new("secrets").join("second.key");
+    let key_file = format!("file {} (named at dcb.yaml:12)", key_file.display());
+    for (k, value, origin) in [
+        ("targets.local.path", Value::from("root"), "dcb.yaml:1"),
+        ("targets.offsite.type", Value::from("s3"), "dcb.yaml:4"),
+        (
+            "targets.offsite.bucket",
+            Value::from("factory-backups"),
+            "dcb.yaml:5",
+        ),
+        (
+            "targets.offsite.prefix",
+            Value::from("site-a"),
+            "dcb.yaml:6",
+        ),
+        (
+            "targets.offsite.endpoint",
+            Value::from("http://minio.local:9000"),
+            "dcb.yaml:7",
+        ),
+        (
+            "targets.offsite.region",
+            Value::from("us-east-1"),
+            "default",
+        ),
+        ("targets.offsite.pathStyle", Value::from(true), "default"),
+        (
+            "targets.offsite.accessKeyId",
+            Value::from("***"),
+            "env AWS_ACCESS_KEY_ID",
+        ),
+        (
+            "targets.offsite.secretAccessKey",
+            Value::from("***"),
+            "env AWS_SECRET_ACCESS_KEY",
+        ),
+        ("targets.second.prefix", Value::Null, "default"),
+        (
+            "targets.second.endpoint",
+            Value::from("https://s3.us-east-1.amazonaws.com"),
+            "default",
+        ),
+        (
+            "targets.second.accessKeyId",
+            Value::from("***"),
+            "env SECOND_KEY_ID (named at dcb.yaml:11)",
+        ),
+        (
+            "targets.second.secretAccessKey",
+            Value::from("***"),
+            key_file.as_str(),
+        ),
+        ("targets.nas.type", Value::from("local"), "dcb.yaml:14"),
+        ("targets.nas.path", Value::from("nas-copy"), "dcb.yaml:15"),
+        (
+            "defaultTargets",
+            serde_json::json!(["local", "offsite"]),
+            "dcb.yaml:16",
+        ),
+        ("lock.kind", Value::from("mongodb"), "dcb.yaml:17"),
+        ("lock.ttl", Value::from("2m"), "dcb.yaml:17"),
+        ("lock.database", Value::from("dcb"), "default"),
+        ("exclude", serde_json::json!(["tmp_*"]), "dcb.yaml:18"),
+    ] {
+        assert_eq!(key(&v, k), (&value, origin), "{k}");
+    }
+    for (k, value, origin) in [
+        (
+            "targets.offsite.secretAccessKey",
+            "***",
+            "env AWS_SECRET_ACCESS_KEY",
+        ),
+        ("targets.second.secretAccessKey", "***", key_file.as_str()),
+        (
+            "targets.second.accessKeyId",
+            "***",
+            "env SECOND_KEY_ID (named at dcb.yaml:11)",
+        ),
+    ] {
+        assert_eq!(line(&human, k), [k, value, origin]);
+    }
+    // Not listed twice by the walk over the rest of dcb.yaml.
+    assert!(
+        v["config"]
+            .get("targets.second.secretAccessKeyFile")
+            .is_none()
+    );
+    assert!(v["config"].get("lock").is_none());
+
+    // Unset credentials are `null`, still with their source.
+    let (_, _, v) = config(&s, &[], &[]);
+    assert_eq!(
+        key(&v, "targets.offsite.secretAccessKey"),
+        (&Value::Null, "env AWS_SECRET_ACCESS_KEY")
+    );
+
+    // Every policy shows its targets (its own, or the default ones) and its lock, and
+    // its patterns as patterns.
+    let policies = v["policies"].as_array().unwrap();
+    let by_name = |n: &str| policies.iter().find(|p| p["name"] == n).unwrap();
+    let get = |p: &Value, k: &str| {
+        (
+            p["settings"][k]["value"].clone(),
+            p["settings"][k]["origin"].clone(),
+        )
+    };
+    assert_eq!(
+        get(by_name("demo"), "targets"),
+        (
+            serde_json::json!(["local", "offsite"]),
+            "dcb.yaml:16".into()
+        )
+    );
+    assert_eq!(
+        get(by_name("hot"), "targets"),
+        (
+            serde_json::json!(["local", "second"]),
+            "policies/hot.yaml:9".into()
+        )
+    );
+    assert_eq!(
+        get(by_name("hot"), "lock"),
+        ("mongodb".into(), "dcb.yaml:17".into())
+    );
+    let cols = by_name("hot")["collections"].as_array().unwrap();
+    assert_eq!(cols[1]["name"], "*_logs");
+    assert_eq!(cols[1]["pattern"], true);
+    assert_eq!(cols[1]["settings"]["mode"]["origin"], "policies/hot.yaml:7");
+    assert_eq!(cols[0]["pattern"], false);
+}
+
+// `lock: auto` (the default) takes a lease for a policy that writes to S3 and a local
+// lock for one that does not, and says why.
+#[test]
+fn automatic_lock_per_policy() {
+    let s = Scratch::new();
+    s.write("policies/demo.yaml", POLICY);
+    s.write(
+        "policies/offsite.yaml",
+        "name: offsite\nschedule: \"0 * * * *\"\ndatabase: dcMes\ncollections: [roles]\n\
+         retention: 3d\ntargets: [offsite]\n",
+    );
+    s.write(
+        "dcb.yaml",
+        "targets:\n  offsite: {type: s3, bucket: factory-backups}\n",
+    );
+    let (human, _, v) = config(&s, &[], &[]);
+    assert_eq!(key(&v, "lock.kind"), (&Value::from("auto"), "default"));
+    assert_eq!(
+        key(&v, "defaultTargets"),
+        (&serde_json::json!(["local"]), "default")
+    );
+    let policies = v["policies"].as_array().unwrap();
+    let lock = |n: &str| {
+        let p = policies.iter().find(|p| p["name"] == n).unwrap();
+        (
+            p["settings"]["lock"]["value"].clone(),
+            p["settings"]["lock"]["origin"].clone(),
+        )
+    };
+    assert_eq!(
+        lock("demo"),
+        ("local".into(), "default (auto: no S3 target)".into())
+    );
+    assert_eq!(
+        lock("offsite"),
+        ("mongodb".into(), "default (auto: it writes to S3)".into())
+    );
+    assert!(
+        human
+            .stdout
+            .contains("policy offsite  (policies/offsite.yaml)"),
+        "{}",
+        human.stdout
+    );
+}

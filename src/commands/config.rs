@@ -112,7 +112,8 @@ fn render(config: &[Entry], policies: &[PolicyView]) -> String {
         )));
         rows.extend(p.settings.iter().map(|e| Row::Entry(2, e)));
         for c in &p.collections {
-            rows.push(Row::Heading(format!("  collection {}", c.name)));
+            let kind = if c.pattern { "pattern" } else { "collection" };
+            rows.push(Row::Heading(format!("  {kind} {}", c.name)));
             rows.extend(c.settings.iter().map(|e| Row::Entry(4, e)));
         }
     }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 
 use super::{ConfigFile, Overrides, Settings};
+
+mod storage;
 use crate::diag::Diagnostic;
 use crate::document::Document;
 use crate::policy::Policy;
@@ -50,6 +52,8 @@ pub struct PolicyView {
 #[derive(Debug, Clone)]
 pub struct CollectionView {
     pub name: String,
+    /// A pattern (`*_logs`), matched against the database when each run starts.
+    pub pattern: bool,
     pub settings: Vec<Entry>,
 }
 
@@ -204,14 +208,29 @@ pub fn effective(
         at("/encryption/recipients").unwrap_or_else(|| DEFAULT.to_string()),
     );
 
+    let loaded = file
+        .as_ref()
+        .map_or_else(ConfigFile::default, |f| f.config.clone());
+    let backup_root_origin = out
+        .iter()
+        .find(|e| e.key == "backupRoot")
+        .map_or_else(|| DEFAULT.to_string(), |e| e.origin.clone());
+    out.extend(storage::entries(
+        &settings,
+        &loaded,
+        &backup_root_origin,
+        &at,
+        env,
+    ));
+
     // Everything else dcb.yaml may hold, as loaded (defaults applied), key by key:
     // sections added later show up here without being listed.
-    let mut rest = serde_json::to_value(
-        file.as_ref()
-            .map_or_else(ConfigFile::default, |f| f.config.clone()),
-    )
-    .unwrap_or(Value::Null);
+    let mut rest = serde_json::to_value(&loaded).unwrap_or(Value::Null);
     if let Some(obj) = rest.as_object_mut() {
+        // Shown above, resolved (and credentials by their source).
+        for shown in ["targets", "defaultTargets", "lock", "exclude"] {
+            obj.remove(shown);
+        }
         // Alerts with their file paths resolved, as the service uses them.
         if let Ok(alerts) = serde_json::to_value(&settings.alerts) {
             obj.insert("alerts".into(), alerts);
@@ -336,72 +355,34 @@ fn dotted(pointer: &str) -> String {
         .join(".")
 }
 
-/// Names whose values are credentials wherever they appear (compared in lower case,
-/// against the last part of the key).
-const SECRET_NAMES: &[&str] = &[
-    "password",
-    "passphrase",
-    "secret",
-    "token",
-    "credential",
-    "apikey",
-    "accesskey",
-    "privatekey",
-];
-
-/// The value as it may be shown under `key`: credentials become `***`, connection
-/// strings lose their password, and URLs (whose paths and queries carry the tokens of
-/// chat robots and webhooks) keep only their origin. Values hidden are remembered, so
-/// that they are scrubbed from any other text too.
+/// The value as it may be shown under `key`: credentials (by the key's name, as
+/// [`crate::redact::is_secret_key`] says, and every header value) become `***`,
+/// connection strings lose their password, and URLs (whose paths and queries carry
+/// the tokens of chat robots and webhooks) keep only their origin. Values hidden are
+/// remembered, so that they are scrubbed from any other text too.
 fn hide(key: &str, value: Value) -> Value {
-    let parts: Vec<String> = key.split('.').map(str::to_ascii_lowercase).collect();
+    let parts: Vec<&str> = key.split('.').collect();
     let last = parts
         .iter()
         .rev()
         .find(|p| p.parse::<usize>().is_err())
-        .cloned()
+        .copied()
         .unwrap_or_default();
-    let is_path = last.ends_with("file") || last.ends_with("files") || last.ends_with("dir");
-    let secret_name = !is_path && SECRET_NAMES.iter().any(|s| last.contains(s));
-    let in_headers = parts.iter().any(|p| p == "headers");
-    if (secret_name || in_headers) && !value.is_null() {
+    let in_headers = parts.iter().any(|p| p.eq_ignore_ascii_case("headers"));
+    if (crate::redact::is_secret_key(last) || in_headers) && !value.is_null() {
         remember(&value);
         return Value::String(HIDDEN.into());
     }
-    let is_url = last == "uri" || last == "url" || last.ends_with("uri") || last.ends_with("url");
     match value {
-        Value::String(s) if is_url => Value::String(hide_url(&s)),
+        Value::String(s) if crate::redact::is_url_key(last) => {
+            Value::String(crate::redact::url(&s))
+        }
         // Any other string that carries credentials the way a URI does.
         Value::String(s) if s.contains("://") && s.contains('@') => {
             Value::String(crate::redact::uri(&s))
         }
         Value::Array(items) => Value::Array(items.into_iter().map(|v| hide(key, v)).collect()),
         other => other,
-    }
-}
-
-/// A connection string with its password hidden; another URL cut to its origin plus
-/// `/***` when it has a path or query (robots' tokens live there).
-fn hide_url(s: &str) -> String {
-    if s.starts_with("mongodb://") || s.starts_with("mongodb+srv://") {
-        return crate::redact::uri(s);
-    }
-    match reqwest::Url::parse(s) {
-        Ok(u) if u.host().is_some() => {
-            let origin = u.origin().ascii_serialization();
-            let tail = u.path() != "/" || u.query().is_some() || u.fragment().is_some();
-            if tail {
-                crate::redact::remember(s);
-                format!("{origin}/{HIDDEN}")
-            } else {
-                origin
-            }
-        }
-        // Unparseable: nothing of it can be shown safely.
-        _ => {
-            crate::redact::remember(s);
-            HIDDEN.to_string()
-        }
     }
 }
 
@@ -547,16 +528,51 @@ fn policy_view(settings: &Settings, config: &[Entry], policy: &Policy) -> Policy
         ),
         own_or("/encryption/recipients", inherited("encryption.recipients")),
     );
+    push(
+        "targets",
+        json!(settings.target_names_for(policy)),
+        own_or("/targets", inherited("defaultTargets")),
+    );
+    // The lock its runs take: `auto` decides per policy, by its targets.
+    let lease = settings.uses_lease(policy);
+    let lock_origin = match settings.lock.kind {
+        crate::config::storage::LockKind::Auto if lease => {
+            format!("{} (auto: it writes to S3)", inherited("lock.kind"))
+        }
+        crate::config::storage::LockKind::Auto => {
+            format!("{} (auto: no S3 target)", inherited("lock.kind"))
+        }
+        _ => inherited("lock.kind"),
+    };
+    push(
+        "lock",
+        json!(if lease { "mongodb" } else { "local" }),
+        lock_origin,
+    );
     let level = |key: &str| {
         s.iter()
             .find(|e| e.key == key)
             .map_or_else(|| DEFAULT.to_string(), |e| e.origin.clone())
     };
+    // Named collections, then patterns; each found in the file by its name.
+    let raw_list = raw("/collections");
+    let index_of = |name: &str| {
+        raw_list
+            .as_ref()
+            .and_then(Value::as_array)
+            .and_then(|items| {
+                items.iter().position(|v| {
+                    v.as_str() == Some(name) || v.get("name").and_then(Value::as_str) == Some(name)
+                })
+            })
+    };
     let collections = policy
         .collections
         .iter()
-        .enumerate()
-        .map(|(i, c)| {
+        .map(|c| (c, false))
+        .chain(policy.patterns.iter().map(|c| (c, true)))
+        .map(|(c, pattern)| {
+            let i = index_of(&c.name).unwrap_or(usize::MAX);
             let item = raw(&format!("/collections/{i}"));
             // A bare name inherits everything from the policy.
             let detailed = item.as_ref().is_some_and(Value::is_object);
@@ -587,6 +603,7 @@ fn policy_view(settings: &Settings, config: &[Entry], policy: &Policy) -> Policy
             ];
             CollectionView {
                 name: c.name.clone(),
+                pattern,
                 settings,
             }
         })
@@ -618,6 +635,7 @@ pub fn to_json(config: &[Entry], policies: &[PolicyView]) -> Value {
             "settings": entries_json(&p.settings),
             "collections": p.collections.iter().map(|c| json!({
                 "name": c.name,
+                "pattern": c.pattern,
                 "settings": entries_json(&c.settings),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
@@ -637,6 +655,11 @@ mod tests {
         assert_eq!(h("alerts.notifiers.0.secret", json!("SEC")), json!("***"));
         assert_eq!(h("http.token", json!("tok")), json!("***"));
         assert_eq!(h("storage.s3.secretAccessKey", json!("k")), json!("***"));
+        assert_eq!(h("targets.b.accessKeyId", json!("AKID")), json!("***"));
+        assert_eq!(
+            h("targets.b.secretAccessKeyEnv", json!("MY_SECRET")),
+            json!("MY_SECRET")
+        );
         assert_eq!(
             h(
                 "alerts.notifiers.1.headers.Authorization",
