@@ -61,6 +61,17 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Bring data back from archives into a database.
     Restore(RestoreArgs),
+    /// Show the effective configuration and every policy resolved, each value with its
+    /// origin (flag, environment, dcb.yaml line, policy file line, default); secrets
+    /// are shown as `***`.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print JSON: `{"config": {KEY: {"value", "origin"}}, "policies": [...]}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,7 @@ macro_rules! outln {
     };
 }
 
+pub mod config;
 pub mod list;
 pub mod plan;
 pub mod prune;
@@ -197,6 +198,7 @@ pub fn dispatch(cli: &Cli) -> Exit {
         Command::List(args) => list::run(cli, args),
         Command::Verify(args) => verify::run(cli, args),
         Command::Restore(args) => restore::run(cli, args),
+        Command::Config(args) => config::run(cli, args),
     };
     if exit == Exit::Ok && STDOUT_FAILED.load(Ordering::Relaxed) {
         Exit::Failed

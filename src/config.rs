@@ -4,6 +4,7 @@
 //! command runs with (flags > environment > file > defaults).
 
 pub mod alerts;
+pub mod origins;
 mod resolve;
 pub mod storage;
 

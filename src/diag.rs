@@ -110,7 +110,7 @@ impl Diagnostic {
             code,
             file: file.to_path_buf(),
             pos,
-            message: message.into(),
+            message: shown(message.into()),
             hint: None,
             snippet: None,
         }
@@ -124,7 +124,7 @@ impl Diagnostic {
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.hint = Some(shown(hint.into()));
         self
     }
 
@@ -132,13 +132,19 @@ impl Diagnostic {
         self.severity == Severity::Error
     }
 
-    /// Attach the source line the diagnostic points at.
+    /// Attach the source line the diagnostic points at, its credentials hidden (the
+    /// line is quoted as written: a password or key in it would be printed).
     pub fn with_source(mut self, source: &str) -> Self {
         self.snippet = source_lines(source)
             .nth(self.pos.line.saturating_sub(1))
-            .map(str::to_owned);
+            .map(crate::redact::source_line);
         self
     }
+}
+
+/// Text as a diagnostic may show it: remembered secrets and URI passwords hidden.
+fn shown(text: String) -> String {
+    crate::redact::uris(&crate::redact::scrub(&text)).into_owned()
 }
 
 /// Lines as YAML counts them: `\r\n`, `\n` and a lone `\r` all end a line.

@@ -106,7 +106,31 @@ impl Document {
 
     /// A diagnostic located at the value `pointer` names.
     pub fn at(&self, severity: Severity, code: Code, pointer: &str, msg: String) -> Diagnostic {
+        let msg = self.without_secret(pointer, msg);
         self.make(severity, code, self.map.value_pos(pointer), msg)
+    }
+
+    /// `msg` without the value at `pointer` when its key holds a credential (messages
+    /// quote the offending value, and the value may have come from `${VAR}`).
+    fn without_secret(&self, pointer: &str, msg: String) -> String {
+        let key = pointer
+            .rsplit('/')
+            .find(|s| s.parse::<usize>().is_err())
+            .map(unescape);
+        if !key.is_some_and(|k| crate::redact::is_secret_key(&k)) {
+            return msg;
+        }
+        let text = match self.value.pointer(pointer) {
+            Some(Value::String(s)) => s.clone(),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+            _ => return msg,
+        };
+        if text.chars().count() < 3 {
+            return msg;
+        }
+        // The whole value, and the start of it that a shortened quote keeps.
+        let start: String = text.chars().take(40).collect();
+        msg.replace(&text, "***").replace(&start, "***")
     }
 
     /// A diagnostic located at the key of the value `pointer` names.
@@ -419,7 +443,8 @@ fn short(v: &Value) -> String {
     let s = match v {
         Value::Object(_) => "{…}".to_string(),
         Value::Array(_) => "[…]".to_string(),
-        other => other.to_string(),
+        // Masked before it is cut: a cut URI would no longer show where its password is.
+        other => crate::redact::uris(&other.to_string()).into_owned(),
     };
     if s.chars().count() > 60 {
         format!("{}…", s.chars().take(57).collect::<String>())

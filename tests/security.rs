@@ -1040,3 +1040,64 @@ async fn service_records_hash_checks_and_no_failure_for_a_wrong_identity() {
         "{alerts:#?}"
     );
 }
+
+// An invalid dcb.yaml never prints a secret: the diagnostics quote the offending line
+// and value, and a line holding a URI's password, an S3 secret key, a notifier's
+// password or a `${VAR}` read into a URI shows `***` instead, in every format of
+// `dcb validate` and in `dcb run`'s errors; the problems themselves are still reported.
+#[test]
+fn invalid_config_diagnostics_hide_secrets() {
+    let secrets = [
+        "Sn1ppetUriPw",
+        "wJalrSn1ppetKey",
+        "99887766",
+        "Int3rpSn1ppetPw",
+        "T0kSn1ppet",
+    ];
+    let s = Scratch::new();
+    s.write(
+        "policies/demo.yaml",
+        "name: demo\nschedule: \"0 2 * * *\"\ndatabase: mes\ncollections: [scans]\nretention: 30d\n",
+    );
+    let cases = [
+        (
+            "mongodbUri: mongodb://backup:Sn1ppetUriPw@db.local/mes\n",
+            "unknown-field",
+        ),
+        (
+            "targets:\n  offsite:\n    type: s3\n    bucket: factory-backups\n    secretAccessKey: wJalrSn1ppetKey\n",
+            "unknown-field",
+        ),
+        (
+            "alerts:\n  notifiers:\n    - {type: email, host: smtp.local, username: u, password: 99887766, from: a@b.cn, to: [c@d.cn]}\n",
+            "invalid-type",
+        ),
+        (
+            "mongodb: mongodb://backup:${SNIPPET_PW}@db.local/mes\n",
+            "invalid-type",
+        ),
+        (
+            "alerts:\n  notifiers:\n    - {type: dingtalk, url: 'https://oapi.dingtalk.com/robot/send?access_token=T0kSn1ppet', secert: x}\n",
+            "unknown-field",
+        ),
+    ];
+    let env = [("SNIPPET_PW", "Int3rpSn1ppetPw")];
+    for (yaml, code) in cases {
+        s.write("dcb.yaml", yaml);
+        let mut runs = Vec::new();
+        for format in ["human", "json", "github"] {
+            runs.push(dcb(&s, &["validate", "--format", format], &env));
+        }
+        runs.push(dcb(&s, &["run", "--all"], &env));
+        for run in &runs {
+            assert_ne!(run.code, 0, "{yaml}\n{}", run.stderr);
+            let out = format!("{}{}", run.stdout, run.stderr);
+            assert!(out.contains(code), "{yaml}: no {code} in\n{out}");
+            for secret in secrets {
+                assert!(!out.contains(secret), "`{secret}` shown for\n{yaml}\n{out}");
+            }
+        }
+        // The human form still quotes the line, with the secret hidden.
+        assert!(runs[0].stdout.contains("***"), "{}", runs[0].stdout);
+    }
+}
