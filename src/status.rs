@@ -270,12 +270,30 @@ pub fn compute(
 pub fn gather(settings: &Settings, policies: &[Policy]) -> Status {
     let state = State::load(&settings.backup_root, &settings.target());
     let found = crate::catalog::scan(&settings.target());
-    let jobs = policies
+    let jobs = jobs(settings, policies, &state, &found);
+    compute(
+        &jobs,
+        &state,
+        &found,
+        read_service(&settings.backup_root),
+        Utc::now(),
+    )
+}
+
+/// Each policy with its collections: the ones it names, and those its patterns
+/// matched as far as the state and the archives know.
+pub fn jobs(
+    settings: &Settings,
+    policies: &[Policy],
+    state: &State,
+    found: &[Found],
+) -> Vec<(Policy, Vec<JobSpec>)> {
+    policies
         .iter()
         .map(|p| {
             let db = settings.database_for(p).unwrap_or_else(|_| "?".into());
             // Collections a pattern matched are known by what runs left behind.
-            let known = known_collections(&p.name, &db, &state, &found);
+            let known = known_collections(&p.name, &db, state, found);
             let specs = crate::discover::expand(p, &db, &known, &settings.exclude)
                 .0
                 .into_iter()
@@ -287,14 +305,7 @@ pub fn gather(settings: &Settings, policies: &[Policy]) -> Status {
                 .collect();
             (p.clone(), specs)
         })
-        .collect::<Vec<_>>();
-    compute(
-        &jobs,
-        &state,
-        &found,
-        read_service(&settings.backup_root),
-        Utc::now(),
-    )
+        .collect()
 }
 
 /// The collections of `policy` in `database` that the state or an archive names,
