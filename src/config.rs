@@ -8,7 +8,7 @@ pub mod origins;
 mod resolve;
 pub mod storage;
 
-pub use resolve::{MongoExtra, Overrides, Settings};
+pub use resolve::{HttpToken, MongoExtra, Overrides, Settings};
 
 use std::path::{Path, PathBuf};
 
@@ -258,13 +258,33 @@ impl Default for HealthConfig {
 
 pub use alerts::AlertsConfig;
 
-/// The HTTP admin endpoint (health, status, metrics). Off unless `listen` is set.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+/// The HTTP admin endpoint (status page, health, status, metrics). Off unless `listen` is set.
+#[derive(Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address to listen on, e.g. `127.0.0.1:9187`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// A token every request but `/healthz` must carry (`Authorization: Bearer TOKEN`
+    /// or `?token=TOKEN`); use `${VAR}`. Without one, an address beyond loopback is
+    /// open to anyone who reaches it (the service warns at start-up).
+    /// `DCB_HTTP_TOKEN` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A file whose first line is the token (relative to dcb.yaml), instead of `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+}
+
+// The token is a secret: never shown.
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("token_file", &self.token_file)
+            .finish()
+    }
 }
 
 fn default_health_interval() -> HumanDuration {
@@ -590,7 +610,8 @@ mod tests {
              \x20   - {type: feishu, url: 'https://open.feishu.cn/open-apis/bot/v2/hook/TOKEN3', secret: SECRET4}\n\
              \x20   - {type: email, host: smtp.example.com, username: dcb, password: SECRET5, from: a@b.cn, to: [c@d.cn]}\n\
              \x20   - {type: webhook, url: 'https://hc.example/ping/TOKEN6', headers: {Authorization: 'Bearer SECRET7'}}\n\
-             \x20   - {type: slack, url: 'https://hooks.slack.com/services/TOKEN8'}\n",
+             \x20   - {type: slack, url: 'https://hooks.slack.com/services/TOKEN8'}\n\
+             http:\n  token: TOKEN9\n",
         )
         .unwrap();
         let overrides = Overrides {
@@ -606,7 +627,7 @@ mod tests {
         ] {
             for secret in [
                 "s3cr$t", "TOKEN1", "SECRET2", "TOKEN3", "SECRET4", "SECRET5", "TOKEN6", "SECRET7",
-                "TOKEN8",
+                "TOKEN8", "TOKEN9",
             ] {
                 assert!(!shown.contains(secret), "{secret} in {shown}");
             }
@@ -618,6 +639,41 @@ mod tests {
         let all = format!("{settings:?}");
         assert!(all.contains("smtp://smtp.example.com:587"), "{all}");
         assert!(all.contains("Authorization"), "{all}");
+    }
+
+    // The admin endpoint's token: DCB_HTTP_TOKEN over `token` over `tokenFile` (read
+    // relative to dcb.yaml, its first line); an empty one is none.
+    #[test]
+    fn http_token_origins() {
+        use super::resolve::HttpToken;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dcb.yaml");
+        std::fs::write(dir.path().join("http.token"), "from-file\nsecond line\n").unwrap();
+        let overrides = Overrides {
+            config: Some(path.clone()),
+            ..Overrides::default()
+        };
+        let token = |yaml: &str, env_token: Option<&str>| {
+            std::fs::write(&path, yaml).unwrap();
+            let env = |name: &str| match name {
+                "DCB_HTTP_TOKEN" => env_token.map(str::to_owned),
+                _ => None,
+            };
+            let t = Settings::resolve(&overrides, &env).unwrap().http_token;
+            t.map(|t| t.read().unwrap())
+        };
+        let both = "http:\n  token: from-yaml\n  tokenFile: http.token\n";
+        assert_eq!(token(both, Some("from-env")), Some(Some("from-env".into())));
+        assert_eq!(token(both, None), Some(Some("from-yaml".into())));
+        let file = "http:\n  tokenFile: http.token\n";
+        assert_eq!(token(file, Some("")), Some(Some("from-file".into())));
+        assert_eq!(token("http:\n  token: ''\n", None), None);
+        assert_eq!(token("{}\n", None), None);
+        assert_eq!(
+            HttpToken::Value("  ".into()).read().unwrap(),
+            None,
+            "blank is none"
+        );
     }
 
     // The URI's path names the default database; options and credentials are ignored.

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod mongo;
 pub mod names;
 pub mod online;
+pub mod page;
 pub mod plan;
 pub mod policy;
 pub mod redact;

@@ -56,6 +56,8 @@ pub enum ServeError {
     Alerts(#[from] crate::alert::AlertsError),
     #[error("cannot listen on {0}: {1}")]
     Listen(String, std::io::Error),
+    #[error("cannot read the admin endpoint's token file {path}: {1}", path = .0.display())]
+    HttpToken(PathBuf, std::io::Error),
 }
 
 impl ServeError {
@@ -211,6 +213,26 @@ impl crate::http::Source for Service {
             .collect();
         self.metrics.render(&next, true)
     }
+
+    /// Reads the state, the archives and the logs: called on the blocking pool.
+    fn page_html(&self, accept_language: Option<&str>) -> String {
+        let settings = self.settings();
+        let policies: Vec<Policy> = lock(&self.policies).values().cloned().collect();
+        let live = crate::page::gather::Live {
+            running: true,
+            active_alerts: self
+                .alerter()
+                .active()
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
+        };
+        let page = crate::page::gather::gather(&settings, &policies, live, Utc::now());
+        crate::page::render(
+            &page,
+            crate::page::Lang::from_accept_language(accept_language),
+        )
+    }
 }
 
 /// Run the service until asked to stop.
@@ -258,7 +280,17 @@ pub async fn serve(settings: Settings, opts: Options) -> Result<(), ServeError> 
     let mut http_task = None;
     if let Some(addr) = opts.http.clone().or_else(|| settings.http_listen.clone()) {
         let source = service.clone() as Arc<dyn crate::http::Source>;
-        let (bound, task) = crate::http::spawn(&addr, source)
+        let token = match &settings.http_token {
+            Some(t) => t.read().map_err(|e| match t {
+                crate::config::HttpToken::File(p) => ServeError::HttpToken(p.clone(), e),
+                crate::config::HttpToken::Value(_) => ServeError::Listen(addr.clone(), e),
+            })?,
+            None => None,
+        };
+        if let Some(t) = &token {
+            crate::redact::remember(t);
+        }
+        let (bound, task) = crate::http::spawn(&addr, source, token)
             .await
             .map_err(|e| ServeError::Listen(addr, e))?;
         tracing::info!(%bound, "admin endpoint listening");

@@ -344,24 +344,7 @@ pub fn compute(
 pub fn gather(settings: &Settings, policies: &[Policy]) -> Status {
     let state = State::load(&settings.backup_root, &settings.target());
     let found = crate::catalog::scan(&settings.target());
-    let jobs = policies
-        .iter()
-        .map(|p| {
-            let db = settings.database_for(p).unwrap_or_else(|_| "?".into());
-            // Collections a pattern matched are known by what runs left behind.
-            let known = known_collections(&p.name, &db, &state, &found);
-            let specs = crate::discover::expand(p, &db, &known, &settings.exclude)
-                .0
-                .into_iter()
-                .map(|c| JobSpec {
-                    policy: p.name.clone(),
-                    database: db.clone(),
-                    collection: c,
-                })
-                .collect();
-            (p.clone(), specs)
-        })
-        .collect::<Vec<_>>();
+    let jobs = jobs(settings, policies, &state, &found);
     let mut status = compute(
         &jobs,
         &state,
@@ -373,6 +356,34 @@ pub fn gather(settings: &Settings, policies: &[Policy]) -> Status {
         p.targets = settings.target_names_for(policy).to_vec();
     }
     status
+}
+
+/// Each policy with its collections: the ones it names, and those its patterns
+/// matched as far as the state and the archives know.
+pub fn jobs(
+    settings: &Settings,
+    policies: &[Policy],
+    state: &State,
+    found: &[Found],
+) -> Vec<(Policy, Vec<JobSpec>)> {
+    policies
+        .iter()
+        .map(|p| {
+            let db = settings.database_for(p).unwrap_or_else(|_| "?".into());
+            // Collections a pattern matched are known by what runs left behind.
+            let known = known_collections(&p.name, &db, state, found);
+            let specs = crate::discover::expand(p, &db, &known, &settings.exclude)
+                .0
+                .into_iter()
+                .map(|c| JobSpec {
+                    policy: p.name.clone(),
+                    database: db.clone(),
+                    collection: c,
+                })
+                .collect();
+            (p.clone(), specs)
+        })
+        .collect()
 }
 
 /// The collections of `policy` in `database` that the state or an archive names,

@@ -45,6 +45,8 @@ pub struct Settings {
     pub alerts: AlertsConfig,
     /// Where the service's admin endpoint listens (`--http` wins).
     pub http_listen: Option<String>,
+    /// The admin endpoint's token (a secret: never print it), or the file holding it.
+    pub http_token: Option<HttpToken>,
     /// Whether the service reads each new archive back.
     pub verify_after_run: bool,
     /// age recipients of policies that set none.
@@ -82,6 +84,7 @@ impl std::fmt::Debug for Settings {
             .field("health", &self.health)
             .field("alerts", &self.alerts)
             .field("http_listen", &self.http_listen)
+            .field("http_token", &self.http_token.as_ref().map(|_| "***"))
             .field("verify_after_run", &self.verify_after_run)
             .field("recipients", &self.recipients)
             .field("exclude", &self.exclude)
@@ -89,6 +92,30 @@ impl std::fmt::Debug for Settings {
             .field("default_targets", &self.default_targets)
             .field("lock", &self.lock)
             .finish()
+    }
+}
+
+/// Where the admin endpoint's token comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum HttpToken {
+    Value(String),
+    /// Its first line, read when the service starts.
+    File(PathBuf),
+}
+
+impl HttpToken {
+    /// The token; an empty one is none.
+    pub fn read(&self) -> std::io::Result<Option<String>> {
+        let token = match self {
+            HttpToken::Value(v) => v.trim().to_string(),
+            HttpToken::File(p) => std::fs::read_to_string(p)?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        };
+        Ok(Some(token).filter(|t| !t.is_empty()))
     }
 }
 
@@ -172,6 +199,11 @@ impl Settings {
             health: config.health.clone(),
             alerts,
             http_listen: config.http.listen.clone(),
+            http_token: env("DCB_HTTP_TOKEN")
+                .filter(|v| !v.is_empty())
+                .or_else(|| config.http.token.clone().filter(|v| !v.is_empty()))
+                .map(HttpToken::Value)
+                .or_else(|| from_file(&config.http.token_file).map(HttpToken::File)),
             verify_after_run: config.verify.after_run,
             recipients: config.encryption.recipients.clone(),
             exclude: crate::discover::Exclude::new(&config.exclude),
