@@ -61,6 +61,26 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Bring data back from archives into a database.
     Restore(RestoreArgs),
+    /// Prove the backups restore: restore the newest archives into a scratch
+    /// database, compare, drop it; exit 1 when a drill fails.
+    Drill(DrillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Only this policy (repeatable; default: every enabled policy whose drill is not
+    /// disabled).
+    #[arg(id = "policy", long = "policy", value_name = "NAME")]
+    pub policies: Vec<String>,
+
+    /// Print JSON (an array of drills.log lines) instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// age identity file that opens encrypted archives (default: the config's
+    /// encryption.identityFile).
+    #[arg(long, env = "DCB_AGE_IDENTITY", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

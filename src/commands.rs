@@ -14,6 +14,7 @@ macro_rules! outln {
     };
 }
 
+pub mod drill;
 pub mod list;
 pub mod plan;
 pub mod prune;
@@ -178,6 +179,7 @@ pub fn dispatch(cli: &Cli) -> Exit {
         Command::List(args) => list::run(cli, args),
         Command::Verify(args) => verify::run(cli, args),
         Command::Restore(args) => restore::run(cli, args),
+        Command::Drill(args) => drill::run(cli, args),
     };
     if exit == Exit::Ok && STDOUT_FAILED.load(Ordering::Relaxed) {
         Exit::Failed

@@ -152,6 +152,9 @@ pub struct PolicyStatus {
     pub timezone: String,
     pub next_run: Option<DateTime<Utc>>,
     pub collections: Vec<CollectionStatus>,
+    /// The policy's last restore drill (drills.log), if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<crate::drill::Report>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -212,6 +215,7 @@ pub fn compute(
                 .then(|| p.schedule.next_after(&now.with_timezone(&p.timezone)))
                 .flatten()
                 .map(|t| t.with_timezone(&Utc)),
+            last_drill: None,
             collections: specs
                 .iter()
                 .map(|j| {
@@ -288,13 +292,18 @@ pub fn gather(settings: &Settings, policies: &[Policy]) -> Status {
             (p.clone(), specs)
         })
         .collect::<Vec<_>>();
-    compute(
+    let mut status = compute(
         &jobs,
         &state,
         &found,
         read_service(&settings.backup_root),
         Utc::now(),
-    )
+    );
+    let mut drills = crate::drill::log::latest(&settings.backup_root);
+    for p in &mut status.policies {
+        p.last_drill = drills.remove(&p.name);
+    }
+    status
 }
 
 /// The collections of `policy` in `database` that the state or an archive names,
@@ -422,6 +431,19 @@ pub fn render_human(status: &Status, now: DateTime<Utc>) -> String {
             })
             .unwrap_or_else(|| "disabled".into());
         let _ = writeln!(out, "  {}: {}  [{}]", p.name, next, p.schedule);
+        if let Some(d) = &p.last_drill {
+            let _ = writeln!(
+                out,
+                "  {}: last drill {} {}{}",
+                p.name,
+                if d.ok { "passed" } else { "FAILED" },
+                ago(Some(d.at), now),
+                d.problems
+                    .first()
+                    .map(|x| format!(": {x}"))
+                    .unwrap_or_default()
+            );
+        }
     }
     out.push_str(&render_coverage(status));
     out

@@ -34,6 +34,10 @@ pub enum AlertKey {
     DiskForecast,
     /// A backed-up database has collections no policy covers (the database).
     Uncovered(String),
+    /// A policy's last restore drill failed (policy).
+    Drill(String),
+    /// A re-read of an old archive found it corrupt (`<policy>/<file>`).
+    Corrupt(String),
 }
 
 impl AlertKey {
@@ -44,7 +48,10 @@ impl AlertKey {
             | AlertKey::Stale(id)
             | AlertKey::Verify(id)
             | AlertKey::Success(id) => id.split('/').next(),
-            AlertKey::Run(p) | AlertKey::Config(p) | AlertKey::Identity(p) => Some(p),
+            AlertKey::Run(p) | AlertKey::Config(p) | AlertKey::Identity(p) | AlertKey::Drill(p) => {
+                Some(p)
+            }
+            AlertKey::Corrupt(archive) => archive.split('/').next(),
             _ => None,
         }
     }
@@ -77,6 +84,8 @@ impl fmt::Display for AlertKey {
             AlertKey::DiskFree => f.write_str("disk:free"),
             AlertKey::DiskForecast => f.write_str("disk:forecast"),
             AlertKey::Uncovered(db) => write!(f, "uncovered:{db}"),
+            AlertKey::Drill(p) => write!(f, "drill:{p}"),
+            AlertKey::Corrupt(archive) => write!(f, "corrupt:{archive}"),
         }
     }
 }
@@ -116,6 +125,8 @@ impl FromStr for AlertKey {
             "invalid-policy" => AlertKey::InvalidPolicy(rest),
             "identity" => AlertKey::Identity(rest),
             "uncovered" => AlertKey::Uncovered(rest),
+            "drill" => AlertKey::Drill(rest),
+            "corrupt" => AlertKey::Corrupt(rest),
             _ => return Err(unknown()),
         })
     }
@@ -154,6 +165,8 @@ mod tests {
             AlertKey::DiskFree,
             AlertKey::DiskForecast,
             AlertKey::Uncovered("dcMes".into()),
+            AlertKey::Drill("hot".into()),
+            AlertKey::Corrupt("hot/a.tar.gz".into()),
         ];
         for k in keys {
             assert_eq!(k.to_string().parse::<AlertKey>().unwrap(), k);
