@@ -65,6 +65,9 @@ pub enum Command {
     /// origin (flag, environment, dcb.yaml line, policy file line, default); secrets
     /// are shown as `***`.
     Config(ConfigArgs),
+    /// Prove the backups restore: restore the newest archives into a scratch
+    /// database, compare, drop it; exit 1 when a drill fails.
+    Drill(DrillArgs),
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +75,23 @@ pub struct ConfigArgs {
     /// Print JSON: `{"config": {KEY: {"value", "origin"}}, "policies": [...]}`.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Only this policy (repeatable; default: every enabled policy whose drill is not
+    /// disabled).
+    #[arg(id = "policy", long = "policy", value_name = "NAME")]
+    pub policies: Vec<String>,
+
+    /// Print JSON (an array of drills.log lines) instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// age identity file that opens encrypted archives (default: the config's
+    /// encryption.identityFile).
+    #[arg(long, env = "DCB_AGE_IDENTITY", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ macro_rules! outln {
 }
 
 pub mod config;
+pub mod drill;
 pub mod list;
 pub mod plan;
 pub mod prune;
@@ -199,6 +200,7 @@ pub fn dispatch(cli: &Cli) -> Exit {
         Command::Verify(args) => verify::run(cli, args),
         Command::Restore(args) => restore::run(cli, args),
         Command::Config(args) => config::run(cli, args),
+        Command::Drill(args) => drill::run(cli, args),
     };
     if exit == Exit::Ok && STDOUT_FAILED.load(Ordering::Relaxed) {
         Exit::Failed

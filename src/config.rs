@@ -114,6 +114,51 @@ pub struct ConfigFile {
     /// Encryption of archives at rest with age.
     #[serde(default)]
     pub encryption: EncryptionConfig,
+
+    /// Restore drills of every policy (a policy's own `drill` overrides these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<crate::policy::drill::DrillFile>,
+
+    /// Periodic re-reading of old archives by the running service.
+    #[serde(default)]
+    pub reverify: ReverifyConfig,
+}
+
+/// Periodic re-verification: the service re-reads a share of the archives at each
+/// pass, the ones checked longest ago first, so that every archive is read again
+/// within `period` and a bit flipped months later is found while a good copy can
+/// still be made.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReverifyConfig {
+    /// Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Every archive is read again at least this often. Default: `30d`.
+    #[serde(default = "default_reverify_period")]
+    pub period: HumanDuration,
+
+    /// How often a pass runs. Default: `1h`.
+    #[serde(default = "default_reverify_interval")]
+    pub interval: HumanDuration,
+}
+
+impl Default for ReverifyConfig {
+    fn default() -> Self {
+        ReverifyConfig {
+            enabled: true,
+            period: default_reverify_period(),
+            interval: default_reverify_interval(),
+        }
+    }
+}
+
+fn default_reverify_period() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30 * 86_400))
+}
+fn default_reverify_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(3_600))
 }
 
 /// Encryption of archives at rest with age (X25519).
@@ -442,7 +487,12 @@ impl ConfigFile {
                 }
             }
         }
-        for p in ["/health/interval", "/alerts/cooldown"] {
+        for p in [
+            "/health/interval",
+            "/alerts/cooldown",
+            "/reverify/period",
+            "/reverify/interval",
+        ] {
             if let Some(s) = v.pointer(p).and_then(Value::as_str)
                 && let Err(e) = s.parse::<HumanDuration>()
             {
@@ -477,6 +527,28 @@ impl ConfigFile {
             .into_iter()
             .map(|(p, msg)| doc.at(Severity::Error, Code::InvalidValue, &p, msg)),
         );
+        if let Some(Err(list)) = config.drill.as_ref().map(|d| d.parse()) {
+            problems.extend(list.into_iter().map(|(p, msg)| {
+                doc.at(
+                    Severity::Error,
+                    Code::InvalidValue,
+                    &format!("/drill{p}"),
+                    msg,
+                )
+            }));
+        }
+        let r = &config.reverify;
+        if r.interval.0.is_zero() || r.period.0 < r.interval.0 {
+            problems.push(doc.at(
+                Severity::Error,
+                Code::InvalidValue,
+                "/reverify",
+                format!(
+                    "reverify: the interval ({}) must be more than 0 and at most the period ({})",
+                    r.interval, r.period
+                ),
+            ));
+        }
         if problems.is_empty() {
             Ok(config)
         } else {

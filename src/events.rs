@@ -76,6 +76,11 @@ pub enum Event<'a> {
     },
     /// An alert whose subject the service no longer backs up, with why.
     Orphaned { key: AlertKey, message: String },
+    /// A restore drill ended: drills.log, the metrics, the drill's alert.
+    Drilled(&'a crate::drill::Report),
+    /// A re-verification pass read old archives: the metrics, and an alert per
+    /// archive that turned corrupt (resolved once repaired or gone).
+    Reverified(&'a crate::reverify::Pass),
 }
 
 /// What became of a policy file.
@@ -263,6 +268,97 @@ impl Emitter {
                 if let Some(a) = self.alerter() {
                     a.resolve(&key, message).await;
                 }
+            }
+            Event::Drilled(report) => self.drilled(report).await,
+            Event::Reverified(pass) => self.reverified(pass).await,
+        }
+    }
+
+    async fn drilled(&self, report: &crate::drill::Report) {
+        let (root, copy) = (self.root.clone(), report.clone());
+        off_workers(move || {
+            if let Err(e) = crate::drill::log::append(&root, &copy) {
+                tracing::warn!(error = %e, "cannot record the drill in drills.log");
+            }
+        })
+        .await;
+        if let Some(m) = &self.metrics {
+            m.record_drill(&report.policy, report.ok, report.at.timestamp() as f64);
+        }
+        let policy = &report.policy;
+        if report.ok {
+            tracing::info!(%policy, collections = report.collections.len(), elapsed_ms = report.elapsed_ms, "restore drill passed");
+        } else {
+            tracing::error!(%policy, problems = ?report.problems, "restore drill failed");
+        }
+        let Some(a) = self.alerter() else { return };
+        let key = AlertKey::Drill(policy.clone());
+        if report.ok {
+            a.resolve(&key, format!("{policy}: the restore drill passed"))
+                .await;
+        } else {
+            let mut alert = Alert::new(
+                EventKind::Failure,
+                key,
+                format!("{policy}: the restore drill failed"),
+                report.problems.join("\n"),
+            );
+            alert.policy = Some(policy.clone());
+            a.raise(alert).await;
+        }
+    }
+
+    async fn reverified(&self, pass: &crate::reverify::Pass) {
+        use crate::reverify::Flip;
+        let read = pass
+            .outcomes
+            .iter()
+            .filter(|o| o.flip != Some(Flip::Removed));
+        let (ok, bad): (Vec<_>, Vec<_>) = read.partition(|o| o.ok);
+        if let Some(m) = &self.metrics {
+            let bytes = ok.iter().chain(&bad).map(|o| o.bytes).sum();
+            let at = pass.at.map_or(0.0, |t| t.timestamp() as f64);
+            m.record_reverify(
+                ok.len() as u64,
+                bad.len() as u64,
+                bytes,
+                pass.corrupt as u64,
+                at,
+            );
+        }
+        tracing::info!(
+            read = ok.len() + bad.len(),
+            corrupt = pass.corrupt,
+            "re-verification pass"
+        );
+        let Some(a) = self.alerter() else { return };
+        for o in &pass.outcomes {
+            let key = AlertKey::Corrupt(o.archive.clone());
+            match o.flip {
+                Some(Flip::Corrupted) => {
+                    tracing::error!(archive = %o.archive, problem = ?o.problem, "an old archive is corrupt");
+                    let mut alert = Alert::new(
+                        EventKind::Failure,
+                        key,
+                        format!("{}: the archive is corrupt", o.archive),
+                        format!(
+                            "{}: {} (found by periodic re-verification; make a good copy while the data is still at the source)",
+                            o.archive,
+                            o.problem.as_deref().unwrap_or("corrupt")
+                        ),
+                    );
+                    alert.policy = o.archive.split('/').next().map(str::to_string);
+                    a.raise(alert).await;
+                }
+                Some(Flip::Repaired) => {
+                    a.resolve(&key, format!("{}: the archive verifies again", o.archive))
+                        .await
+                }
+                Some(Flip::Removed) => {
+                    a.resolve(&key, format!("{}: the archive is gone", o.archive))
+                        .await
+                }
+                None => {}
             }
         }
     }

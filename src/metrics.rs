@@ -30,6 +30,11 @@ struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabel {
     policy: String,
 }
@@ -50,6 +55,12 @@ pub struct Metrics {
     last_success: Family<Collection, Seconds>,
     skipped: Family<PolicyLabel, Counter>,
     next_run: Family<PolicyLabel, Seconds>,
+    drill_ok: Family<PolicyLabel, Gauge>,
+    drill_last_success: Family<PolicyLabel, Seconds>,
+    reverified: Family<ResultLabel, Counter>,
+    reverified_bytes: Counter,
+    reverify_corrupt: Gauge,
+    reverify_last_pass: Seconds,
     /// Serialises the read-modify-write of gauges (seeding, rendering).
     lock: Mutex<()>,
 }
@@ -72,6 +83,12 @@ impl Default for Metrics {
             last_success: Family::default(),
             skipped: Family::default(),
             next_run: Family::default(),
+            drill_ok: Family::default(),
+            drill_last_success: Family::default(),
+            reverified: Family::default(),
+            reverified_bytes: Counter::default(),
+            reverify_corrupt: Gauge::default(),
+            reverify_last_pass: Seconds::default(),
             lock: Mutex::new(()),
             registry: Registry::default(),
         };
@@ -102,6 +119,36 @@ impl Default for Metrics {
             "dcb_next_run_timestamp_seconds",
             "When each policy runs next",
             m.next_run.clone(),
+        );
+        registry.register(
+            "dcb_drill_ok",
+            "1 when the policy's last restore drill passed, 0 when it failed",
+            m.drill_ok.clone(),
+        );
+        registry.register(
+            "dcb_drill_last_success_timestamp_seconds",
+            "When the policy's last passing restore drill ran",
+            m.drill_last_success.clone(),
+        );
+        registry.register(
+            "dcb_reverify_archives",
+            "Archives re-read by periodic re-verification, by result: ok or corrupt",
+            m.reverified.clone(),
+        );
+        registry.register(
+            "dcb_reverify_bytes",
+            "Archive bytes re-read by periodic re-verification",
+            m.reverified_bytes.clone(),
+        );
+        registry.register(
+            "dcb_reverify_corrupt_archives",
+            "Archives found corrupt at their last re-reading",
+            m.reverify_corrupt.clone(),
+        );
+        registry.register(
+            "dcb_reverify_last_pass_timestamp_seconds",
+            "When the last re-verification pass ran",
+            m.reverify_last_pass.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -188,6 +235,32 @@ impl Metrics {
             .get()
     }
 
+    /// A restore drill of `policy` ended at unix time `at`.
+    pub fn record_drill(&self, policy: &str, ok: bool, at: f64) {
+        let label = PolicyLabel {
+            policy: policy.to_string(),
+        };
+        self.drill_ok.get_or_create(&label).set(i64::from(ok));
+        if ok {
+            self.drill_last_success.get_or_create(&label).set(at);
+        }
+    }
+
+    /// A re-verification pass at unix time `at`: archives read intact and corrupt,
+    /// bytes read, and how many are corrupt now.
+    pub fn record_reverify(&self, ok: u64, corrupt: u64, bytes: u64, corrupt_now: u64, at: f64) {
+        self.reverified
+            .get_or_create(&ResultLabel { result: "ok" })
+            .inc_by(ok);
+        self.reverified
+            .get_or_create(&ResultLabel { result: "corrupt" })
+            .inc_by(corrupt);
+        self.reverified_bytes.inc_by(bytes);
+        self.reverify_corrupt
+            .set(i64::try_from(corrupt_now).unwrap_or(i64::MAX));
+        self.reverify_last_pass.set(at);
+    }
+
     /// The exposition (OpenMetrics text); `next_runs` are (policy, unix seconds).
     pub fn render(&self, next_runs: &[(String, f64)], up: bool) -> String {
         let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -262,6 +335,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("dcb_up 1\n"), "{text}");
+    }
+
+    // Drills and re-verification passes show under their names.
+    #[test]
+    fn drills_and_reverification() {
+        let m = Metrics::default();
+        m.record_drill("hot", true, 1.7e9);
+        m.record_drill("hot", false, 1.8e9);
+        m.record_reverify(3, 1, 4096, 1, 1.7e9);
+        let text = m.render(&[], true);
+        assert!(text.contains("dcb_drill_ok{policy=\"hot\"} 0"), "{text}");
+        assert!(
+            text.contains("dcb_drill_last_success_timestamp_seconds{policy=\"hot\"} 1700000000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dcb_reverify_archives_total{result=\"corrupt\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("dcb_reverify_bytes_total 4096"), "{text}");
+        assert!(text.contains("dcb_reverify_corrupt_archives 1"), "{text}");
+        scrape(&text);
     }
 
     // A last success from the state shows before any run, and never hides a newer one.

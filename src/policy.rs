@@ -1,6 +1,7 @@
 //! The policy file contract: raw types that mirror the YAML exactly (and generate its
 //! JSON schema), plus the validated [`Policy`] the engine works with.
 
+pub mod drill;
 pub mod load;
 pub mod validate;
 
@@ -131,6 +132,10 @@ pub struct PolicyFile {
     /// Encrypt this policy's archives with age, instead of dcb.yaml's `encryption`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<PolicyEncryption>,
+
+    /// Restore drills of this policy, overriding dcb.yaml's `drill` field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<drill::DrillFile>,
 }
 
 /// Encryption of one policy's archives.
@@ -297,6 +302,8 @@ pub struct Policy {
     pub recipients: Option<Vec<String>>,
     /// Target names; `None`: dcb.yaml's default targets.
     pub targets: Option<Vec<String>>,
+    /// Its `drill` overrides (all unset: dcb.yaml's apply).
+    pub drill: drill::DrillSpec,
 }
 
 impl Policy {

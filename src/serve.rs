@@ -5,6 +5,7 @@
 //! serves the admin endpoint; and shuts down gracefully. Every outcome is an event
 //! (`events`). File work runs on the blocking pool, never on async workers.
 
+mod drills;
 mod health;
 mod reload;
 mod runs;
@@ -303,6 +304,8 @@ pub async fn serve(settings: Settings, opts: Options) -> Result<(), ServeError> 
     service.catch_up(&state);
     let housekeeping = spawn_housekeeping(service.clone());
     let health_task = spawn_health(service.clone());
+    let drills_task = drills::spawn_drills(service.clone());
+    let reverify_task = drills::spawn_reverify(service.clone());
     signals::spawn(tx.clone());
     tracing::info!(
         pid = std::process::id(),
@@ -346,6 +349,8 @@ pub async fn serve(settings: Settings, opts: Options) -> Result<(), ServeError> 
     tracing::info!(reason, grace = ?opts.grace, "stopping: no new runs; waiting for running exports");
     let mut runs = service.scheduler.stop();
     health_task.abort();
+    drills_task.abort();
+    reverify_task.abort();
     if tokio::time::timeout(opts.grace, scheduler::drain(&mut runs))
         .await
         .is_err()

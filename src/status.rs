@@ -221,6 +221,9 @@ pub struct PolicyStatus {
     /// Where its archives go (`local` is the backup root).
     pub targets: Vec<String>,
     pub collections: Vec<CollectionStatus>,
+    /// The policy's last restore drill (drills.log), if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<crate::drill::Report>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -285,6 +288,7 @@ pub fn compute(
                 .targets
                 .clone()
                 .unwrap_or_else(|| vec![crate::config::storage::LOCAL.to_string()]),
+            last_drill: None,
             collections: specs
                 .iter()
                 .map(|j| {
@@ -354,6 +358,10 @@ pub fn gather(settings: &Settings, policies: &[Policy]) -> Status {
     );
     for (p, (policy, _)) in status.policies.iter_mut().zip(&jobs) {
         p.targets = settings.target_names_for(policy).to_vec();
+    }
+    let mut drills = crate::drill::log::latest(&settings.backup_root);
+    for p in &mut status.policies {
+        p.last_drill = drills.remove(&p.name);
     }
     status
 }
@@ -516,6 +524,19 @@ pub fn render_human(status: &Status, now: DateTime<Utc>) -> String {
             format!("  to {}", p.targets.join(" + "))
         };
         let _ = writeln!(out, "  {}: {}  [{}]{targets}", p.name, next, p.schedule);
+        if let Some(d) = &p.last_drill {
+            let _ = writeln!(
+                out,
+                "  {}: last drill {} {}{}",
+                p.name,
+                if d.ok { "passed" } else { "FAILED" },
+                ago(Some(d.at), now),
+                d.problems
+                    .first()
+                    .map(|x| format!(": {x}"))
+                    .unwrap_or_default()
+            );
+        }
     }
     out.push_str(&render_coverage(status));
     if let Some(l) = &status.leases {

@@ -36,6 +36,10 @@ pub enum AlertKey {
     Uncovered(String),
     /// A storage target cannot be written (the target's name).
     Target(String),
+    /// A policy's last restore drill failed (policy).
+    Drill(String),
+    /// A re-read of an old archive found it corrupt (`<policy>/<file>`).
+    Corrupt(String),
 }
 
 impl AlertKey {
@@ -46,7 +50,10 @@ impl AlertKey {
             | AlertKey::Stale(id)
             | AlertKey::Verify(id)
             | AlertKey::Success(id) => id.split('/').next(),
-            AlertKey::Run(p) | AlertKey::Config(p) | AlertKey::Identity(p) => Some(p),
+            AlertKey::Run(p) | AlertKey::Config(p) | AlertKey::Identity(p) | AlertKey::Drill(p) => {
+                Some(p)
+            }
+            AlertKey::Corrupt(archive) => archive.split('/').next(),
             _ => None,
         }
     }
@@ -80,6 +87,8 @@ impl fmt::Display for AlertKey {
             AlertKey::DiskForecast => f.write_str("disk:forecast"),
             AlertKey::Uncovered(db) => write!(f, "uncovered:{db}"),
             AlertKey::Target(name) => write!(f, "target:{name}"),
+            AlertKey::Drill(p) => write!(f, "drill:{p}"),
+            AlertKey::Corrupt(archive) => write!(f, "corrupt:{archive}"),
         }
     }
 }
@@ -120,6 +129,8 @@ impl FromStr for AlertKey {
             "identity" => AlertKey::Identity(rest),
             "uncovered" => AlertKey::Uncovered(rest),
             "target" => AlertKey::Target(rest),
+            "drill" => AlertKey::Drill(rest),
+            "corrupt" => AlertKey::Corrupt(rest),
             _ => return Err(unknown()),
         })
     }
@@ -159,6 +170,8 @@ mod tests {
             AlertKey::DiskForecast,
             AlertKey::Uncovered("dcMes".into()),
             AlertKey::Target("offsite".into()),
+            AlertKey::Drill("hot".into()),
+            AlertKey::Corrupt("hot/a.tar.gz".into()),
         ];
         for k in keys {
             assert_eq!(k.to_string().parse::<AlertKey>().unwrap(), k);

@@ -61,6 +61,10 @@ pub struct Settings {
     pub lock: super::storage::LockSettings,
     /// dcb.yaml's folder (relative folders and credential files are read from it).
     pub config_dir: PathBuf,
+    /// dcb.yaml's `drill`: the defaults of every policy's drills.
+    pub drill: crate::policy::drill::DrillSpec,
+    /// dcb.yaml's `reverify`.
+    pub reverify: super::ReverifyConfig,
     /// The targets, built on first use and shared by the clones.
     built: std::sync::Arc<std::sync::Mutex<Built>>,
 }
@@ -91,6 +95,8 @@ impl std::fmt::Debug for Settings {
             .field("targets", &self.targets)
             .field("default_targets", &self.default_targets)
             .field("lock", &self.lock)
+            .field("drill", &self.drill)
+            .field("reverify", &self.reverify)
             .finish()
     }
 }
@@ -214,6 +220,12 @@ impl Settings {
                 .unwrap_or_else(|| vec![super::storage::LOCAL.to_string()]),
             lock: config.lock.resolve(),
             config_dir: base.clone(),
+            drill: config
+                .drill
+                .as_ref()
+                .and_then(|d| d.parse().ok())
+                .unwrap_or_default(),
+            reverify: config.reverify.clone(),
             built: Default::default(),
             mongodb_uri,
             mongodb_extra,

@@ -40,6 +40,17 @@ pub fn validate(doc: &Document, defaults: &Defaults) -> (Option<Policy>, Vec<Dia
             return (None, diags);
         }
     };
+    if let Some(Err(problems)) = raw.drill.as_ref().map(super::drill::DrillFile::parse) {
+        for (p, msg) in problems {
+            diags.push(doc.at(
+                Severity::Error,
+                Code::InvalidValue,
+                &format!("/drill{p}"),
+                msg,
+            ));
+        }
+        return (None, diags);
+    }
     match build(doc.path.as_path(), raw, defaults) {
         Ok(policy) => {
             diags.extend(warnings(doc, &policy));
@@ -431,6 +442,12 @@ fn build(path: &Path, raw: PolicyFile, defaults: &Defaults) -> Result<Policy, St
         enabled: raw.enabled,
         recipients: raw.encryption.as_ref().map(|e| e.recipients.clone()),
         targets: raw.targets.clone(),
+        drill: match &raw.drill {
+            Some(d) => d
+                .parse()
+                .map_err(|p| p.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "))?,
+            None => Default::default(),
+        },
     })
 }
 

@@ -25,6 +25,12 @@ pub struct Record {
     pub documents: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// The first problem, or null: with `bytes`, the short form other tools read.
+    #[serde(default)]
+    pub problem: Option<String>,
+    /// The archive's size.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 pub fn path(root: &Path) -> PathBuf {
@@ -69,10 +75,21 @@ pub fn record(root: &Path, report: &crate::verify::Report) -> Record {
         checked: report.checked,
         documents: report.documents,
         problems: report.problems.iter().map(ToString::to_string).collect(),
+        problem: report.problems.first().map(ToString::to_string),
+        bytes: report
+            .manifest
+            .as_ref()
+            .and_then(|m| m.archive_size)
+            .or_else(|| {
+                let path = report.archive.local_path()?;
+                std::fs::metadata(path).ok().map(|m| m.len())
+            })
+            .unwrap_or(0),
     };
     let mut audit = match locked {
         Some(key) => {
             record.problems = vec![format!("archive: {key}")];
+            record.problem = record.problems.first().cloned();
             crate::audit::Entry::new(crate::audit::Operation::Verify, false)
                 .result(crate::audit::NO_KEY)
                 .detail(key.to_string())
