@@ -6,7 +6,27 @@ use std::borrow::Cow;
 use std::sync::RwLock;
 
 /// Secrets seen so far (passwords from URIs and password files).
+#[cfg(not(test))]
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+// Unit tests run on threads of one process: each test remembers its own secrets, so
+// one test's secret never scrubs another's expected output.
+#[cfg(test)]
+thread_local! {
+    static SECRETS: RwLock<Vec<String>> = const { RwLock::new(Vec::new()) };
+}
+
+/// Run `f` on the remembered secrets.
+fn with_secrets<T>(f: impl FnOnce(&RwLock<Vec<String>>) -> T) -> T {
+    #[cfg(not(test))]
+    {
+        f(&SECRETS)
+    }
+    #[cfg(test)]
+    {
+        SECRETS.with(f)
+    }
+}
 
 /// Shorter secrets are not scrubbed from free text: replacing every `ab` would garble
 /// the output while hiding little. URIs are still masked whatever the length.
@@ -59,14 +79,16 @@ pub fn remember(secret: &str) {
     if secret.len() < MIN_SCRUBBED {
         return;
     }
-    let Ok(mut secrets) = SECRETS.write() else {
-        return;
-    };
-    if !secrets.iter().any(|s| s == secret) {
-        secrets.push(secret.to_string());
-        // Longest first, so a secret that contains another is replaced whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    }
+    with_secrets(|all| {
+        let Ok(mut secrets) = all.write() else {
+            return;
+        };
+        if !secrets.iter().any(|s| s == secret) {
+            secrets.push(secret.to_string());
+            // Longest first, so a secret that contains another is replaced whole.
+            secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    })
 }
 
 /// Remember the passwords of a connection string, as written and percent-decoded.
@@ -105,16 +127,18 @@ pub fn text(text: &str, uri: &str) -> String {
 
 /// `text` with every remembered secret replaced by `***`.
 pub fn scrub(text: &str) -> Cow<'_, str> {
-    let Ok(secrets) = SECRETS.read() else {
-        return Cow::Borrowed(text);
-    };
-    let mut out = Cow::Borrowed(text);
-    for s in secrets.iter() {
-        if out.contains(s.as_str()) {
-            out = Cow::Owned(out.replace(s.as_str(), "***"));
+    with_secrets(|all| {
+        let Ok(secrets) = all.read() else {
+            return Cow::Borrowed(text);
+        };
+        let mut out = Cow::Borrowed(text);
+        for s in secrets.iter() {
+            if out.contains(s.as_str()) {
+                out = Cow::Owned(out.replace(s.as_str(), "***"));
+            }
         }
-    }
-    out
+        out
+    })
 }
 
 /// Names whose values are credentials wherever they appear (compared in lower case,

@@ -651,11 +651,17 @@ mod tests {
     #[test]
     fn hides_by_key() {
         let h = |k: &str, v: Value| hide(k, v);
-        assert_eq!(h("alerts.notifiers.0.password", json!("pw1")), json!("***"));
-        assert_eq!(h("alerts.notifiers.0.secret", json!("SEC")), json!("***"));
-        assert_eq!(h("http.token", json!("tok")), json!("***"));
+        assert_eq!(
+            h("alerts.notifiers.0.password", json!("pw1-Q7")),
+            json!("***")
+        );
+        assert_eq!(
+            h("alerts.notifiers.0.secret", json!("SEC-Q7")),
+            json!("***")
+        );
+        assert_eq!(h("http.token", json!("page-token-Q7")), json!("***"));
         assert_eq!(h("storage.s3.secretAccessKey", json!("k")), json!("***"));
-        assert_eq!(h("targets.b.accessKeyId", json!("AKID")), json!("***"));
+        assert_eq!(h("targets.b.accessKeyId", json!("AKID-Q7")), json!("***"));
         assert_eq!(
             h("targets.b.secretAccessKeyEnv", json!("MY_SECRET")),
             json!("MY_SECRET")
