@@ -754,12 +754,13 @@ def main():
         res2["pairs"] = pairs
         info["missed"] = {"chain" if k else "chain_nocap": v for k, v in missed.items()}
 
+        # Before the restores: their inserts roll the oplog past the full's token.
+        log("the chain's extra reads, each alone")
+        parts = time_parts(server, token, day, updated)
+
         res3 = None
         if not args.no_restore:
             res3 = run_restores(b, template, chain_window, dump_path, total, deleted, n_updated)
-
-        log("the chain's extra reads, each alone")
-        parts = time_parts(server, token, day, updated)
         print(report(args, res1, res2, parts, info, res3))
     except KeyboardInterrupt:
         log("interrupted")
