@@ -508,6 +508,65 @@ async fn updated_at_chain_restores_every_run_byte_for_byte() {
     assert_same(&got[&targets[5]], &runs[4].1, "restore without --until");
 }
 
+// Issue 12, item 3: "no deletion is ever lost silently". The server answers a change
+// stream's getMore within its await time, with an empty batch when the part of the
+// history it scanned held nothing for the collection; a run must read on to its cut.
+// Here 3,000 inserts in the window come first, then the deletions and an update the
+// window misses: the incremental records them all, and restores exactly.
+#[tokio::test]
+async fn changes_behind_a_long_history_are_all_recorded() {
+    let uri = support::server().uri.clone();
+    let client = support::client().await;
+    let db = support::unique_db("pitr_long");
+    let ns = format!("{db}.roles");
+    let roles: Collection<Document> = client.database(&db).collection("roles");
+    roles
+        .insert_many((0..6).map(|i| role(i, year_ago())))
+        .await
+        .unwrap();
+    let s = Scratch::new();
+    s.write(
+        "policies/cfg.yaml",
+        &policy("cfg", &db, "timeField: updatedAt\nfull: 30d\n", "[roles]"),
+    );
+    run_ok(&s, &uri, "cfg");
+    // In the collection itself: the server skips other collections' entries cheaply.
+    for chunk in 0..3 {
+        roles
+            .insert_many(
+                (0..1000)
+                    .map(|i| doc! {"_id": 1000 + chunk * 1000 + i, "updatedAt": DateTime::now()}),
+            )
+            .await
+            .unwrap();
+    }
+    roles
+        .delete_many(doc! {"_id": {"$in": [1, 2]}})
+        .await
+        .unwrap();
+    roles
+        .update_one(doc! {"_id": 3}, doc! {"$set": {"rights": [3, "write"]}})
+        .await
+        .unwrap();
+    let run = run_ok(&s, &uri, "cfg");
+    let until = now();
+    let want = read_one(&uri, &ns);
+    let archives = support::archives(&s.path().join("backups"), "cfg", "roles");
+    assert_eq!(archives.len(), 2, "{}", run.stdout);
+    let m = manifest(&archives[1]);
+    assert_eq!(m["kind"], "incremental", "{m:#}");
+    assert_eq!(m["changes"]["history"]["state"], "complete", "{m:#}");
+    assert_eq!(m["changes"]["deleted"], 2, "{m:#}");
+    assert_eq!(m["changes"]["captured"], 1, "{m:#}");
+    let to = format!("{db}_r");
+    restore_ok(&s, &uri, "cfg", &until, &to);
+    assert_same(
+        &read_one(&uri, &format!("{to}.roles")),
+        &want,
+        "restore after a long history",
+    );
+}
+
 fn event(id: i32, at: DateTime) -> Document {
     doc! {"_id": id, "kind": "scan", "status": "open", "qty": id, "createdAt": at}
 }
