@@ -73,7 +73,11 @@ pub fn choose<T: Clone>(all: &[T], per_drill: Option<u32>, now: DateTime<Utc>) -
 }
 
 /// Why a scratch database may not be used.
-pub fn check_scratch(scratch: &str, source: &str) -> Result<(), String> {
+pub fn check_scratch(scratch: &str, source: &str) -> Result<(), crate::error::Invalid> {
+    scratch_problem(scratch, source).map_err(crate::error::Invalid)
+}
+
+fn scratch_problem(scratch: &str, source: &str) -> Result<(), String> {
     if scratch == source {
         return Err(format!(
             "the scratch database `{scratch}` is the source database; a drill never writes there"

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 mod error;
 mod hold;
+mod prepare;
 pub mod recover;
 
 pub use error::RunError;
@@ -179,7 +180,7 @@ pub async fn run_cancellable(
             let mut recovered = Vec::new();
             let mut refused = std::collections::BTreeMap::new();
             for ((name, strict), members) in policies.into_iter().zip(members) {
-                if let Err(why) = prepare_targets(&name, &members, strict) {
+                if let Err(why) = prepare::targets(&name, &members, strict) {
                     refused.insert(name, why);
                     continue;
                 }
@@ -322,42 +323,6 @@ pub async fn run_cancellable(
         tracing::info!(%archive, "recovered the manifest of an archive an interrupted run left without one");
     }
     report
-}
-
-/// Before a policy's run, in each of its targets: remove what interrupted writes
-/// left, check a shared one can be read (`strict`), and copy to each what another has
-/// and it lacks. `Err` refuses the policy's run.
-fn prepare_targets(
-    policy: &str,
-    members: &[(String, Arc<dyn storage::Target>)],
-    strict: bool,
-) -> Result<(), String> {
-    let prefix = format!("{policy}/");
-    for (name, target) in members {
-        for leftover in target.remove_leftovers(&prefix) {
-            tracing::info!(target_name = %name, file = %leftover, "removed an unfinished file from an earlier run");
-        }
-        if strict
-            && target.local_path(&prefix).is_none()
-            && let Err(e) = target.list(&prefix)
-        {
-            return Err(format!(
-                "cannot read target `{name}`, which other instances may write to: {e}; \
-                 not running, so that no window is written twice"
-            ));
-        }
-    }
-    if members.len() > 1 {
-        let set = storage::set::Set::new(members.to_vec());
-        let (copied, failed) = set.repair(&prefix);
-        for (key, to) in copied {
-            tracing::info!(archive = %key, target_name = %to, "copied an archive a target was missing");
-        }
-        for m in failed {
-            tracing::warn!(target_name = %m.target, error = %m.error, "a target still misses archives of policy `{policy}`");
-        }
-    }
-    Ok(())
 }
 
 /// Release the leases of runs that end before their exports start.

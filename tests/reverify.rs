@@ -180,7 +180,9 @@ async fn every_archive_within_the_period_and_one_alert_per_corruption() {
 #[tokio::test]
 async fn a_removed_corrupt_archive_resolves() {
     let s = Scratch::new();
-    s.write("dcb.yaml", "reverify:\n  period: 2d\n  interval: 1d\n");
+    // Every archive in every pass: which of two never-read archives a pass of one
+    // would take first is not this test's business.
+    s.write("dcb.yaml", "reverify:\n  period: 1d\n  interval: 1d\n");
     backed_up(&s, 1).await;
     let settings = settings(&s);
     let root = settings.backup_root.clone();

@@ -121,7 +121,7 @@ pub fn problems(
         if let TargetConfig::S3(s3) = t
             && let Err(e) = s3.check()
         {
-            out.push((at, e));
+            out.push((at, e.0));
         }
     }
     for (i, name) in default_targets.unwrap_or_default().iter().enumerate() {

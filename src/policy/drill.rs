@@ -107,7 +107,7 @@ impl DrillFile {
         if let Some(p) = &self.database
             && let Err(e) = check_pattern(p)
         {
-            problems.push(("/database".to_string(), e));
+            problems.push(("/database".to_string(), e.0));
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -129,7 +129,11 @@ pub fn scratch_name(pattern: &str, policy: &str) -> String {
 }
 
 /// A pattern must name databases dcb owns, one per policy, that MongoDB accepts.
-pub fn check_pattern(pattern: &str) -> Result<(), String> {
+pub fn check_pattern(pattern: &str) -> Result<(), crate::error::Invalid> {
+    pattern_problem(pattern).map_err(crate::error::Invalid)
+}
+
+fn pattern_problem(pattern: &str) -> Result<(), String> {
     if !pattern.starts_with(SCRATCH_PREFIX) {
         return Err(format!(
             "the scratch database `{pattern}` must start with `{SCRATCH_PREFIX}` (dcb creates and drops only those)"

@@ -13,7 +13,7 @@ use mongodb::Client;
 use super::RunError;
 use crate::config::Settings;
 use crate::export::CommitGuard;
-use crate::lease::{Holder, Lease, LeaseWatch};
+use crate::lease::{Holder, Lease, LeaseError, LeaseWatch};
 use crate::{redact, storage};
 
 /// The file in a policy's folder that remembers the epoch of this machine's last take.
@@ -126,8 +126,8 @@ impl CommitGuard for Guard {
         self.0.watch().check().err().map(|e| e.to_string())
     }
 
-    fn confirm(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
-        Box::pin(async move { self.0.confirm().await.map_err(|e| e.to_string()) })
+    fn confirm(&self) -> Pin<Box<dyn Future<Output = Result<(), LeaseError>> + Send + '_>> {
+        Box::pin(self.0.confirm())
     }
 }
 

@@ -93,8 +93,8 @@ impl S3 {
                 io::Error::new(io::ErrorKind::InvalidInput, msg),
             )
         };
-        config.check().map_err(invalid)?;
-        let prefix = config::normalize_prefix(&config.prefix).map_err(invalid)?;
+        config.check().map_err(|e| invalid(e.0))?;
+        let prefix = config::normalize_prefix(&config.prefix).map_err(|e| invalid(e.0))?;
         let endpoint = config.endpoint();
         let region = config.region();
 

@@ -122,7 +122,11 @@ impl S3Config {
     }
 
     /// What is wrong with the settings themselves (not the credentials), if anything.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), crate::error::Invalid> {
+        self.problem().map_err(crate::error::Invalid)
+    }
+
+    fn problem(&self) -> Result<(), String> {
         let b = &self.bucket;
         let bucket_ok = (3..=63).contains(&b.len())
             && b.bytes()
@@ -132,7 +136,7 @@ impl S3Config {
                 "bucket `{b}`: 3 to 63 lowercase letters, digits, `.` or `-`"
             ));
         }
-        normalize_prefix(&self.prefix)?;
+        prefix_of(&self.prefix)?;
         let endpoint = self.endpoint();
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             return Err(format!("endpoint `{endpoint}`: an http:// or https:// URL"));
@@ -228,7 +232,11 @@ fn secret(
 }
 
 /// The prefix as keys use it: `""`, or `a/b/` (no leading `/`, one trailing `/`).
-pub fn normalize_prefix(prefix: &str) -> Result<String, String> {
+pub fn normalize_prefix(prefix: &str) -> Result<String, crate::error::Invalid> {
+    prefix_of(prefix).map_err(crate::error::Invalid)
+}
+
+fn prefix_of(prefix: &str) -> Result<String, String> {
     let parts: Vec<&str> = prefix.split('/').filter(|p| !p.is_empty()).collect();
     if parts.iter().any(|p| *p == "." || *p == "..") {
         return Err(format!("prefix `{prefix}`: no `.` or `..` folders"));
