@@ -431,6 +431,14 @@ fn race_secs() -> u64 {
         .unwrap_or(12)
 }
 
+/// Whether `dcb list` shows no archive of the policy.
+fn dcb_lists_nothing(site: &Site) -> bool {
+    let listed = site.ok(&["list", "--policy", POLICY, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    v.as_array().is_some_and(|a| a.is_empty())
+        || v["archives"].as_array().is_some_and(|a| a.is_empty())
+}
+
 /// A `dcb serve` of a site, killed when dropped.
 struct Serve(std::process::Child);
 
@@ -699,10 +707,17 @@ fn a_run_killed_during_its_upload_is_recovered_by_the_next() {
     });
     child.kill().unwrap();
     child.wait().unwrap();
+    // Nothing committed: no manifest (the commit marker). The kill may land after the
+    // archive's upload completed and before its manifest: that object does not count
+    // and the next run removes it.
+    let keys = s3.keys(&bucket);
     assert!(
-        bucket_archives(&bucket).is_empty(),
-        "a killed upload committed something: {:?}",
-        s3.keys(&bucket)
+        !keys.iter().any(|k| k.ends_with(".manifest.json")),
+        "a killed run committed something: {keys:?}"
+    );
+    assert!(
+        dcb_lists_nothing(&site),
+        "dcb lists an archive the killed run left: {keys:?}"
     );
     let run = site.ok(&["run", "--policy", POLICY]);
     assert!(
@@ -710,7 +725,15 @@ fn a_run_killed_during_its_upload_is_recovered_by_the_next() {
         "{}",
         run.stdout
     );
-    assert_eq!(bucket_archives(&bucket).len(), 1);
+    let keys = s3.keys(&bucket);
+    assert_eq!(bucket_archives(&bucket).len(), 1, "{keys:?}");
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.ends_with(".manifest.json"))
+            .count(),
+        1,
+        "{keys:?}"
+    );
     assert!(
         s3.uploads(&bucket).is_empty(),
         "the killed run's upload was not aborted: {:?}",
