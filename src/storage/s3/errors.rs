@@ -15,7 +15,9 @@ pub fn io_error(e: &opendal::Error) -> io::Error {
         Kind::AlreadyExists | Kind::ConditionNotMatch => io::ErrorKind::AlreadyExists,
         // NoSuchBucket: opendal calls the configuration invalid; for the operator the
         // bucket is not there.
-        Kind::ConfigInvalid if e.message().contains("NoSuchBucket") => io::ErrorKind::NotFound,
+        Kind::ConfigInvalid if s3_field(e.message(), "code").as_deref() == Some("NoSuchBucket") => {
+            io::ErrorKind::NotFound
+        }
         Kind::ConfigInvalid => io::ErrorKind::InvalidInput,
         Kind::Conflict => io::ErrorKind::ResourceBusy,
         Kind::Unsupported => io::ErrorKind::Unsupported,
@@ -50,19 +52,21 @@ fn message(e: &opendal::Error) -> String {
 /// `S3Error { code: "AccessDenied", message: "Access Denied", .. }` (how opendal
 /// quotes a server's error) → `AccessDenied (Access Denied)`.
 pub fn s3_error(message: &str) -> Option<String> {
-    let field = |name: &str| {
-        let start = message.find(&format!("{name}: \""))? + name.len() + 3;
-        let end = message[start..].find('"')? + start;
-        Some(message[start..end].to_string())
-    };
-    if !message.starts_with("S3Error {") {
-        return None;
-    }
-    let code = field("code").filter(|c| !c.is_empty())?;
-    match field("message").filter(|m| !m.is_empty()) {
+    let code = s3_field(message, "code").filter(|c| !c.is_empty())?;
+    match s3_field(message, "message").filter(|m| !m.is_empty()) {
         Some(m) => Some(format!("{code} ({m})")),
         None => Some(code),
     }
+}
+
+/// One field of the S3 error opendal quotes (`S3Error { code: "…", … }`).
+fn s3_field(message: &str, name: &str) -> Option<String> {
+    if !message.starts_with("S3Error {") {
+        return None;
+    }
+    let start = message.find(&format!("{name}: \""))? + name.len() + 3;
+    let end = message[start..].find('"')? + start;
+    Some(message[start..end].to_string())
 }
 
 #[cfg(test)]
