@@ -34,13 +34,7 @@ import threading
 import time
 
 
-from testserver import listens_on  # noqa: E402 (beside this script)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from testserver import free_port, listens_on  # noqa: E402 (beside this script)
 
 
 def server_binary() -> str:
