@@ -21,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod export;
 pub mod health;
+pub mod heap;
 pub mod host;
 pub mod http;
 pub mod human;

@@ -4,8 +4,9 @@
 //! - **Stage**: S3 has no local folder, so an archive is written to this target's own
 //!   folder in a local spool (`<spool>/s3-<bucket>-<hash>/<policy>/`, temp names of
 //!   [`crate::storage::names::temp_path`]), then uploaded by `commit`.
-//! - **Commit**: the file is streamed in 8 MiB parts, two in flight ([`Upload`]; about
-//!   35 MiB for any size, never the whole archive), put-if-absent (`If-None-Match: *`
+//! - **Commit**: the heap the export freed is given back ([`crate::heap`]), then the
+//!   file is streamed in 5 MiB parts, two in flight ([`Upload`]; about 20 MiB for any
+//!   size, never the whole archive), put-if-absent (`If-None-Match: *`
 //!   on `PutObject` and on `CompleteMultipartUpload`); then the manifest is put
 //!   put-if-absent: the manifest is the commit marker. An archive without its manifest
 //!   is uncommitted: [`Target::list`] leaves it out and [`Target::remove_leftovers`]
@@ -196,6 +197,8 @@ impl S3 {
         let read_error = |e| StorageError::new("cannot read", file.display().to_string(), e);
         let mut input = File::open(file).map_err(read_error)?;
         let size = input.metadata().map_err(read_error)?.len();
+        // The export that wrote the file is done with its buffers.
+        crate::heap::give_back();
         let mut upload = self.upload(key, size)?;
         loop {
             let mut chunk = Vec::with_capacity(READ_SIZE);
