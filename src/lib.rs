@@ -33,6 +33,7 @@ pub mod mongo;
 pub mod names;
 pub mod online;
 pub mod page;
+pub mod percent;
 pub mod plan;
 pub mod policy;
 pub mod redact;

@@ -61,24 +61,7 @@ pub fn canonical(path_and_query: &str) -> String {
 
 /// Percent-decode once, then encode every byte but the unreserved ones.
 fn reencode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            )
-        {
-            decoded.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        decoded.push(bytes[i]);
-        i += 1;
-    }
+    let decoded = crate::percent::decode(s);
     let mut out = String::with_capacity(decoded.len());
     for b in decoded {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
