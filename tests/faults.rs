@@ -42,6 +42,7 @@ const BIG: usize = 4500;
 /// A condition a test needs and cannot make on this machine (mount rights). Under CI
 /// that fails the test, saying what is missing: CI must not pass a weaker case in its
 /// place. Elsewhere the caller runs its weaker case after this loud notice.
+#[cfg(unix)]
 fn cannot_make(what: &str, weaker: &str) {
     if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
         panic!(

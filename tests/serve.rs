@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use mongodb::bson::{Document, doc};
-use support::{Recorder, Run, Scratch, eventually, http_get};
+#[cfg(unix)]
+use support::Run;
+use support::{Recorder, Scratch, eventually, http_get};
 
 /// A running `dcb serve`, killed if the test fails before stopping it.
 struct Serve {
