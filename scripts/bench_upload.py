@@ -39,6 +39,7 @@ uploaded object's size is checked against the archive written locally.
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -225,12 +226,13 @@ class Upload:
         spool = os.path.join(root, ".spool")
         left = [os.path.join(d, f) for d, _, fs in os.walk(spool) for f in fs]
         r["spool_left"] = sum(os.path.getsize(f) for f in left)
-        # The run's tail: from the archive's last write (its mtime: the local copy's,
-        # which the rename keeps, or the spooled file's) to the process's end. It holds
-        # the SHA-256 re-read of the finished file, the upload and the manifest put.
-        written = (os.path.getmtime(os.path.join(pdir, archive)) if "local" in targets
-                   else max((os.path.getmtime(f) for f in left), default=None))
-        r["tail"] = ended - written if written is not None else None
+        # The run's tail: from the end of the archive's writing (the manifest's
+        # finishedAt, stamped as the archive's last members are written, on this
+        # machine's clock) to the process's end. It holds the SHA-256 re-read of the
+        # finished file, the upload and the manifest put. (A file's mtime would not do:
+        # a bucket-only run removes its spooled file.)
+        written = dt.datetime.fromisoformat(man["finishedAt"].replace("Z", "+00:00"))
+        r["tail"] = ended - written.timestamp()
         if left and not self.warned_spool:
             self.warned_spool = True
             log(f"  left in the spool after `dcb run` ({targets}): "
