@@ -552,11 +552,10 @@ fn two_services_share_a_bucket_under_the_lease() {
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let last_insert = chrono::Utc::now();
     let all = support::eventually(
         60,
-        "a window past the last insert",
-        windows_past(&bucket, last_insert),
+        "every document inserted during the race in a committed archive",
+        holding(&bucket, &seeded),
     );
     assert_exactly_once(&all, &seeded);
 
@@ -580,12 +579,11 @@ fn two_services_share_a_bucket_under_the_lease() {
     for id in block(seed(&a.uri, &a.db, 5, 1)) {
         seeded.insert(support::oid_json(&id));
     }
-    let after_kill = chrono::Utc::now();
     // The lease's time, the schedule, the settle, and room for a loaded machine.
     let all = support::eventually(
         ttl + 2 + 2 + 25,
-        "the survivor to take over",
-        windows_past(&bucket, after_kill),
+        "the survivor to take over (the documents inserted after the kill committed)",
+        holding(&bucket, &seeded),
     );
     eprintln!(
         "service {survivor} took over {:.1}s after the holder was killed",
@@ -594,14 +592,17 @@ fn two_services_share_a_bucket_under_the_lease() {
     assert_exactly_once(&all, &seeded);
 }
 
-/// A poll for the committed archives once one window ends after `after`.
-fn windows_past(
-    bucket: &str,
-    after: chrono::DateTime<chrono::Utc>,
-) -> impl FnMut() -> Option<Vec<(serde_json::Value, Vec<String>)>> + '_ {
+/// A poll for the committed archives once they hold every `_id` of `ids`. (Not "once a
+/// window ends after the last insert": when a window boundary falls between the last
+/// document's time and that moment, every later window is empty and commits nothing.)
+fn holding<'a>(
+    bucket: &'a str,
+    ids: &'a HashSet<String>,
+) -> impl FnMut() -> Option<Vec<(serde_json::Value, Vec<String>)>> + 'a {
     move || {
         let all = committed(bucket);
-        all.iter().any(|(m, _)| at(&m["to"]) > after).then_some(all)
+        let seen: HashSet<&String> = all.iter().flat_map(|(_, found)| found).collect();
+        ids.iter().all(|id| seen.contains(id)).then_some(all)
     }
 }
 
@@ -632,7 +633,12 @@ fn assert_exactly_once(all: &[(serde_json::Value, Vec<String>)], seeded: &HashSe
         .iter()
         .map(|(m, _)| {
             (
-                at(&m["from"]),
+                // The first window may reach back to the start (`from: null`).
+                if m["from"].is_null() {
+                    chrono::DateTime::<chrono::Utc>::MIN_UTC
+                } else {
+                    at(&m["from"])
+                },
                 at(&m["to"]),
                 m["epoch"].as_u64().expect("an epoch"),
             )
@@ -658,7 +664,7 @@ fn a_run_killed_during_its_upload_is_recovered_by_the_next() {
         &format!("policies/{POLICY}.yaml"),
         &policy(&site.db).replace("retention: 30d", "retention: 30d\ncompression: {level: 0}"),
     );
-    // About 12 MB of incompressible documents: an upload of two 8 MiB parts.
+    // About 12 MB of incompressible documents: an upload of three 5 MiB parts.
     let ids: Vec<ObjectId> = block(async {
         let client = mongodb::Client::with_uri_str(&site.uri).await.unwrap();
         let coll = client.database(&site.db).collection::<Document>("api_logs");
