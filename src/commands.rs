@@ -128,6 +128,30 @@ pub fn check_names<'a>(
     }
 }
 
+/// Load the policies folder, every policy, once each of `names` is known to be one.
+/// Problems are printed (`invalid` says what an invalid folder means for the command);
+/// the error is the exit status to return.
+pub fn load_policies(
+    settings: &Settings,
+    names: &[String],
+    invalid: &str,
+) -> Result<Vec<crate::policy::Policy>, Exit> {
+    let set = crate::policy::load::load_dir(&settings.policies_dir, &settings.policy_defaults());
+    if set.has_errors() {
+        eprint!("{}", diag::render(&set.diagnostics, Format::Human));
+        eprintln!("error: the policies are invalid; {invalid}");
+        return Err(Exit::Config);
+    }
+    if let Err(name) = check_names(names, &set.policies) {
+        eprintln!(
+            "error: no policy named `{name}` in {}",
+            settings.policies_dir.display()
+        );
+        return Err(Exit::Config);
+    }
+    Ok(set.policies)
+}
+
 /// Load the policies folder, keep the named policies (every one when `names` is
 /// empty; only enabled ones when `enabled_only`), and compile them. Problems are
 /// printed; the error is the exit status to return.
@@ -136,20 +160,7 @@ pub fn load_plans(
     names: &[String],
     enabled_only: bool,
 ) -> Result<Vec<crate::plan::PolicyPlan>, Exit> {
-    let set = crate::policy::load::load_dir(&settings.policies_dir, &settings.policy_defaults());
-    if set.has_errors() {
-        eprint!("{}", diag::render(&set.diagnostics, Format::Human));
-        eprintln!("error: the policies are invalid; run `dcb validate` for details");
-        return Err(Exit::Config);
-    }
-    let mut policies = set.policies;
-    if let Err(name) = check_names(names, &policies) {
-        eprintln!(
-            "error: no policy named `{name}` in {}",
-            settings.policies_dir.display()
-        );
-        return Err(Exit::Config);
-    }
+    let mut policies = load_policies(settings, names, "run `dcb validate` for details")?;
     policies
         .retain(|p| (names.is_empty() || names.contains(&p.name)) && (p.enabled || !enabled_only));
     crate::plan::compile(&policies, settings).map_err(|errors| {

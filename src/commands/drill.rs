@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use super::{Exit, runtime, settings};
 use crate::cli::{Cli, DrillArgs};
-use crate::diag::{self, Format};
 use crate::drill::{self, Report};
 use crate::events::{Emitter, Event};
 use crate::human::count;
@@ -15,22 +14,13 @@ pub fn run(cli: &Cli, args: &DrillArgs) -> Exit {
         Ok(s) => s,
         Err(e) => return e,
     };
-    let set = crate::policy::load::load_dir(&settings.policies_dir, &settings.policy_defaults());
-    if set.has_errors() {
-        eprint!("{}", diag::render(&set.diagnostics, Format::Human));
-        eprintln!("error: the policies are invalid; run `dcb validate` for details");
-        return Exit::Config;
-    }
-    if let Err(name) = super::check_names(&args.policies, &set.policies) {
-        eprintln!(
-            "error: no policy named `{name}` in {}",
-            settings.policies_dir.display()
-        );
-        return Exit::Config;
-    }
+    let all =
+        match super::load_policies(&settings, &args.policies, "run `dcb validate` for details") {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
     let named = |p: &crate::policy::Policy| args.policies.contains(&p.name);
-    let policies: Vec<_> = set
-        .policies
+    let policies: Vec<_> = all
         .into_iter()
         .filter(|p| {
             if args.policies.is_empty() {

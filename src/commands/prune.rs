@@ -6,10 +6,8 @@ use std::fmt::Write as _;
 
 use super::{Exit, settings};
 use crate::cli::{Cli, PruneArgs};
-use crate::diag::{self, Format};
 use crate::human::mb;
 use crate::policy::Policy;
-use crate::policy::load::load_dir;
 use crate::retention::{self, RetentionPlan};
 use crate::storage;
 
@@ -29,25 +27,16 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Exit {
     } else {
         crate::logging::init_with_file(cli.verbose, false, &storage::logs_dir(root))
     };
-    let set = load_dir(&settings.policies_dir, &settings.policy_defaults());
-    if set.has_errors() {
-        eprint!("{}", diag::render(&set.diagnostics, Format::Human));
-        eprintln!("error: the policies are invalid; nothing was pruned");
-        return Exit::Config;
-    }
-    if let Err(name) = super::check_names(&args.policies, &set.policies) {
-        eprintln!(
-            "error: no policy named `{name}` in {}",
-            settings.policies_dir.display()
-        );
-        return Exit::Config;
-    }
+    let policies = match super::load_policies(&settings, &args.policies, "nothing was pruned") {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
     let target = settings.target();
     let now = chrono::Utc::now();
     let mut out = String::new();
 
     if args.dry_run {
-        let plan = retention::plan(&target, &set.policies, &args.policies, now);
+        let plan = retention::plan(&target, &policies, &args.policies, now);
         let bytes: u64 = plan.delete.iter().map(|d| d.size).sum();
         for d in plan.delete.iter().filter(|d| d.chain.is_none()) {
             let _ = writeln!(out, "would delete  {}  ({})", d.archive, d.reason);
@@ -94,7 +83,7 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Exit {
                 k[0].reason
             );
         }
-        unknown_policies(&mut out, &plan, &set.policies);
+        unknown_policies(&mut out, &plan, &policies);
         let _ = writeln!(
             out,
             "{} ({}) would be deleted, {} kept",
@@ -106,7 +95,7 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Exit {
         return Exit::Ok;
     }
 
-    let pruned = retention::prune(root, &target, &set.policies, &args.policies, now);
+    let pruned = retention::prune(root, &target, &policies, &args.policies, now);
     for key in &pruned.report.deleted {
         let _ = writeln!(out, "deleted  {key}");
     }
@@ -116,7 +105,7 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Exit {
     for s in &pruned.skipped {
         let _ = writeln!(out, "SKIPPED policy `{}`: {}", s.policy, s.why);
     }
-    unknown_policies(&mut out, &pruned.plan, &set.policies);
+    unknown_policies(&mut out, &pruned.plan, &policies);
     let _ = write!(
         out,
         "{} ({}) deleted, {} kept",
