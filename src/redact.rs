@@ -226,9 +226,12 @@ fn uris_in(text: &str, keep_references: bool) -> Cow<'_, str> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("://") {
+        // Past the last character that cannot be in a scheme (it may be multi-byte).
         let start = rest[..i]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
-            .map_or(0, |j| j + 1);
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+            .map_or(0, |(j, c)| j + c.len_utf8());
         let end = rest[i..].find(is_end).map_or(rest.len(), |j| i + j);
         out.push_str(&rest[..start]);
         let token = &rest[start..end];
@@ -362,6 +365,16 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     // The password is masked wherever the URI or text shows it; the rest stays legible.
+    // A URI right after a multi-byte character (found by tests/fuzz_policies.rs).
+    #[test]
+    fn uri_after_a_multibyte_character() {
+        let masked = super::uris_in("`***\u{e91ac}-mongodb://u:pw@h:1/x`", false);
+        assert!(
+            masked.contains("\u{e91ac}-mongodb://u:***@h:1/x"),
+            "{masked}"
+        );
+    }
+
     #[test]
     fn masks_password() {
         assert_eq!(
