@@ -148,8 +148,12 @@ def main() -> None:
             found = s3.list_multipart_uploads(Bucket=cmd["bucket"]).get("Uploads", [])
             out = []
             for u in found:
-                parts = s3.list_parts(Bucket=cmd["bucket"], Key=u["Key"],
-                                      UploadId=u["UploadId"]).get("Parts", [])
+                # An upload aborted between the listing and this call is gone: skip it.
+                try:
+                    parts = s3.list_parts(Bucket=cmd["bucket"], Key=u["Key"],
+                                          UploadId=u["UploadId"]).get("Parts", [])
+                except s3.exceptions.NoSuchUpload:
+                    continue
                 out.append([u["Key"], u["UploadId"], len(parts)])
             return out
         if op == "start_upload":
