@@ -664,14 +664,15 @@ fn a_run_killed_during_its_upload_is_recovered_by_the_next() {
         &format!("policies/{POLICY}.yaml"),
         &policy(&site.db).replace("retention: 30d", "retention: 30d\ncompression: {level: 0}"),
     );
-    // About 12 MB of incompressible documents: an upload of three 5 MiB parts.
+    // About 30 MB of incompressible documents: an upload of six 5 MiB parts, long
+    // enough to be seen in progress and killed.
     let ids: Vec<ObjectId> = block(async {
         let client = mongodb::Client::with_uri_str(&site.uri).await.unwrap();
         let coll = client.database(&site.db).collection::<Document>("api_logs");
         let now = DateTime::now().timestamp_millis();
         let mut ids = Vec::new();
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        for batch in 0..6 {
+        for batch in 0..15 {
             let docs: Vec<Document> = (0..1000)
                 .map(|i| {
                     let bytes: Vec<u8> = (0..2000)
